@@ -1,0 +1,25 @@
+# orderview: see README.md. Every target is safe to run on a fresh machine.
+.PHONY: up down run test lint bench bench-quick
+
+up:            ## Kafka + PostgreSQL on loopback, database, roles, topics (idempotent)
+	bash ops/up.sh
+
+down:          ## stop what `make up` started
+	bash ops/down.sh
+
+run: up        ## the service with demo data: projector, API replicas, emulator
+	bash ops/run.sh
+
+test:          ## everything, from nothing: venv, packages, services, pytest
+	bash ops/test.sh $(PYTEST_ARGS)
+
+lint:
+	bash ops/venv.sh
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+bench: up
+	.venv/bin/python -m bench
+
+bench-quick: up
+	.venv/bin/python -m bench --quick

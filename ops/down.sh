@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Stops exactly what ops/up.sh started (a server that was already there is left alone).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ops/kafka.sh stop
+bash ops/postgres.sh stop

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# PostgreSQL on loopback: the server the settings reach if there is one, else a
+# project-local cluster in .run/pg from Debian's binaries (installed if missing).
+#   ops/postgres.sh start | stop | status
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+P="$RUN/pg"
+DATA="$P/data"
+export PGPASSWORD="$PG_ADMIN_PASSWORD"
+
+answers() {
+    PGCONNECT_TIMEOUT=3 psql -X -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ADMIN_USER" -d postgres -c 'select 1' >/dev/null 2>&1
+}
+
+listening() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" >/dev/null 2>&1; }
+
+bindir() {
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    if [ -z "$dir" ]; then
+        [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+            || die "PostgreSQL is not installed: install it (Debian: apt-get install postgresql) or point ORDERVIEW_PG_* at a server."
+        say "installing PostgreSQL from Debian's packages"
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+        # The package may start its own cluster on our port; ours is the project-local one.
+        command -v pg_ctlcluster >/dev/null && for c in $(pg_lsclusters -h 2>/dev/null | awk '$4=="online"{print $1"/"$2}'); do
+            pg_ctlcluster "${c%/*}" "${c#*/}" stop || true
+        done
+        dir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    fi
+    echo "$dir"
+}
+
+# Root may not run postgres itself: the cluster belongs to the `postgres` user then.
+as_owner() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+init_cluster() {
+    local bin=$1
+    say "creating a PostgreSQL cluster in .run/pg/data"
+    mkdir -p "$P"
+    [ "$(id -u)" = 0 ] && chown postgres: "$P"
+    local pwfile="$P/.pw"
+    printf '%s\n' "$PG_ADMIN_PASSWORD" >"$pwfile"
+    [ "$(id -u)" = 0 ] && chown postgres: "$pwfile"
+    as_owner "$bin/initdb" -D "$DATA" -U "$PG_ADMIN_USER" --pwfile="$pwfile" \
+        --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$P/initdb.log" 2>&1 \
+        || die "initdb failed; see $P/initdb.log"
+    rm -f "$pwfile"
+    cat >>"$DATA/postgresql.conf" <<CONF
+listen_addresses = '$PG_HOST'
+port = $PG_PORT
+unix_socket_directories = '$P'
+max_connections = 200
+shared_buffers = 256MB
+logging_collector = off
+CONF
+}
+
+start() {
+    if answers; then say "PostgreSQL already answers at $PG_HOST:$PG_PORT; using it"; return; fi
+    listening && die "a server listens on $PG_HOST:$PG_PORT but refuses user $PG_ADMIN_USER; set ORDERVIEW_PG_ADMIN_USER/PASSWORD or another ORDERVIEW_PG_PORT."
+    local bin; bin=$(bindir)
+    [ -f "$DATA/PG_VERSION" ] || init_cluster "$bin"
+    say "starting PostgreSQL on $PG_HOST:$PG_PORT"
+    as_owner "$bin/pg_ctl" -D "$DATA" -l "$P/server.log" -w -t 60 start >/dev/null \
+        || { tail -20 "$P/server.log" >&2; die "PostgreSQL did not start; see .run/pg/server.log"; }
+    wait_for 30 answers || die "PostgreSQL started but does not accept $PG_ADMIN_USER; see .run/pg/server.log"
+    say "PostgreSQL is up"
+}
+
+stop() {
+    [ -f "$DATA/postmaster.pid" ] || return 0
+    say "stopping PostgreSQL"
+    as_owner "$(bindir)/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null || true
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    status) [ -f "$DATA/postmaster.pid" ] && echo running || echo stopped ;;
+    *) die "usage: ops/postgres.sh start|stop|status" ;;
+esac

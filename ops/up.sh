@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Everything the service needs, started and migrated. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ops/venv.sh
+bash ops/postgres.sh start
+bash ops/kafka.sh start
+.venv/bin/python -m orderview.bootstrap

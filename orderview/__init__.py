@@ -1,0 +1,1 @@
+"""Shared plumbing of orderview: configuration, bootstrap, logging."""

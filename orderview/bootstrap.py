@@ -1,0 +1,137 @@
+"""Creates the database, its roles and the topics, and applies sql/ migrations.
+
+    python -m orderview.bootstrap
+
+Idempotent: a second run changes nothing. Migrations are the files of sql/, applied
+in name order as the owner role, each in its own transaction, recorded in
+schema_migrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import psycopg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from psycopg import sql
+
+from orderview.settings import Settings, get_settings
+
+log = logging.getLogger("orderview.bootstrap")
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+ROLE_EXISTS = "SELECT 1 FROM pg_roles WHERE rolname = %s"
+DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
+CREATE_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    text        PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+APPLIED_MIGRATIONS = "SELECT version FROM schema_migrations"
+RECORD_MIGRATION = "INSERT INTO schema_migrations (version) VALUES (%s)"
+
+
+def ensure_roles_and_database(settings: Settings) -> None:
+    roles = [
+        (settings.pg_owner_user, settings.pg_owner_password),
+        (settings.pg_projector_user, settings.pg_projector_password),
+        (settings.pg_api_user, settings.pg_api_password),
+    ]
+    with psycopg.connect(settings.dsn("admin"), autocommit=True) as conn:
+        for user, password in roles:
+            verb = "ALTER" if conn.execute(ROLE_EXISTS, [user]).fetchone() else "CREATE"
+            conn.execute(
+                sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
+                    sql.SQL(verb), sql.Identifier(user), sql.Literal(password)
+                )
+            )
+        if not conn.execute(DATABASE_EXISTS, [settings.pg_database]).fetchone():
+            log.info("creating database %s", settings.pg_database)
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8'").format(
+                    sql.Identifier(settings.pg_database), sql.Identifier(settings.pg_owner_user)
+                )
+            )
+    # PostgreSQL 15 gives `public` to the database owner only after this.
+    with psycopg.connect(settings.admin_dsn_for(settings.pg_database), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(settings.pg_owner_user))
+        )
+
+
+def migrate(settings: Settings) -> list[str]:
+    """Apply the sql/ files not applied yet; return their names."""
+    applied_now = []
+    with psycopg.connect(settings.dsn("owner")) as conn:
+        conn.execute(CREATE_MIGRATIONS)
+        conn.commit()
+        done = {row[0] for row in conn.execute(APPLIED_MIGRATIONS)}
+        for path in sorted(SQL_DIR.glob("*.sql")):
+            if path.name in done:
+                continue
+            with conn.transaction():
+                conn.execute(path.read_text())
+                conn.execute(RECORD_MIGRATION, [path.name])
+            log.info("applied migration %s", path.name)
+            applied_now.append(path.name)
+        grant_role_privileges(conn, settings)
+        conn.commit()
+    return applied_now
+
+
+def grant_role_privileges(conn: psycopg.Connection, settings: Settings) -> None:
+    """The projector writes the read model; the API can only read it."""
+    db = sql.Identifier(settings.pg_database)
+    projector = sql.Identifier(settings.pg_projector_user)
+    api = sql.Identifier(settings.pg_api_user)
+    for statement in [
+        "REVOKE ALL ON DATABASE {db} FROM PUBLIC",
+        "GRANT CONNECT ON DATABASE {db} TO {projector}, {api}",
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+        "GRANT USAGE ON SCHEMA public TO {projector}, {api}",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {api}",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {projector}",
+        "REVOKE ALL ON schema_migrations FROM {projector}, {api}",
+        "GRANT SELECT ON schema_migrations TO {api}",
+    ]:
+        conn.execute(sql.SQL(statement).format(db=db, projector=projector, api=api))
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """`orders` is the event log: never deleted by age. The DLQ keeps what it is given too."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(settings.orders_topic, settings.orders_partitions, 1, topic_configs={"retention.ms": "-1"}),
+            NewTopic(settings.dlq_topic, 1, 1, topic_configs={"retention.ms": "-1"}),
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        for topic in missing:
+            try:
+                await admin.create_topics([topic])
+                log.info("created topic %s", topic.name)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def bootstrap(settings: Settings) -> None:
+    ensure_roles_and_database(settings)
+    migrate(settings)
+    asyncio.run(ensure_topics(settings))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="[orderview] %(message)s")
+    bootstrap(get_settings())
+
+
+if __name__ == "__main__":
+    main()
