@@ -1,0 +1,32 @@
+"""Fixtures shared by every layer. Integration and e2e tests run against the real Kafka
+and PostgreSQL that `make test` starts; each test session gets a database of its own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+
+from orderview.settings import Settings
+from tests import support
+
+
+@pytest_asyncio.fixture(scope="session")
+async def settings() -> AsyncIterator[Settings]:
+    """A fresh database (migrated, with roles) and fresh topics for this test session."""
+    s = support.with_fresh_topics(support.test_database_settings())
+    support.create_database(s)
+    await support.create_topics(s)
+    yield s
+    support.drop_database(s)
+    await support.delete_topics(s)
+
+
+@pytest_asyncio.fixture
+async def clean_settings(settings: Settings) -> AsyncIterator[Settings]:
+    """The session database with an empty read model, and topics of this test's own."""
+    support.truncate_read_model(settings)
+    s = support.with_fresh_topics(settings)
+    await support.create_topics(s)
+    yield s
+    await support.delete_topics(s)

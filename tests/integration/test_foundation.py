@@ -1,0 +1,140 @@
+"""The parts everything stands on are real: the broker, the database, the roles, the scripts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from orderview.bootstrap import migrate
+from orderview.settings import Settings
+from tests import support
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_committed_offset_is_where_the_next_group_member_resumes(clean_settings: Settings) -> None:
+    s = clean_settings
+    await support.produce(s, [(b"k", f"m{i}".encode()) for i in range(10)])
+    group = support.unique("roundtrip-")
+
+    first = AIOKafkaConsumer(
+        s.orders_topic, bootstrap_servers=s.kafka_bootstrap, group_id=group,
+        auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=4,
+    )
+    await first.start()
+    try:
+        got = []
+        while len(got) < 4:
+            for records in (await first.getmany(timeout_ms=1000, max_records=4 - len(got))).values():
+                got.extend(records)
+        tp = TopicPartition(got[0].topic, got[0].partition)
+        await first.commit({tp: got[-1].offset + 1})
+    finally:
+        await first.stop()
+
+    second = AIOKafkaConsumer(
+        s.orders_topic, bootstrap_servers=s.kafka_bootstrap, group_id=group,
+        auto_offset_reset="earliest", enable_auto_commit=False,
+    )
+    await second.start()
+    try:
+        rest = []
+        while len(got) + len(rest) < 10:
+            for records in (await second.getmany(timeout_ms=1000)).values():
+                rest.extend(records)
+    finally:
+        await second.stop()
+    values = [r.value for r in got + rest]
+    assert sorted(values) == sorted(f"m{i}".encode() for i in range(10))
+    assert len(values) == 10, "the second member resumed after the committed offset"
+
+
+async def test_orders_topic_is_an_event_log_with_three_partitions(settings: Settings) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        assert len(await producer.partitions_for(settings.orders_topic)) == settings.orders_partitions
+    finally:
+        await producer.stop()
+
+
+def test_api_role_is_refused_an_insert(settings: Settings) -> None:
+    with psycopg.connect(settings.dsn("api")) as conn:
+        conn.execute("SELECT count(*) FROM orders")  # it can read
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO applied_offsets (topic, partition, next_offset) VALUES ('t', 0, 1)")
+
+
+def test_projector_role_can_write(settings: Settings) -> None:
+    with psycopg.connect(settings.dsn("projector")) as conn:
+        conn.execute("INSERT INTO applied_offsets (topic, partition, next_offset) VALUES ('write-test', 0, 1)")
+        conn.rollback()
+
+
+def _schema(settings: Settings) -> list[tuple]:
+    with psycopg.connect(settings.dsn("owner")) as conn:
+        return conn.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'public' ORDER BY 1, 2"
+        ).fetchall()
+
+
+def test_migrations_applied_twice_leave_the_schema_unchanged(settings: Settings) -> None:
+    before = _schema(settings)
+    assert migrate(settings) == []
+    assert _schema(settings) == before
+
+
+@pytest.mark.slow
+def test_make_up_twice_is_a_no_op_and_make_down_leaves_nothing_of_ours() -> None:
+    """A second Kafka and PostgreSQL, on other ports and in a run folder of their own."""
+    run_dir = ROOT / ".run" / support.unique("updown-")
+    env = {
+        **os.environ,
+        "ORDERVIEW_RUN_DIR": str(run_dir),
+        "ORDERVIEW_KAFKA_BOOTSTRAP": "127.0.0.1:19092",
+        "ORDERVIEW_PG_PORT": "15432",
+    }
+
+    def make(target: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "-C", str(ROOT), target], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    try:
+        first = make("up")
+        assert first.returncode == 0, first.stderr
+        assert _processes_in(run_dir), "make up started Kafka and PostgreSQL"
+        second = make("up")
+        assert second.returncode == 0, second.stderr
+        assert "starting" not in second.stderr, second.stderr
+        assert "already" in second.stderr
+    finally:
+        down = make("down")
+    assert down.returncode == 0, down.stderr
+    assert not _processes_in(run_dir), "a process started by `make up` is still running"
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _processes_in(run_dir: Path) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(run_dir) in line]
+
+
+def _docker_compose() -> list[str] | None:
+    for cmd in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(cmd[0]) and subprocess.run([*cmd, "version"], capture_output=True).returncode == 0:
+            return cmd
+    return None
+
+
+@pytest.mark.skipif(_docker_compose() is None, reason="no docker compose on this machine (client plugin absent)")
+def test_compose_file_is_valid_for_docker_users() -> None:
+    out = subprocess.run([*_docker_compose(), "-f", str(ROOT / "compose.yaml"), "config", "-q"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

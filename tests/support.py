@@ -1,0 +1,157 @@
+"""Helpers shared by the test layers: isolated settings, producing, reading the DLQ, seeding."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
+
+from orderview.bootstrap import ensure_roles_and_database, ensure_topics, migrate
+from orderview.settings import Settings, get_settings
+from projector import store
+
+REFERENCE_ORDER_PATH = Path(__file__).resolve().parents[2] / "shared" / "examples" / "order.json"
+READ_MODEL_TABLES = ("items", "payments", "deliveries", "orders", "order_snapshots", "applied_offsets")
+
+
+def reference_order_bytes() -> bytes:
+    return REFERENCE_ORDER_PATH.read_bytes()
+
+
+def reference_order() -> dict:
+    return json.loads(reference_order_bytes())
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def test_database_settings() -> Settings:
+    """Settings for a database of this test session's own, so runs never collide."""
+    return replace(get_settings(), pg_database=unique("orderview_test_"))
+
+
+def with_fresh_topics(settings: Settings) -> Settings:
+    suffix = uuid.uuid4().hex[:10]
+    return replace(
+        settings,
+        orders_topic=f"orders.test.{suffix}",
+        dlq_topic=f"orders.dlq.test.{suffix}",
+        consumer_group=f"orderview-projector-test-{suffix}",
+    )
+
+
+def create_database(settings: Settings) -> None:
+    ensure_roles_and_database(settings)
+    migrate(settings)
+
+
+def drop_database(settings: Settings) -> None:
+    with psycopg.connect(settings.dsn("admin"), autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                psycopg.sql.Identifier(settings.pg_database)
+            )
+        )
+
+
+def truncate_read_model(settings: Settings) -> None:
+    with psycopg.connect(settings.dsn("owner")) as conn:
+        conn.execute("TRUNCATE " + ", ".join(READ_MODEL_TABLES))
+
+
+async def create_topics(settings: Settings) -> None:
+    await ensure_topics(settings)
+
+
+async def delete_topics(settings: Settings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([settings.orders_topic, settings.dlq_topic])
+    except Exception:  # best effort: topics of a test session are disposable
+        pass
+    finally:
+        await admin.close()
+
+
+async def produce(settings: Settings, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    """Send (key, value) pairs to the orders topic, acks=all; return how many."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        linger_ms=5,
+        max_request_size=16 * 1024 * 1024,
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(settings.orders_topic, value=v, key=k) for k, v in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(futures)
+
+
+async def read_topic(settings: Settings, topic: str, count: int, timeout: float = 30.0) -> list[ConsumerRecord]:
+    """Read `count` records from the start of a topic (no group), or fail after `timeout`."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=32 * 1024 * 1024,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(records) < count:
+                batch = await consumer.getmany(timeout_ms=500)
+                for part in batch.values():
+                    records.extend(part)
+    except TimeoutError:
+        raise AssertionError(f"expected {count} records on {topic}, got {len(records)}") from None
+    finally:
+        await consumer.stop()
+    return records
+
+
+def headers(record: ConsumerRecord) -> dict[str, str]:
+    return {k: v.decode() for k, v in record.headers}
+
+
+async def seed_orders(settings: Settings, orders: Sequence[dict]) -> None:
+    """Write orders through the projector's own write path (no Kafka) and NOTIFY them."""
+    async with await psycopg.AsyncConnection.connect(settings.dsn("projector")) as conn:
+        events = [
+            store.Accepted(o["order_uid"], orjson.dumps(o).decode(), partition=0, offset=i)
+            for i, o in enumerate(orders)
+        ]
+        changed = await store.write_orders(conn, events)
+        await store.notify_changed(conn, settings.notify_channel, changed)
+        await conn.commit()
+
+
+async def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
+    """Poll an (async or sync) predicate until it returns a truthy value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(interval)
