@@ -1,85 +1,77 @@
-"""The one place that reads configuration: environment variables with local defaults.
+"""The one place that reads configuration.
 
-Every option is listed in README.md › Configuration.
+Every field of Settings is read from the environment variable ORDERVIEW_<FIELD IN
+UPPER CASE> (e.g. `api_port` from ORDERVIEW_API_PORT); the defaults work on a
+local machine after `make up`. README.md › Configuration lists them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
-
-
-def _dsn(host: str, port: int, db: str, user: str, password: str) -> str:
-    return f"host={host} port={port} dbname={db} user={user} password={password} connect_timeout=5"
+PREFIX = "ORDERVIEW_"
 
 
 @dataclass(frozen=True)
 class Settings:
     # Kafka
-    kafka_bootstrap: str = field(default_factory=lambda: _env("ORDERVIEW_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    orders_topic: str = field(default_factory=lambda: _env("ORDERVIEW_ORDERS_TOPIC", "orders"))
-    dlq_topic: str = field(default_factory=lambda: _env("ORDERVIEW_DLQ_TOPIC", "orders.dlq"))
-    orders_partitions: int = field(default_factory=lambda: _int("ORDERVIEW_ORDERS_PARTITIONS", 3))
-    consumer_group: str = field(default_factory=lambda: _env("ORDERVIEW_CONSUMER_GROUP", "orderview-projector"))
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    orders_topic: str = "orders"
+    dlq_topic: str = "orders.dlq"
+    orders_partitions: int = 3
+    consumer_group: str = "orderview-projector"
 
-    # PostgreSQL
-    pg_host: str = field(default_factory=lambda: _env("ORDERVIEW_PG_HOST", "127.0.0.1"))
-    pg_port: int = field(default_factory=lambda: _int("ORDERVIEW_PG_PORT", 5432))
-    pg_database: str = field(default_factory=lambda: _env("ORDERVIEW_PG_DATABASE", "orderview"))
-    pg_admin_user: str = field(default_factory=lambda: _env("ORDERVIEW_PG_ADMIN_USER", "postgres"))
-    pg_admin_password: str = field(default_factory=lambda: _env("ORDERVIEW_PG_ADMIN_PASSWORD", "postgres"))
-    pg_owner_user: str = field(default_factory=lambda: _env("ORDERVIEW_PG_OWNER_USER", "orderview_owner"))
-    pg_owner_password: str = field(default_factory=lambda: _env("ORDERVIEW_PG_OWNER_PASSWORD", "orderview_owner"))
-    pg_projector_user: str = field(default_factory=lambda: _env("ORDERVIEW_PG_PROJECTOR_USER", "orderview_projector"))
-    pg_projector_password: str = field(
-        default_factory=lambda: _env("ORDERVIEW_PG_PROJECTOR_PASSWORD", "orderview_projector")
-    )
-    pg_api_user: str = field(default_factory=lambda: _env("ORDERVIEW_PG_API_USER", "orderview_api"))
-    pg_api_password: str = field(default_factory=lambda: _env("ORDERVIEW_PG_API_PASSWORD", "orderview_api"))
+    # PostgreSQL: an admin that bootstraps, an owner that migrates, a writer, a reader
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pg_database: str = "orderview"
+    pg_admin_user: str = "postgres"
+    pg_admin_password: str = "postgres"
+    pg_owner_user: str = "orderview_owner"
+    pg_owner_password: str = "orderview_owner"
+    pg_projector_user: str = "orderview_projector"
+    pg_projector_password: str = "orderview_projector"
+    pg_api_user: str = "orderview_api"
+    pg_api_password: str = "orderview_api"
 
     # Projector
-    projector_port: int = field(default_factory=lambda: _int("ORDERVIEW_PROJECTOR_PORT", 6066))
-    batch_size: int = field(default_factory=lambda: _int("ORDERVIEW_BATCH_SIZE", 500))
-    batch_wait_s: float = field(default_factory=lambda: _float("ORDERVIEW_BATCH_WAIT_S", 0.05))
-    max_message_bytes: int = field(default_factory=lambda: _int("ORDERVIEW_MAX_MESSAGE_BYTES", 1024 * 1024))
-    db_retry_max_s: float = field(default_factory=lambda: _float("ORDERVIEW_DB_RETRY_MAX_S", 5.0))
-    notify_channel: str = field(default_factory=lambda: _env("ORDERVIEW_NOTIFY_CHANNEL", "order_changed"))
+    projector_port: int = 6066
+    batch_size: int = 500
+    batch_wait_s: float = 0.05
+    max_message_bytes: int = 1024 * 1024
+    db_retry_max_s: float = 5.0
+    notify_channel: str = "order_changed"
 
     # API
-    api_host: str = field(default_factory=lambda: _env("ORDERVIEW_API_HOST", "127.0.0.1"))
-    api_port: int = field(default_factory=lambda: _int("ORDERVIEW_API_PORT", 8081))
-    api_replicas: int = field(default_factory=lambda: _int("ORDERVIEW_API_REPLICAS", 2))
-    cache_max_entries: int = field(default_factory=lambda: _int("ORDERVIEW_CACHE_MAX_ENTRIES", 100_000))
-    cache_max_bytes: int = field(default_factory=lambda: _int("ORDERVIEW_CACHE_MAX_BYTES", 256 * 1024 * 1024))
-    api_pool_size: int = field(default_factory=lambda: _int("ORDERVIEW_API_POOL_SIZE", 4))
+    api_host: str = "127.0.0.1"
+    api_port: int = 8081
+    api_replicas: int = 2
+    cache_max_entries: int = 100_000
+    cache_max_bytes: int = 256 * 1024 * 1024
+    api_pool_size: int = 4
 
-    # Logging
-    log_level: str = field(default_factory=lambda: _env("ORDERVIEW_LOG_LEVEL", "INFO"))
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | os._Environ = os.environ) -> Settings:
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"{PREFIX}{f.name.upper()} must be a {kind.__name__}, got {raw!r}") from None
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes another process read these same settings."""
+        return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def dsn(self, role: str) -> str:
         """libpq connection string for one of the roles: admin, owner, projector, api."""
@@ -89,13 +81,19 @@ class Settings:
             "projector": (self.pg_projector_user, self.pg_projector_password),
             "api": (self.pg_api_user, self.pg_api_password),
         }[role]
-        db = "postgres" if role == "admin" else self.pg_database
-        return _dsn(self.pg_host, self.pg_port, db, user, password)
+        database = "postgres" if role == "admin" else self.pg_database
+        return self._dsn(database, user, password)
 
     def admin_dsn_for(self, database: str) -> str:
-        return _dsn(self.pg_host, self.pg_port, database, self.pg_admin_user, self.pg_admin_password)
+        return self._dsn(database, self.pg_admin_user, self.pg_admin_password)
+
+    def _dsn(self, database: str, user: str, password: str) -> str:
+        return (
+            f"host={self.pg_host} port={self.pg_port} dbname={database} "
+            f"user={user} password={password} connect_timeout=5"
+        )
 
 
 @cache
 def get_settings() -> Settings:
-    return Settings()
+    return Settings.from_env()
