@@ -108,7 +108,9 @@ async def ensure_topics(settings: Settings) -> None:
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(settings.orders_topic, settings.orders_partitions, 1, topic_configs={"retention.ms": "-1"}),
+            NewTopic(
+                settings.orders_topic, settings.orders_partitions, 1, topic_configs={"retention.ms": "-1"}
+            ),
             NewTopic(settings.dlq_topic, 1, 1, topic_configs={"retention.ms": "-1"}),
         ]
         missing = [t for t in wanted if t.name not in existing]

@@ -37,7 +37,8 @@ class Settings:
     pg_api_user: str = "orderview_api"
     pg_api_password: str = "orderview_api"
 
-    # Projector
+    # Projector (its /metrics and /readyz)
+    projector_host: str = "127.0.0.1"
     projector_port: int = 6066
     batch_size: int = 500
     batch_wait_s: float = 0.05

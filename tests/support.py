@@ -19,7 +19,7 @@ from orderview.bootstrap import ensure_roles_and_database, ensure_topics, migrat
 from orderview.settings import Settings, get_settings
 from projector import store
 
-REFERENCE_ORDER_PATH = Path(__file__).resolve().parents[2] / "shared" / "examples" / "order.json"
+REFERENCE_ORDER_PATH = Path(__file__).resolve().parents[1] / "examples" / "order.json"
 READ_MODEL_TABLES = ("items", "payments", "deliveries", "orders", "order_snapshots", "applied_offsets")
 
 
@@ -101,7 +101,9 @@ async def produce(settings: Settings, messages: Iterable[tuple[bytes | None, byt
     return len(futures)
 
 
-async def read_topic(settings: Settings, topic: str, count: int, timeout: float = 30.0) -> list[ConsumerRecord]:
+async def read_topic(
+    settings: Settings, topic: str, count: int, timeout: float = 30.0
+) -> list[ConsumerRecord]:
     """Read `count` records from the start of a topic (no group), or fail after `timeout`."""
     consumer = AIOKafkaConsumer(
         topic,

@@ -1,0 +1,1 @@
+"""The write side: the `orders` topic projected into the PostgreSQL read model."""

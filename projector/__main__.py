@@ -1,0 +1,15 @@
+"""`python -m projector`: run a projector worker (extra arguments go to Faust's worker command)."""
+
+import sys
+
+from projector.app import app, settings
+
+
+def main() -> None:
+    args = sys.argv[1:] or ["--quiet", "worker", "--loglevel", settings.log_level.lower()]
+    sys.argv = [sys.argv[0], *args]
+    app.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The Faust worker: takes batches from the orders topic and hands them to BatchProjector.
+
+    python -m projector            (a worker; run several for more partitions in parallel)
+
+Offsets: Faust commits what the agent acknowledged. A batch is acknowledged only
+after BatchProjector made it durable; a batch interrupted by shutdown is left
+unacknowledged so the next owner of the partition reads it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import faust
+from prometheus_client import generate_latest
+
+from orderview import jsonlog
+from orderview.settings import get_settings
+from projector.batch import BatchProjector
+from projector.dlq import Incoming
+
+settings = get_settings()
+# prometheus_client's CONTENT_TYPE_LATEST names a charset, which aiohttp wants apart.
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+
+app = faust.App(
+    settings.consumer_group,
+    broker=f"kafka://{settings.kafka_bootstrap}",
+    store="memory://",
+    autodiscover=False,
+    topic_allow_declare=False,
+    topic_disable_leader=True,
+    consumer_auto_offset_reset="earliest",
+    producer_acks=-1,
+    broker_commit_every=settings.batch_size,
+    broker_commit_interval=1.0,
+    stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+    consumer_max_fetch_size=8 * 1024 * 1024,
+    web_port=settings.projector_port,
+    web_bind=settings.projector_host,
+    web_host=settings.projector_host,
+    logging_config=jsonlog.logging_config(settings.log_level),
+    # Nothing of ours is kept on disk (the read model is in PostgreSQL); Faust wants a folder anyway.
+    datadir=str(Path(tempfile.gettempdir()) / "orderview-faust" / settings.consumer_group),
+)
+
+orders = app.topic(
+    settings.orders_topic,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.orders_partitions,
+)
+
+Path(app.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
+projector = BatchProjector(settings)
+
+
+def leave_unacknowledged(events: Sequence[faust.types.EventT]) -> None:
+    """Faust's take_events acknowledges a batch even when its processing is cancelled.
+    Marking the messages as acked-already makes that ack a no-op: their offsets are
+    never committed, and the next owner of the partition reads them again."""
+    for event in events:
+        event.message.acked = True
+
+
+@app.agent(orders, concurrency=1)
+async def project(stream: faust.StreamT) -> None:
+    await projector.start()
+    try:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait_s):
+            batch = [
+                Incoming(e.message.partition, e.message.offset, e.message.key, e.message.value)
+                for e in events
+            ]
+            try:
+                await projector.process(batch)
+            except asyncio.CancelledError:
+                leave_unacknowledged(events)
+                raise
+            update_lag(batch)
+    finally:
+        await projector.stop()
+
+
+def update_lag(batch: Sequence[Incoming]) -> None:
+    last = {m.partition: m.offset for m in batch}
+    for partition, offset in last.items():
+        tp = faust.types.TP(settings.orders_topic, partition)
+        highwater = app.consumer.highwater(tp)
+        if highwater is not None:
+            projector.metrics.lag.labels(str(partition)).set(max(0, highwater - offset - 1))
+
+
+@app.page("/metrics")
+async def metrics(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+    return web.bytes(generate_latest(projector.metrics.registry), content_type=PROMETHEUS_TEXT)
+
+
+@app.page("/readyz")
+async def readyz(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+    reason = projector.readiness.reason
+    if reason is None:
+        return web.json({"status": "ready"})
+    return web.json({"status": "not ready", "reason": reason}, status=503)
+
+
+@app.page("/healthz")
+async def healthz(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+    return web.json({"status": "alive"})

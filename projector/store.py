@@ -1,0 +1,96 @@
+"""Writes accepted orders into the read model, inside a transaction the caller owns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from projector import queries
+
+# PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
+NOTIFY_PAYLOAD_LIMIT = 7900
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid order event and where it came from."""
+
+    order_uid: str
+    body: str  # the message as JSON text, exactly as received
+    partition: int
+    offset: int
+
+
+async def lock_applied_offsets(
+    conn: psycopg.AsyncConnection, topic: str, partitions: Sequence[int]
+) -> dict[int, int]:
+    cur = await conn.execute(queries.LOCK_APPLIED_OFFSETS, {"topic": topic, "partitions": list(partitions)})
+    return {partition: next_offset for partition, next_offset in await cur.fetchall()}
+
+
+async def write_orders(conn: psycopg.AsyncConnection, events: Sequence[Accepted]) -> list[str]:
+    """Upsert the snapshots and, for the orders that changed, their normalized rows.
+
+    Events must be in offset order; for an order_uid seen twice the later one wins.
+    Returns the order_uids whose content changed.
+    """
+    latest = list({e.order_uid: e for e in events}.values())
+    if not latest:
+        return []
+    cur = await conn.execute(
+        queries.UPSERT_SNAPSHOTS,
+        {
+            "uids": [e.order_uid for e in latest],
+            "bodies": [e.body for e in latest],
+            "partitions": [e.partition for e in latest],
+            "offsets": [e.offset for e in latest],
+        },
+    )
+    changed = [row[0] for row in await cur.fetchall()]
+    if changed:
+        params = {"uids": changed}
+        async with conn.pipeline():
+            for statement in (
+                queries.UPSERT_ORDERS,
+                queries.UPSERT_DELIVERIES,
+                queries.UPSERT_PAYMENTS,
+                queries.DELETE_ITEMS,
+                queries.INSERT_ITEMS,
+            ):
+                await conn.execute(statement, params)
+    return changed
+
+
+async def save_applied_offsets(
+    conn: psycopg.AsyncConnection, topic: str, next_offsets: dict[int, int]
+) -> None:
+    await conn.execute(
+        queries.SAVE_APPLIED_OFFSETS,
+        {
+            "topic": topic,
+            "partitions": list(next_offsets),
+            "next_offsets": list(next_offsets.values()),
+        },
+    )
+
+
+async def notify_changed(conn: psycopg.AsyncConnection, channel: str, order_uids: Iterable[str]) -> None:
+    """Delivered at commit, to every API replica listening: comma-separated uids."""
+    for payload in notify_payloads(order_uids):
+        await conn.execute(queries.NOTIFY, {"channel": channel, "payload": payload})
+
+
+def notify_payloads(order_uids: Iterable[str], limit: int = NOTIFY_PAYLOAD_LIMIT) -> Iterator[str]:
+    """Comma-joined uids in chunks under the payload limit (uids are ASCII, no commas)."""
+    chunk: list[str] = []
+    size = 0
+    for uid in order_uids:
+        if chunk and size + 1 + len(uid) > limit:
+            yield ",".join(chunk)
+            chunk, size = [], 0
+        size += len(uid) + (1 if chunk else 0)
+        chunk.append(uid)
+    if chunk:
+        yield ",".join(chunk)
