@@ -16,7 +16,7 @@ SELECT partition, next_offset FROM applied_offsets WHERE topic = %(topic)s
 # Returns only the orders whose body changed: an identical redelivery touches nothing.
 UPSERT_SNAPSHOTS = """
 INSERT INTO order_snapshots AS s (order_uid, body, source_partition, source_offset)
-SELECT * FROM unnest(%(uids)s::text[], %(bodies)s::jsonb[], %(partitions)s::int[], %(offsets)s::bigint[])
+SELECT * FROM unnest(%(uids)b::text[], %(bodies)b::text[]::jsonb[], %(partitions)b::int[], %(offsets)b::bigint[])
 ON CONFLICT (order_uid) DO UPDATE
 SET body = excluded.body,
     source_partition = excluded.source_partition,
