@@ -12,4 +12,5 @@ cleanup() {
 }
 trap cleanup EXIT
 bash ops/up.sh
+bash ops/chromium.sh
 .venv/bin/pytest "$@"
