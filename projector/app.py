@@ -35,6 +35,9 @@ app = faust.App(
     topic_disable_leader=True,
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
+    # A killed worker's partitions move to the others after 10 s, not Faust's default 60 s.
+    broker_session_timeout=10.0,
+    broker_heartbeat_interval=2.0,
     broker_commit_every=settings.batch_size,
     broker_commit_interval=1.0,
     stream_buffer_maxsize=max(4096, settings.batch_size * 4),

@@ -131,9 +131,8 @@ class BatchProjector:
             if isinstance(result, Rejection):
                 dead.append(DeadLetter(m, result.reason, result.error, result.path))
             else:
-                accepted.append(
-                    store.Accepted(result["order_uid"], m.value.decode(), m.partition, m.offset)  # type: ignore[union-attr]
-                )
+                body = m.value.decode()  # type: ignore[union-attr]  # valid UTF-8: it passed the validator
+                accepted.append(store.Accepted(result["order_uid"], body, m.partition, m.offset, result))
         return accepted, dead
 
     async def _write(

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from orderview import jsonlog
 from orderview.settings import Settings, get_settings
@@ -56,7 +56,9 @@ async def rebuild(settings: Settings, truncate: bool = False) -> int:
                     f"the read model holds {count} orders: stop the projector and use --truncate"
                 )
 
+    # No group: a consumer without one is given every partition of the topic.
     consumer = AIOKafkaConsumer(
+        settings.orders_topic,
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -68,10 +70,7 @@ async def rebuild(settings: Settings, truncate: bool = False) -> int:
     await projector.start()
     replayed = 0
     try:
-        await consumer.topics()  # loads the metadata that partitions_for_topic reads
-        numbers = consumer.partitions_for_topic(settings.orders_topic) or set()
-        partitions = [TopicPartition(settings.orders_topic, p) for p in sorted(numbers)]
-        consumer.assign(partitions)
+        partitions = sorted(consumer.assignment())
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
         remaining = {tp for tp in partitions if end[tp] > 0}

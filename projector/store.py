@@ -21,6 +21,24 @@ class Accepted:
     body: str  # the message as JSON text, exactly as received
     partition: int
     offset: int
+    document: dict | None = None  # the parsed body, when the caller has it
+
+    def same_version(self, other: Accepted) -> bool:
+        if self.document is not None and other.document is not None:
+            return self.document == other.document
+        return self.body == other.body
+
+
+def latest_versions(events: Sequence[Accepted]) -> list[Accepted]:
+    """Per order_uid, the event that made its last version: an identical re-send
+    does not replace it, so the source offset is the same in whatever batches the
+    events arrive (live or in a rebuild)."""
+    latest: dict[str, Accepted] = {}
+    for e in events:
+        kept = latest.get(e.order_uid)
+        if kept is None or not kept.same_version(e):
+            latest[e.order_uid] = e
+    return list(latest.values())
 
 
 async def lock_applied_offsets(
@@ -36,7 +54,7 @@ async def write_orders(conn: psycopg.AsyncConnection, events: Sequence[Accepted]
     Events must be in offset order; for an order_uid seen twice the later one wins.
     Returns the order_uids whose content changed.
     """
-    latest = list({e.order_uid: e for e in events}.values())
+    latest = latest_versions(events)
     if not latest:
         return []
     cur = await conn.execute(

@@ -1,0 +1,402 @@
+"""The projector against the real broker and database, run as the real worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from emulator.stream import expected_state, stream
+from orderview.settings import Settings
+from projector.rebuild import rebuild
+from tests import support
+from tests.processes import Projector
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def snapshots(settings: Settings) -> dict[str, dict]:
+    with psycopg.connect(settings.dsn("owner")) as conn:
+        return {uid: body for uid, body in conn.execute("SELECT order_uid, body FROM order_snapshots")}
+
+
+def count(settings: Settings, table: str) -> int:
+    with psycopg.connect(settings.dsn("owner")) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # table names are literals here
+
+
+def read_model(settings: Settings) -> dict[str, list[tuple]]:
+    """Every row of the read model, minus times, in a comparable order."""
+    tables = {
+        "orders": "SELECT * FROM orders ORDER BY order_uid",
+        "deliveries": "SELECT * FROM deliveries ORDER BY order_uid",
+        "payments": "SELECT * FROM payments ORDER BY order_uid",
+        "items": "SELECT * FROM items ORDER BY order_uid, position",
+        "order_snapshots": "SELECT order_uid, body, source_partition, source_offset FROM order_snapshots "
+        "ORDER BY order_uid",
+    }
+    with psycopg.connect(settings.dsn("owner")) as conn:
+        return {name: conn.execute(query).fetchall() for name, query in tables.items()}
+
+
+async def wait_for_orders(settings: Settings, n: int, timeout: float = 120.0) -> None:
+    await support.wait_until(
+        lambda: count(settings, "order_snapshots") >= n,
+        timeout=timeout,
+        message=f"{n} orders in order_snapshots",
+    )
+
+
+def order(uid: str, **changes) -> dict:
+    o = support.reference_order()
+    o["order_uid"] = uid
+    o["payment"]["transaction"] = uid
+    o.update(changes)
+    return o
+
+
+def message(o: dict) -> tuple[bytes, bytes]:
+    return o["order_uid"].encode(), orjson.dumps(o)
+
+
+@pytest.fixture
+def projector(clean_settings: Settings):
+    p = Projector(clean_settings).start().wait_ready()
+    yield p
+    p.terminate()
+
+
+async def test_reference_order_reaches_every_table_and_its_snapshot_equals_the_message(
+    clean_settings: Settings, projector: Projector
+) -> None:
+    raw = support.reference_order_bytes()
+    uid = support.reference_order()["order_uid"]
+    await support.produce(clean_settings, [(uid.encode(), raw)])
+    await wait_for_orders(clean_settings, 1)
+    assert snapshots(clean_settings)[uid] == orjson.loads(raw)
+    for table in ("orders", "deliveries", "payments", "items"):
+        assert count(clean_settings, table) == 1, table
+    with psycopg.connect(clean_settings.dsn("owner")) as conn:
+        amount, currency = conn.execute("SELECT amount, currency FROM payments").fetchone()
+        name, rid = conn.execute("SELECT name, rid FROM items WHERE position = 0").fetchone()
+    assert (amount, currency, name, rid) == (1817, "USD", "Mascaras", "ab4219087a764ae0btest")
+
+
+BAD_MESSAGES = [
+    ("decode", "$", b"k1", b"\xff\xfe not utf-8"),
+    ("decode", "$", b"k2", b'{"order_uid": "trunc'),
+    ("decode", "$", b"k3", None),
+    ("schema", "$.delivery.email", b"bad-email", None),
+    ("schema", "$.payment.amount", b"wrong-type", None),
+    ("schema", "$.locale", b"missing-field", None),
+    ("invariant", "$.payment.goods_total", b"bad-total", None),
+    ("invariant", "$.items[0].track_number", b"bad-track", None),
+    ("too_large", "$", b"huge", None),
+]
+
+
+def bad_value(key: bytes, max_bytes: int) -> bytes:
+    o = order(key.decode())
+    match key:
+        case b"bad-email":
+            o["delivery"]["email"] = "not-an-email"
+        case b"wrong-type":
+            o["payment"]["amount"] = "1817"
+        case b"missing-field":
+            del o["locale"]
+        case b"bad-total":
+            o["payment"]["goods_total"] = 300
+            o["payment"]["amount"] = 1800
+        case b"bad-track":
+            o["items"][0]["track_number"] = "OTHER"
+        case b"huge":
+            return b" " * (max_bytes + 1)
+    return orjson.dumps(o)
+
+
+async def test_every_bad_message_kind_reaches_the_dlq_with_reason_path_and_source(
+    clean_settings: Settings, projector: Projector
+) -> None:
+    s = clean_settings
+    sent = [
+        (key, value if value is not None or reason == "decode" else bad_value(key, s.max_message_bytes))
+        for reason, _, key, value in BAD_MESSAGES
+    ]
+    good = order("good-after-bad")
+    await support.produce(s, [*sent, message(good)])
+
+    records = await support.read_topic(s, s.dlq_topic, len(BAD_MESSAGES))
+    by_key = {r.key: r for r in records}
+    for (reason, path, key, _), (_, value) in zip(BAD_MESSAGES, sent, strict=True):
+        record = by_key[key]
+        h = support.headers(record)
+        assert h["dlq.reason"] == reason, (key, h)
+        assert h["dlq.path"] == path, (key, h)
+        assert h["dlq.error"], key
+        assert h["dlq.topic"] == s.orders_topic
+        assert int(h["dlq.offset"]) >= 0 and int(h["dlq.partition"]) in range(s.orders_partitions)
+        assert record.value == value, "the DLQ keeps the original bytes"
+    await wait_for_orders(s, 1)
+    assert set(snapshots(s)) == {"good-after-bad"}, "bad messages wrote no row; the stream went on"
+    assert count(s, "orders") == 1
+
+
+@pytest.fixture
+def database_rule(clean_settings: Settings):
+    """A rule the database enforces and the schema does not know: one valid event breaks it."""
+    with psycopg.connect(clean_settings.dsn("owner"), autocommit=True) as conn:
+        conn.execute("ALTER TABLE deliveries ADD CONSTRAINT test_rule CHECK (city <> 'Forbidden City')")
+    yield
+    with psycopg.connect(clean_settings.dsn("owner"), autocommit=True) as conn:
+        conn.execute("ALTER TABLE deliveries DROP CONSTRAINT test_rule")
+
+
+async def test_an_event_the_database_refuses_goes_to_dlq_and_the_rest_of_the_batch_is_written(
+    clean_settings: Settings, database_rule: None, projector: Projector
+) -> None:
+    s = clean_settings
+    refused = order("refused")
+    refused["delivery"]["city"] = "Forbidden City"
+    others = [order(f"fine-{i}") for i in range(5)]
+    sent = [message(o) for o in [*others[:2], refused, *others[2:]]]
+    await support.produce(s, sent)
+    [record] = await support.read_topic(s, s.dlq_topic, 1)
+    h = support.headers(record)
+    assert h["dlq.reason"] == "db_rejected"
+    assert "test_rule" in h["dlq.error"]
+    assert (record.key, record.value) == message(refused), "original key and bytes"
+    await wait_for_orders(s, 5)
+    assert set(snapshots(s)) == {o["order_uid"] for o in others}
+    assert count(s, "orders") == 5
+
+
+async def test_a_new_version_replaces_the_old_one_in_every_table(
+    clean_settings: Settings, projector: Projector
+) -> None:
+    s = clean_settings
+    v1 = order("versioned")
+    v2 = copy.deepcopy(v1)
+    v2["delivery"]["city"] = "Haifa"
+    second_item = dict(v2["items"][0], rid="second-item", total_price=100, price=100, sale=0)
+    v2["items"].append(second_item)
+    v2["payment"]["goods_total"] += 100
+    v2["payment"]["amount"] += 100
+    await support.produce(s, [message(v1)])
+    await wait_for_orders(s, 1)
+    await support.produce(s, [message(v2), message(v2)])  # the second is an identical re-send
+    await support.wait_until(lambda: snapshots(s)["versioned"] == v2, message="version 2 applied")
+    with psycopg.connect(s.dsn("owner")) as conn:
+        assert conn.execute("SELECT city FROM deliveries").fetchone() == ("Haifa",)
+        assert conn.execute("SELECT amount FROM payments").fetchone() == (v2["payment"]["amount"],)
+        assert conn.execute("SELECT rid FROM items ORDER BY position").fetchall() == [
+            (v1["items"][0]["rid"],),
+            ("second-item",),
+        ]
+
+
+async def test_a_seeded_mixed_stream_of_10000_gives_exact_counts(clean_settings: Settings) -> None:
+    s = clean_settings
+    messages = list(stream(10_000, seed=7, invalid_share=0.1, repeat_share=0.1))
+    expected = expected_state(messages)
+    invalid = [m for m in messages if m.kind == "invalid"]
+    p = Projector(s, "projector-10k").start().wait_ready()
+    try:
+        await support.produce(s, [(m.key, m.value) for m in messages])
+        dlq = await support.read_topic(s, s.dlq_topic, len(invalid), timeout=180)
+        await support.wait_until(
+            lambda: p.metric("orderview_projector_consumed_total") >= len(messages),
+            timeout=180,
+            message="every message consumed",
+        )
+        assert snapshots(s) == expected
+        assert count(s, "items") == sum(len(o["items"]) for o in expected.values())
+        assert count(s, "orders") == count(s, "payments") == count(s, "deliveries") == len(expected)
+        assert len(dlq) == len(invalid)
+        reasons = sorted(support.headers(r)["dlq.reason"] for r in dlq)
+        assert reasons == sorted(m.reason for m in invalid)
+        assert p.metric("orderview_projector_redeliveries_skipped_total") == 0
+    finally:
+        p.terminate()
+
+
+async def test_kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
+    clean_settings: Settings,
+) -> None:
+    s = clean_settings
+    messages = list(stream(6_000, seed=11, invalid_share=0.0, repeat_share=0.1))
+    expected = expected_state(messages)
+    first = Projector(s, "projector-killed").start().wait_ready()
+    await support.produce(s, [(m.key, m.value) for m in messages])
+    await support.wait_until(lambda: count(s, "order_snapshots") > 500, message="progress before the kill")
+    first.kill9()
+    assert count(s, "order_snapshots") < len(expected), "killed mid-stream"
+    second = Projector(s, "projector-restarted").start().wait_ready()
+    try:
+        await wait_for_orders(s, len(expected))
+        await support.wait_until(lambda: snapshots(s) == expected, timeout=60, message="exact final state")
+        assert count(s, "items") == sum(len(o["items"]) for o in expected.values())
+        assert count(s, "orders") == len(expected)
+    finally:
+        second.terminate()
+    assert await dlq_is_empty(s), "no valid message was dead-lettered"
+
+
+async def dlq_is_empty(settings: Settings) -> bool:
+    try:
+        await support.read_topic(settings, settings.dlq_topic, 1, timeout=3)
+    except AssertionError:
+        return True
+    return False
+
+
+def set_postgres(action: str) -> None:
+    subprocess.run(["bash", str(ROOT / "ops" / "postgres.sh"), action], check=True, capture_output=True)
+
+
+async def test_postgresql_stopped_for_20s_mid_stream_loses_nothing_and_progress_resumes(
+    clean_settings: Settings,
+) -> None:
+    s = clean_settings
+    messages = list(stream(4_000, seed=13, repeat_share=0.05))
+    expected = expected_state(messages)
+    p = Projector(s, "projector-pg-outage").start().wait_ready()
+    try:
+        await support.produce(s, [(m.key, m.value) for m in messages[:2000]])
+        await wait_for_orders(s, 100)
+        set_postgres("stop")
+        try:
+            await support.produce(s, [(m.key, m.value) for m in messages[2000:]])
+            await asyncio.sleep(5)
+            status, body = p.get("/readyz", p.port)
+            assert status == 503 and b"database" in body, body
+            await asyncio.sleep(15)
+        finally:
+            set_postgres("start")
+        await support.wait_until(
+            lambda: snapshots(s) == expected, timeout=120, message="all orders after outage"
+        )
+        assert p.metric("orderview_projector_db_retries_total") > 0
+        await support.wait_until(lambda: p.get("/readyz", p.port)[0] == 200, message="ready again")
+    finally:
+        p.terminate()
+    assert await dlq_is_empty(s)
+
+
+async def test_group_offsets_reset_to_the_start_change_nothing_and_are_counted(
+    clean_settings: Settings,
+) -> None:
+    s = clean_settings
+    messages = list(stream(500, seed=17))
+    first = Projector(s, "projector-before-reset").start().wait_ready()
+    await support.produce(s, [(m.key, m.value) for m in messages])
+    await wait_for_orders(s, len(expected_state(messages)))
+    assert first.terminate() == 0
+    before = read_model(s)
+
+    reset = await reset_group_offsets(s)
+    assert reset == len(messages)
+    second = Projector(s, "projector-after-reset").start().wait_ready()
+    try:
+        await support.wait_until(
+            lambda: second.metric("orderview_projector_redeliveries_skipped_total") >= len(messages),
+            message="every redelivery skipped",
+        )
+        assert read_model(s) == before
+        assert second.metric("orderview_projector_projected_total") == 0
+    finally:
+        second.terminate()
+
+
+async def reset_group_offsets(settings: Settings) -> int:
+    """Commit offset 0 for every partition of the projector's group (it must be stopped)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.orders_topic, p) for p in range(settings.orders_partitions)]
+        ends = await consumer.end_offsets(tps)
+        consumer.assign(tps)
+        await consumer.commit({tp: 0 for tp in tps})
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+async def test_rebuild_gives_a_read_model_equal_to_the_live_one(clean_settings: Settings) -> None:
+    s = clean_settings
+    messages = list(stream(1_500, seed=19, invalid_share=0.05, repeat_share=0.2))
+    p = Projector(s, "projector-live").start().wait_ready()
+    try:
+        await support.produce(s, [(m.key, m.value) for m in messages])
+        await support.wait_until(
+            lambda: p.metric("orderview_projector_consumed_total") >= len(messages),
+            timeout=120,
+            message="live projection done",
+        )
+    finally:
+        p.terminate()
+    live = read_model(s)
+
+    other = replace(
+        s, pg_database=support.unique("orderview_rebuild_"), dlq_topic=support.unique("orders.dlq.rebuild.")
+    )
+    support.create_database(other)
+    try:
+        assert await rebuild(other) == len(messages)
+        assert read_model(other) == live
+    finally:
+        support.drop_database(other)
+
+
+def set_kafka(action: str) -> None:
+    subprocess.run(["bash", str(ROOT / "ops" / "kafka.sh"), action], check=True, capture_output=True)
+
+
+async def test_a_broker_restart_mid_stream_is_survived_without_loss(clean_settings: Settings) -> None:
+    s = clean_settings
+    messages = list(stream(3_000, seed=23, repeat_share=0.05))
+    expected = expected_state(messages)
+    p = Projector(s, "projector-broker-restart").start().wait_ready()
+    try:
+        await support.produce(s, [(m.key, m.value) for m in messages[:1500]])
+        await wait_for_orders(s, 100)
+        set_kafka("stop")
+        set_kafka("start")
+        await support.produce(s, [(m.key, m.value) for m in messages[1500:]])
+        await support.wait_until(
+            lambda: snapshots(s) == expected, timeout=180, message="all orders after restart"
+        )
+        assert count(s, "items") == sum(len(o["items"]) for o in expected.values())
+    finally:
+        p.terminate()
+
+
+async def test_logs_are_json_lines_without_payloads(clean_settings: Settings) -> None:
+    s = clean_settings
+    secret = order("log-check")
+    secret["delivery"]["email"] = "never-logged@example.com"
+    bad = copy.deepcopy(secret)
+    bad["order_uid"] = "log-check-bad"
+    bad["delivery"]["email"] = "never-logged-either"
+    p = Projector(s, "projector-logs").start().wait_ready()
+    try:
+        await support.produce(s, [message(secret), message(bad)])
+        await support.read_topic(s, s.dlq_topic, 1)
+        await wait_for_orders(s, 1)
+    finally:
+        p.terminate()
+    lines = [line for line in p.log_path.read_text().splitlines() if line.strip()]
+    assert lines, "the projector logged something"
+    records = [orjson.loads(line) for line in lines]  # every line is a JSON object
+    dead = [r for r in records if r.get("msg") == "dead-lettered"]
+    assert dead and {"partition", "offset", "reason"} <= set(dead[0])
+    assert not any("never-logged" in line for line in lines)
