@@ -24,8 +24,12 @@ async def test_committed_offset_is_where_the_next_group_member_resumes(clean_set
     group = support.unique("roundtrip-")
 
     first = AIOKafkaConsumer(
-        s.orders_topic, bootstrap_servers=s.kafka_bootstrap, group_id=group,
-        auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=4,
+        s.orders_topic,
+        bootstrap_servers=s.kafka_bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=4,
     )
     await first.start()
     try:
@@ -39,8 +43,11 @@ async def test_committed_offset_is_where_the_next_group_member_resumes(clean_set
         await first.stop()
 
     second = AIOKafkaConsumer(
-        s.orders_topic, bootstrap_servers=s.kafka_bootstrap, group_id=group,
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        s.orders_topic,
+        bootstrap_servers=s.kafka_bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     await second.start()
     try:
@@ -73,7 +80,9 @@ def test_api_role_is_refused_an_insert(settings: Settings) -> None:
 
 def test_projector_role_can_write(settings: Settings) -> None:
     with psycopg.connect(settings.dsn("projector")) as conn:
-        conn.execute("INSERT INTO applied_offsets (topic, partition, next_offset) VALUES ('write-test', 0, 1)")
+        conn.execute(
+            "INSERT INTO applied_offsets (topic, partition, next_offset) VALUES ('write-test', 0, 1)"
+        )
         conn.rollback()
 
 
@@ -103,8 +112,9 @@ def test_make_up_twice_is_a_no_op_and_make_down_leaves_nothing_of_ours() -> None
     }
 
     def make(target: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["make", "-C", str(ROOT), target], env=env, capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run(
+            ["make", "-C", str(ROOT), target], env=env, capture_output=True, text=True, timeout=300
+        )
 
     try:
         first = make("up")
@@ -133,8 +143,11 @@ def _docker_compose() -> list[str] | None:
     return None
 
 
-@pytest.mark.skipif(_docker_compose() is None, reason="no docker compose on this machine (client plugin absent)")
+@pytest.mark.skipif(
+    _docker_compose() is None, reason="no docker compose on this machine (client plugin absent)"
+)
 def test_compose_file_is_valid_for_docker_users() -> None:
-    out = subprocess.run([*_docker_compose(), "-f", str(ROOT / "compose.yaml"), "config", "-q"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [*_docker_compose(), "-f", str(ROOT / "compose.yaml"), "config", "-q"], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr

@@ -1,0 +1,118 @@
+"""python -m emulator: send seeded, realistic orders (and bad ones) to the orders topic.
+
+python -m emulator --count 1000 --invalid-share 0.05 --repeat-share 0.1
+python -m emulator --count 0 --rate 50 --file ../shared/examples/order.json   # until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from aiokafka.errors import KafkaConnectionError
+
+from emulator.orders import order_uid_of
+from emulator.send import Tally, send
+from emulator.stream import Message, check_arguments, stream
+from orderview.settings import get_settings
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--count", type=int, default=1000, help="messages to send; 0 = until Ctrl-C (needs --rate)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="messages per second; 0 = as fast as possible"
+    )
+    parser.add_argument("--invalid-share", type=float, default=0.05, help="share of invalid messages (0..1)")
+    parser.add_argument(
+        "--repeat-share", type=float, default=0.10, help="share of identical re-sends and new versions (0..1)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="same seed, same stream (default: random)")
+    parser.add_argument(
+        "--file",
+        type=Path,
+        action="append",
+        default=[],
+        help="a JSON order to send first, bytes as is (repeatable)",
+    )
+    parser.add_argument("--bootstrap", default=settings.kafka_bootstrap, help="Kafka bootstrap HOST:PORT")
+    parser.add_argument("--topic", default=settings.orders_topic)
+    parser.add_argument(
+        "--max-bytes",
+        type=int,
+        default=settings.max_message_bytes,
+        help="the projector's message size limit; oversize messages are one byte over it",
+    )
+    args = parser.parse_args(argv)
+    if args.count < 0 or args.rate < 0:
+        parser.error("--count and --rate must not be negative")
+    if args.count == 0 and args.rate == 0:
+        parser.error("--count 0 runs until interrupted: give it a --rate")
+    try:
+        check_arguments(args.count, args.invalid_share, args.repeat_share, args.max_bytes)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(2**32)
+    return args
+
+
+def file_messages(paths: Sequence[Path]) -> list[Message]:
+    """The given files as messages, untouched, keyed by their order_uid."""
+    messages = []
+    for path in paths:
+        value = path.read_bytes()
+        uid = order_uid_of(value)
+        messages.append(Message("file", uid.encode(), value, uid, None))
+    return messages
+
+
+def all_messages(args: argparse.Namespace, files: list[Message]) -> Iterator[Message]:
+    yield from files
+    yield from stream(
+        args.count,
+        seed=args.seed,
+        invalid_share=args.invalid_share,
+        repeat_share=args.repeat_share,
+        max_bytes=args.max_bytes,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        files = file_messages(args.file)
+    except (OSError, ValueError) as exc:
+        print(f"emulator: {exc}", file=sys.stderr)
+        return 2
+    messages = all_messages(args, files)
+    tally = Tally()
+    print(f"emulator: seed {args.seed}, sending to {args.topic} at {args.bootstrap}", file=sys.stderr)
+    try:
+        asyncio.run(
+            send(
+                messages,
+                bootstrap=args.bootstrap,
+                topic=args.topic,
+                rate=args.rate,
+                max_bytes=args.max_bytes,
+                tally=tally,
+            )
+        )
+    except KafkaConnectionError as exc:
+        print(f"emulator: cannot reach Kafka at {args.bootstrap}: {exc}", file=sys.stderr)
+        return 2
+    print(tally.summary())
+    print(f"  seed {args.seed} (pass --seed {args.seed} to send the same stream again)")
+    return 1 if tally.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
