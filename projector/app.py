@@ -40,6 +40,9 @@ app = faust.App(
     broker_heartbeat_interval=2.0,
     broker_commit_every=settings.batch_size,
     broker_commit_interval=1.0,
+    # On SIGTERM, do not wait for a batch that may be retrying against a lost database:
+    # it is cancelled, left unacknowledged, and read again by the next owner.
+    stream_wait_empty=False,
     stream_buffer_maxsize=max(4096, settings.batch_size * 4),
     consumer_max_fetch_size=8 * 1024 * 1024,
     web_port=settings.projector_port,

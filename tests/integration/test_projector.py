@@ -400,3 +400,27 @@ async def test_logs_are_json_lines_without_payloads(clean_settings: Settings) ->
     dead = [r for r in records if r.get("msg") == "dead-lettered"]
     assert dead and {"partition", "offset", "reason"} <= set(dead[0])
     assert not any("never-logged" in line for line in lines)
+
+
+async def test_sigterm_while_the_database_is_down_abandons_the_batch_and_the_next_worker_applies_it(
+    clean_settings: Settings,
+) -> None:
+    s = clean_settings
+    messages = list(stream(1_000, seed=29))
+    expected = expected_state(messages)
+    first = Projector(s, "projector-sigterm").start().wait_ready()
+    set_postgres("stop")
+    try:
+        await support.produce(s, [(m.key, m.value) for m in messages])
+        await support.wait_until(lambda: first.get("/readyz", first.port)[0] == 503, message="not ready")
+        assert first.terminate(timeout=30) == 0, "a clean exit, mid-retry"
+    finally:
+        set_postgres("start")
+    assert count(s, "order_snapshots") == 0
+    second = Projector(s, "projector-after-sigterm").start().wait_ready()
+    try:
+        await support.wait_until(
+            lambda: snapshots(s) == expected, timeout=60, message="the abandoned batch applied"
+        )
+    finally:
+        second.terminate()
