@@ -53,6 +53,15 @@ class Settings:
     cache_max_entries: int = 100_000
     cache_max_bytes: int = 256 * 1024 * 1024
     api_pool_size: int = 4
+    # Cache misses arriving within this window, or while a lookup is in flight, share one query
+    # (0.2 ms: invisible next to the query itself, enough to gather a burst).
+    api_miss_batch_window_s: float = 0.0002
+    api_miss_batch_max: int = 500
+    api_listen_heartbeat_s: float = 1.0
+    api_listen_retry_max_s: float = 5.0
+    # After a lost LISTEN connection, orders changed since the last heartbeat minus this margin
+    # are re-read: a snapshot's updated_at is its transaction's start, not its commit.
+    api_resync_margin_s: float = 30.0
 
     log_level: str = "INFO"
 

@@ -1,0 +1,23 @@
+"""What can go wrong on the read side, in its own words. `answering` (api/answers.py) is the
+one place that turns these into HTTP answers."""
+
+from __future__ import annotations
+
+
+class OrderNotFound(Exception):
+    def __init__(self, order_uid: str) -> None:
+        super().__init__(f"no order with order_uid '{order_uid}'")
+        self.order_uid = order_uid
+
+
+class BadOrderUid(Exception):
+    def __init__(self) -> None:
+        super().__init__("order_uid must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
+
+
+class BadQuery(Exception):
+    """A query parameter that cannot be used; `code` names which (e.g. bad_limit)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,145 @@
+"""The HTTP handlers. The order handler is the hot path: on a hit it is one dict lookup and one
+Response built from bytes and headers computed when the entry was cached."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from time import perf_counter
+
+import orjson
+from aiohttp import hdrs, web
+from multidict import CIMultiDictProxy
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api import views
+from api.answers import Handler, error_answer
+from api.contexts import CACHE, FRESHNESS, LOADER, METRICS, POOL
+from api.cursor import decode_cursor, encode_cursor, parse_limit
+from api.errors import BadOrderUid
+from api.metrics import RouteMetrics
+from schemas import ORDER_UID_RE
+
+UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+READY_PING_TIMEOUT_S = 2.0
+
+_valid_uid = ORDER_UID_RE.match
+_JSON_HEADERS = {hdrs.CONTENT_TYPE: "application/json"}
+_ALIVE = orjson.dumps({"status": "alive"})
+_READY = orjson.dumps({"status": "ready"})
+
+
+def json_response(payload: object, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload, option=orjson.OPT_UTC_Z), status=status, headers=_JSON_HEADERS
+    )
+
+
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    """If-None-Match uses the weak comparison: W/ prefixes do not matter."""
+    if if_none_match == etag:
+        return True
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def order_handler(metrics: RouteMetrics) -> Handler:
+    """GET and HEAD /order/{order_uid}: the hot path.
+
+    It does itself what `answering` does for the other routes (time, count, answer exceptions
+    with the same `error_answer`): one coroutine less per request, ~0.6 µs of a ~5 µs dispatch.
+    """
+    observe = metrics.observe
+
+    async def get_order(request: web.Request) -> web.StreamResponse:
+        started = perf_counter()
+        try:
+            uid = request.match_info["order_uid"]
+            app = request.app
+            # Only valid order_uids are ever cached, so a hit needs no validation.
+            entry = app[CACHE].get(uid)
+            if entry is None:
+                if _valid_uid(uid) is None:
+                    raise BadOrderUid()
+                entry = await app[LOADER].load(uid)
+                headers = entry.miss_headers
+            else:
+                headers = entry.hit_headers
+            if_none_match = request.headers.get(hdrs.IF_NONE_MATCH)
+            if if_none_match is not None and _etag_matches(if_none_match, entry.etag):
+                response = web.Response(status=304, headers=_not_modified_headers(headers))
+            else:
+                response = web.Response(body=entry.body, headers=headers)
+        except Exception as exc:
+            response = error_answer(request, exc)
+        observe(response.status, perf_counter() - started)
+        return response
+
+    return get_order
+
+
+def _not_modified_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    return {hdrs.ETAG: headers[hdrs.ETAG], "X-Cache": headers["X-Cache"]}
+
+
+async def list_orders(request: web.Request) -> web.Response:
+    query = request.query
+    limit = parse_limit(query.get("limit"))
+    before = decode_cursor(query.get("before"))
+    request.app[METRICS].db_queries["list"].inc()
+    rows = await views.recent_orders(request.app[POOL], limit + 1, before)
+    page = rows[:limit]
+    last = page[-1] if len(rows) > limit else None
+    next_before = encode_cursor(last["updated_at"], last["order_uid"]) if last else None
+    return json_response({"orders": page, "next_before": next_before})
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.Response(body=_ALIVE, headers=_JSON_HEADERS)
+
+
+async def not_ready_reason(app: web.Application) -> str | None:
+    freshness = app[FRESHNESS]
+    if not freshness.ready:
+        return freshness.problem or "LISTEN connection down"
+    app[METRICS].db_queries["ping"].inc()
+    try:
+        async with asyncio.timeout(READY_PING_TIMEOUT_S):
+            await views.ping(app[POOL])
+    except Exception as exc:
+        return f"database unreachable: {type(exc).__name__}: {exc}"
+    return None
+
+
+async def readyz(request: web.Request) -> web.Response:
+    reason = await not_ready_reason(request.app)
+    request.app[METRICS].ready.set(0 if reason else 1)
+    if reason is None:
+        return web.Response(body=_READY, headers=_JSON_HEADERS)
+    return json_response({"status": "not ready", "reason": reason}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
+
+
+async def index(_request: web.Request) -> web.FileResponse:
+    page = UI_DIR / "index.html"
+    if not page.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(page)
+
+
+async def ui_file(request: web.Request) -> web.FileResponse:
+    """A file of the viewer's folder; anything resolving outside it (../, symlinks) is a 404."""
+    try:
+        path = (UI_DIR / request.match_info["path"]).resolve(strict=True)
+    except (OSError, ValueError):  # missing, or a name the OS refuses (NUL, too long)
+        raise web.HTTPNotFound() from None
+    if not path.is_relative_to(UI_DIR.resolve()) or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path)

@@ -1,0 +1,106 @@
+"""The app factory and the `python -m api` entry point.
+
+    python -m api                          settings.api_replicas processes on settings.api_port
+    python -m api --port 8090 --replicas 1 one process on a chosen port
+
+Replicas are processes sharing one port through SO_REUSEPORT: the kernel spreads connections
+across them. Each has its own cache, pool and LISTEN connection; the supervisor restarts a
+replica that dies and stops them all on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import uvloop
+from aiohttp import web
+
+from api.contexts import METRICS, SETTINGS, cache_context, freshness_context, pg_context
+from api.metrics import ApiMetrics
+from api.routes import setup_routes
+from orderview import jsonlog
+from orderview.settings import Settings, get_settings
+
+log = logging.getLogger("orderview.api")
+
+RESTART_DELAY_S = 1.0
+
+
+def create_app(settings: Settings) -> web.Application:
+    metrics = ApiMetrics()
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app.cleanup_ctx.append(pg_context)
+    app.cleanup_ctx.append(cache_context)
+    app.cleanup_ctx.append(freshness_context)
+    setup_routes(app)
+    return app
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """One replica, on uvloop. No access log: /metrics counts every request, and a log line
+    per request would cost more than the cache hit it records."""
+    web.run_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        reuse_port=True,
+        access_log=None,
+        print=None,
+        shutdown_timeout=5.0,
+        loop=uvloop.new_event_loop(),
+    )
+
+
+def supervise(host: str, port: int, replicas: int) -> int:
+    """Run `replicas` single-replica processes on one port; restart any that exits."""
+    command = [sys.executable, "-m", "api", "--host", host, "--port", str(port), "--replicas", "1"]
+    children = [subprocess.Popen(command) for _ in range(replicas)]
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("api replicas started", extra={"replicas": replicas, "port": port})
+    while not stopping:
+        time.sleep(0.5)
+        for i, child in enumerate(children):
+            if child.poll() is not None and not stopping:
+                log.warning(
+                    "api replica exited, restarting", extra={"pid": child.pid, "rc": child.returncode}
+                )
+                time.sleep(RESTART_DELAY_S)
+                children[i] = subprocess.Popen(command)
+    for child in children:
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="python -m api", description="The orderview HTTP API.")
+    parser.add_argument("--host", default=settings.api_host)
+    parser.add_argument("--port", type=int, default=settings.api_port)
+    parser.add_argument("--replicas", type=int, default=settings.api_replicas)
+    args = parser.parse_args(argv)
+    jsonlog.setup(settings.log_level)
+    if args.replicas <= 1:
+        serve(settings, args.host, args.port)
+    else:
+        sys.exit(supervise(args.host, args.port, args.replicas))

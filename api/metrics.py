@@ -1,0 +1,133 @@
+"""What the API exposes at /metrics. One registry per app, so replicas in one test process
+do not collide. The cache's counters are plain ints read at scrape time by a collector."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import accumulate
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from api.cache import OrderCache
+
+# A cache hit takes tens of µs in the handler, a miss about a millisecond.
+LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_FIRST_BUCKET = LATENCY_BUCKETS[0]
+QUERY_KINDS = ("lookup", "refresh", "warm_up", "resync", "list", "ping")
+
+
+class CacheCollector(Collector):
+    def __init__(self) -> None:
+        self.cache: OrderCache | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.cache
+        if c is None:
+            return
+        yield CounterMetricFamily("orderview_api_cache_hits", "Lookups served from the cache", c.hits)
+        yield CounterMetricFamily("orderview_api_cache_misses", "Lookups the cache could not serve", c.misses)
+        yield CounterMetricFamily("orderview_api_cache_evictions", "Entries evicted for room", c.evictions)
+        yield GaugeMetricFamily("orderview_api_cache_entries", "Orders in the cache", len(c))
+        yield GaugeMetricFamily("orderview_api_cache_bytes", "Bytes accounted to the cache", c.bytes)
+
+
+class _Stats:
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum = 0.0
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+
+
+class RouteMetrics:
+    """One route's request counts and latency by status, as plain numbers.
+
+    prometheus_client's Counter and Histogram take a lock per update (~1.7 µs per request for
+    both, measured); one event loop needs none, and a cache hit is ~30 µs in all.
+    """
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.by_status: dict[int, _Stats] = {}
+
+    def observe(self, status: int, seconds: float) -> None:
+        stats = self.by_status.get(status)
+        if stats is None:
+            stats = self.by_status[status] = _Stats()
+        stats.count += 1
+        stats.sum += seconds
+        # Most requests are cache hits, inside the first bucket: skip the search for them.
+        stats.buckets[0 if seconds <= _FIRST_BUCKET else bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+
+class RequestCollector(Collector):
+    def __init__(self) -> None:
+        self.routes: dict[str, RouteMetrics] = {}
+
+    def route(self, label: str) -> RouteMetrics:
+        if label not in self.routes:
+            self.routes[label] = RouteMetrics(label)
+        return self.routes[label]
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "orderview_api_requests", "HTTP requests answered", labels=["route", "status"]
+        )
+        latency = HistogramMetricFamily(
+            "orderview_api_request_seconds",
+            "Time to answer a request, by route and status",
+            labels=["route", "status"],
+        )
+        bounds = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]
+        for route in list(self.routes.values()):
+            for status, stats in list(route.by_status.items()):
+                labels = [route.route, str(status)]
+                requests.add_metric(labels, stats.count)
+                buckets = list(zip(bounds, accumulate(stats.buckets), strict=True))
+                latency.add_metric(labels, buckets, stats.sum)
+        yield requests
+        yield latency
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.cache = CacheCollector()
+        r.register(self.cache)
+        self.requests = RequestCollector()
+        r.register(self.requests)
+        self.route = self.requests.route
+        self._db_queries = Counter(
+            "orderview_api_db_queries", "Queries sent to PostgreSQL, by purpose", ["kind"], registry=r
+        )
+        self.db_queries = {kind: self._db_queries.labels(kind) for kind in QUERY_KINDS}
+        self.lookup_batch = Histogram(
+            "orderview_api_lookup_batch_size",
+            "order_uids per coalesced miss query",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=r,
+        )
+        invalidations = Counter(
+            "orderview_api_invalidations",
+            "Cached orders refreshed or evicted because they changed",
+            ["action"],
+            registry=r,
+        )
+        self.refreshed = invalidations.labels("refreshed")
+        self.invalidated = invalidations.labels("evicted")
+        self.notifications = Counter(
+            "orderview_api_notifications", "order_uids received by LISTEN", registry=r
+        )
+        self.listen_connected = Gauge(
+            "orderview_api_listen_connected", "1 while the LISTEN connection is up", registry=r
+        )
+        self.listen_reconnects = Counter(
+            "orderview_api_listen_reconnects", "Times the LISTEN connection was lost", registry=r
+        )
+        self.resyncs = Counter("orderview_api_resyncs", "Re-syncs after a lost LISTEN connection", registry=r)
+        self.ready = Gauge("orderview_api_ready", "1 when /readyz answers 200", registry=r)

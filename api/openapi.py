@@ -1,0 +1,264 @@
+"""The OpenAPI 3.1 document of the API. The order's schema is the event's own JSON Schema
+(schemas.ORDER_SCHEMA), embedded as components/schemas/Order, never restated."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+
+from api.cursor import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT
+from schemas import ORDER_SCHEMA, ORDER_UID_PATTERN
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema_name: str, description: str, headers: dict | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": _ref(schema_name)}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _error(description: str, codes: list[str]) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "allOf": [_ref("Error"), {"properties": {"error": {"enum": codes}}}],
+                }
+            }
+        },
+    }
+
+
+def order_schema() -> dict[str, Any]:
+    """The event's schema as a component: `$schema`/`$id` dropped (3.1 documents are 2020-12
+    already, and an `$id` would re-base the references inside the document)."""
+    schema = copy.deepcopy(ORDER_SCHEMA)
+    schema.pop("$schema", None)
+    schema.pop("$id", None)
+    return schema
+
+
+SUMMARY = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": [
+        "order_uid",
+        "date_created",
+        "customer_id",
+        "name",
+        "city",
+        "amount",
+        "currency",
+        "items_count",
+        "updated_at",
+    ],
+    "properties": {
+        "order_uid": {"type": "string", "pattern": ORDER_UID_PATTERN},
+        "date_created": {"type": "string", "description": "As in the order."},
+        "customer_id": {"type": "string"},
+        "name": {"type": "string", "description": "delivery.name"},
+        "city": {"type": "string", "description": "delivery.city"},
+        "amount": {"type": "integer", "minimum": 0, "description": "payment.amount, in minor units"},
+        "currency": {"type": "string", "description": "payment.currency"},
+        "items_count": {"type": "integer", "minimum": 0},
+        "updated_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When this version was stored.",
+        },
+    },
+}
+
+COMPONENTS: dict[str, Any] = {
+    "Order": order_schema(),
+    "OrderSummary": SUMMARY,
+    "OrderPage": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["orders", "next_before"],
+        "properties": {
+            "orders": {"type": "array", "items": _ref("OrderSummary"), "maxItems": MAX_LIMIT},
+            "next_before": {
+                "type": ["string", "null"],
+                "pattern": CURSOR_PATTERN,
+                "description": "Pass as `before` for the next page; null on the last page.",
+            },
+        },
+    },
+    "Error": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "description": "A stable code, e.g. not_found, bad_order_uid."},
+            "message": {"type": "string", "description": "For people."},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
+    },
+}
+
+ETAG = {"description": "Strong validator of this version of the order.", "schema": {"type": "string"}}
+X_CACHE = {
+    "description": "Whether this replica's cache had the order.",
+    "schema": {"type": "string", "enum": ["hit", "miss"]},
+}
+UNAVAILABLE = _error("The database is unavailable and the order is not cached.", ["unavailable"])
+NOT_FOUND = _error("No route for this path.", ["not_found"])
+
+ORDER_PARAMETERS = [
+    {
+        "name": "order_uid",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": ORDER_UID_PATTERN},
+        "example": "b563feb7b2b84b6test",
+    },
+    {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "description": "An ETag from an earlier answer: 304 if the order is still that version.",
+        "schema": {"type": "string"},
+    },
+]
+
+
+def _order_operation(summary: str, body: bool) -> dict[str, Any]:
+    ok = _json("Order", "The order, as accepted from the event log.", {"ETag": ETAG, "X-Cache": X_CACHE})
+    if not body:
+        ok = {"description": "Headers of the answer to GET.", "headers": ok["headers"]}
+    return {
+        "summary": summary,
+        "parameters": ORDER_PARAMETERS,
+        "responses": {
+            "200": ok,
+            "304": {
+                "description": "Not modified: If-None-Match holds the current ETag.",
+                "headers": {"ETag": ETAG, "X-Cache": X_CACHE},
+            },
+            "400": _error("order_uid is not 1-64 of A-Z a-z 0-9 _ -.", ["bad_order_uid"]),
+            "404": _error("No order with this order_uid.", ["not_found"]),
+            "503": UNAVAILABLE,
+        },
+    }
+
+
+PATHS: dict[str, Any] = {
+    "/order/{order_uid}": {
+        "get": _order_operation("One order by its order_uid", body=True),
+        "head": _order_operation("Whether an order exists, and its ETag", body=False),
+    },
+    "/orders": {
+        "get": {
+            "summary": "Recent orders, newest first (by when they last changed)",
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_LIMIT,
+                        "default": DEFAULT_LIMIT,
+                    },
+                },
+                {
+                    "name": "before",
+                    "in": "query",
+                    "required": False,
+                    "description": "The next_before of the previous page (opaque).",
+                    "schema": {"type": "string", "pattern": CURSOR_PATTERN},
+                },
+            ],
+            "responses": {
+                "200": _json("OrderPage", "A page of order summaries."),
+                "400": _error("limit or before is not usable.", ["bad_limit", "bad_cursor"]),
+                "503": UNAVAILABLE,
+            },
+        }
+    },
+    "/healthz": {
+        "get": {
+            "summary": "Liveness: the process answers",
+            "responses": {"200": _json("Status", "Alive.")},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "summary": "Readiness: cache warmed, database reachable, LISTEN connected",
+            "responses": {
+                "200": _json("Status", "Ready to serve."),
+                "503": _json("Status", "Not ready; `reason` says why."),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.1.",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    },
+    "/": {
+        "get": {
+            "summary": "The order viewer (ui/index.html)",
+            "responses": {
+                "200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}},
+                "404": NOT_FOUND,
+            },
+        }
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {
+            "title": "orderview API",
+            "version": "1.0.0",
+            "description": (
+                "Orders from the event log, served from an in-process cache kept fresh by "
+                'LISTEN/NOTIFY. Every error is JSON: {"error": code, "message": text}; '
+                "unknown paths answer 404 and unsupported methods 405 in that shape. "
+                "The viewer's assets are served under /ui/."
+            ),
+        },
+        "paths": PATHS,
+        "components": {"schemas": COMPONENTS},
+    }
+
+
+def document_bytes() -> bytes:
+    return orjson.dumps(document())

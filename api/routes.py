@@ -1,0 +1,33 @@
+"""Every route of the API in one place, each wrapped by `answering` (JSON errors, metrics)."""
+
+from __future__ import annotations
+
+from aiohttp import hdrs, web
+
+from api import handlers
+from api.answers import Handler, answering, fallback
+from api.contexts import METRICS
+from api.openapi import document_bytes
+
+
+def setup_routes(app: web.Application) -> None:
+    metrics = app[METRICS]
+    router = app.router
+    openapi = document_bytes()
+
+    async def openapi_json(_request: web.Request) -> web.Response:
+        return web.Response(body=openapi, headers={hdrs.CONTENT_TYPE: "application/json"})
+
+    def get(path: str, handler: Handler, label: str | None = None) -> None:
+        router.add_get(path, answering(handler, metrics.route(label or path)))
+
+    router.add_get("/order/{order_uid}", handlers.order_handler(metrics.route("/order/{order_uid}")))
+    get("/orders", handlers.list_orders)
+    get("/healthz", handlers.healthz)
+    get("/readyz", handlers.readyz)
+    get("/metrics", handlers.metrics)
+    get("/openapi.json", openapi_json)
+    get("/", handlers.index)
+    get("/ui/{path:.*}", handlers.ui_file, "/ui/")
+    # Last: whatever matched nothing above answers a JSON 404 or 405.
+    router.add_route(hdrs.METH_ANY, "/{path:.*}", answering(fallback, metrics.route("unmatched")))

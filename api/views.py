@@ -1,0 +1,119 @@
+"""The read side: plain queries against the read model, as the read-only API role."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+Snapshot = tuple[str, Any, datetime]  # order_uid, body (parsed jsonb), updated_at
+
+SNAPSHOTS_BY_UID = """
+SELECT order_uid, body, updated_at FROM order_snapshots WHERE order_uid = ANY(%(uids)s)
+"""
+
+# Warm-up: the most recently changed orders first (index order_snapshots_recent).
+RECENT_SNAPSHOTS = """
+SELECT order_uid, body, updated_at FROM order_snapshots
+ORDER BY updated_at DESC, order_uid DESC
+LIMIT %(limit)s
+"""
+
+CHANGED_SINCE = "SELECT order_uid FROM order_snapshots WHERE updated_at > %(since)s"
+
+_SUMMARY_COLUMNS = """
+SELECT order_uid,
+       body ->> 'date_created' AS date_created,
+       body ->> 'customer_id' AS customer_id,
+       body -> 'delivery' ->> 'name' AS name,
+       body -> 'delivery' ->> 'city' AS city,
+       (body -> 'payment' ->> 'amount')::bigint AS amount,
+       body -> 'payment' ->> 'currency' AS currency,
+       jsonb_array_length(body -> 'items') AS items_count,
+       updated_at
+FROM order_snapshots
+"""
+
+RECENT_ORDERS = (
+    _SUMMARY_COLUMNS
+    + """
+ORDER BY updated_at DESC, order_uid DESC
+LIMIT %(limit)s
+"""
+)
+
+RECENT_ORDERS_BEFORE = (
+    _SUMMARY_COLUMNS
+    + """
+WHERE (updated_at, order_uid) < (%(updated_at)s, %(order_uid)s)
+ORDER BY updated_at DESC, order_uid DESC
+LIMIT %(limit)s
+"""
+)
+
+DB_NOW = "SELECT now()"
+CURRENT_USER = "SELECT current_user"
+PING = "SELECT 1"
+
+
+async def snapshots_by_uid(pool: AsyncConnectionPool, uids: Sequence[str]) -> list[Snapshot]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(SNAPSHOTS_BY_UID, {"uids": list(uids)})
+        return await cur.fetchall()
+
+
+async def recent_snapshots(
+    pool: AsyncConnectionPool, limit: int, chunk: int
+) -> AsyncIterator[list[Snapshot]]:
+    """Stream through a server-side cursor, `chunk` rows per round trip."""
+    async with pool.connection() as conn, conn.transaction():
+        cur = conn.cursor(name="orderview_warm_up")
+        await cur.execute(RECENT_SNAPSHOTS, {"limit": limit})
+        while rows := await cur.fetchmany(chunk):
+            yield rows
+
+
+async def changed_since(pool: AsyncConnectionPool, since: datetime, chunk: int) -> AsyncIterator[list[str]]:
+    async with pool.connection() as conn, conn.transaction():
+        cur = conn.cursor(name="orderview_resync")
+        await cur.execute(CHANGED_SINCE, {"since": since})
+        while rows := await cur.fetchmany(chunk):
+            yield [row[0] for row in rows]
+
+
+async def recent_orders(
+    pool: AsyncConnectionPool, limit: int, before: tuple[datetime, str] | None
+) -> list[dict[str, Any]]:
+    async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        if before is None:
+            await cur.execute(RECENT_ORDERS, {"limit": limit})
+        else:
+            await cur.execute(
+                RECENT_ORDERS_BEFORE, {"limit": limit, "updated_at": before[0], "order_uid": before[1]}
+            )
+        return await cur.fetchall()
+
+
+async def db_now(conn: AsyncConnection) -> datetime:
+    cur = await conn.execute(DB_NOW)
+    row = await cur.fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def current_user(pool: AsyncConnectionPool) -> str:
+    async with pool.connection() as conn:
+        cur = await conn.execute(CURRENT_USER)
+        row = await cur.fetchone()
+        assert row is not None
+        return row[0]
+
+
+async def ping(pool: AsyncConnectionPool) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(PING)

@@ -1,0 +1,403 @@
+"""The HTTP API against a real PostgreSQL read model, written through the projector's own path."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import psycopg
+import pytest
+import pytest_asyncio
+from yarl import URL
+
+from api import views
+from api.contexts import CACHE, METRICS, POOL
+from tests.api_server import RunningApi, free_port, running_api, wait_ready
+from orderview.settings import Settings
+from schemas import ORDER_SCHEMA
+from tests import support
+
+BAD_ORDER_UIDS = [
+    "x" * 65,
+    "x" * 5000,
+    "..%2Fetc",
+    "..%2F..%2Fetc%2Fpasswd",
+    "%00",
+    "abc%00def",
+    "abc%0A",
+    "a%20b",
+    "%D0%B7%D0%B0%D0%BA%D0%B0%D0%B7",  # заказ
+    "%F0%9F%98%80",  # an emoji
+    "%FF%FE",  # not UTF-8
+    "caf%C3%A9",
+    "%EF%BC%A1",  # a fullwidth A
+    "a.b",
+    "%25",
+]
+
+
+def new_order(prefix: str, **changes: object) -> dict:
+    order = support.reference_order()
+    order["order_uid"] = support.unique(prefix)
+    order["payment"]["transaction"] = order["order_uid"]
+    order.update(changes)
+    return order
+
+
+def lookups(api: RunningApi) -> float:
+    value = api.app[METRICS].registry.get_sample_value("orderview_api_db_queries_total", {"kind": "lookup"})
+    return value or 0.0
+
+
+async def get(api: RunningApi, raw_path: str, method: str = "GET", **kwargs: object):
+    """(status, headers, body) of a request whose path is sent exactly as written."""
+    url = URL(api.url + raw_path, encoded=True)
+    async with api.client.request(method, url, **kwargs) as response:
+        return response.status, response.headers, await response.read()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def api(settings: Settings) -> AsyncIterator[RunningApi]:
+    async with running_api(settings) as running:
+        yield running
+
+
+async def test_warm_up_fills_the_cache_before_ready(settings: Settings) -> None:
+    orders = [new_order("warm") for _ in range(3)]
+    await support.seed_orders(settings, orders)
+    async with running_api(settings, ready=False) as fresh:
+        await wait_ready(fresh.client, fresh.url)
+        before = lookups(fresh)
+        for order in orders:
+            async with fresh.client.get(f"{fresh.url}/order/{order['order_uid']}") as response:
+                assert response.status == 200
+                assert response.headers["X-Cache"] == "hit"
+                assert await response.json() == order
+        assert lookups(fresh) == before == 0
+
+
+async def test_a_miss_reads_the_database_then_the_cache_serves_it(
+    api: RunningApi, settings: Settings
+) -> None:
+    order = new_order("miss")
+    await support.seed_orders(settings, [order])
+    status, headers, body = await get(api, f"/order/{order['order_uid']}")
+    assert (status, headers["X-Cache"], headers["Content-Type"]) == (200, "miss", "application/json")
+    assert json.loads(body) == order
+    status, again, body_again = await get(api, f"/order/{order['order_uid']}")
+    assert (status, again["X-Cache"]) == (200, "hit")
+    assert body_again == body
+    assert again["ETag"] == headers["ETag"]
+
+
+async def test_the_order_is_the_accepted_message_key_for_key(api: RunningApi, settings: Settings) -> None:
+    order = new_order("exact")
+    await support.seed_orders(settings, [order])
+    _, _, body = await get(api, f"/order/{order['order_uid']}")
+    assert list(json.loads(body)) == list(order)
+    assert json.loads(body) == order
+
+
+async def test_unknown_order_is_a_json_404(api: RunningApi) -> None:
+    uid = support.unique("nobody")
+    status, headers, body = await get(api, f"/order/{uid}")
+    assert status == 404
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"error": "not_found", "message": f"no order with order_uid '{uid}'"}
+
+
+@pytest.mark.parametrize("raw_uid", BAD_ORDER_UIDS)
+async def test_malformed_order_uid_is_a_json_400(api: RunningApi, raw_uid: str) -> None:
+    status, headers, body = await get(api, f"/order/{raw_uid}")
+    assert status == 400, body
+    assert headers["Content-Type"] == "application/json"
+    error = json.loads(body)
+    assert error["error"] == "bad_order_uid"
+    assert error["message"]
+
+
+async def test_etag_and_if_none_match(api: RunningApi, settings: Settings) -> None:
+    order = new_order("etag")
+    await support.seed_orders(settings, [order])
+    path = f"/order/{order['order_uid']}"
+    _, headers, _ = await get(api, path)
+    etag = headers["ETag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    for if_none_match in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        status, h304, body = await get(api, path, headers={"If-None-Match": if_none_match})
+        assert (status, body, h304["ETag"]) == (304, b"", etag)
+    status, _, body = await get(api, path, headers={"If-None-Match": '"something-else"'})
+    assert status == 200 and json.loads(body) == order
+
+
+async def test_head(api: RunningApi, settings: Settings) -> None:
+    order = new_order("head")
+    await support.seed_orders(settings, [order])
+    status, headers, body = await get(api, f"/order/{order['order_uid']}", "HEAD")
+    assert (status, body) == (200, b"")
+    _, get_headers, _ = await get(api, f"/order/{order['order_uid']}")
+    assert headers["ETag"] == get_headers["ETag"]
+    assert headers["Content-Type"] == "application/json"
+    assert (await get(api, f"/order/{support.unique('nobody')}", "HEAD"))[0] == 404
+    assert (await get(api, "/order/%00", "HEAD"))[0] == 400
+
+
+async def test_a_changed_order_is_served_fresh_within_a_second(api: RunningApi, settings: Settings) -> None:
+    order = new_order("fresh")
+    await support.seed_orders(settings, [order])
+    path = f"/order/{order['order_uid']}"
+    await get(api, path)
+    assert (await get(api, path))[1]["X-Cache"] == "hit"
+    changed = copy.deepcopy(order)
+    changed["delivery"]["city"] = "Haifa"
+    await support.seed_orders(settings, [changed])
+
+    async def served_changed() -> bool:
+        status, headers, body = await get(api, path)
+        return status == 200 and headers["X-Cache"] == "hit" and json.loads(body) == changed
+
+    await support.wait_until(served_changed, timeout=1.0, interval=0.02, message="the changed order")
+
+
+async def test_recent_orders_newest_first_in_pages(api: RunningApi, settings: Settings) -> None:
+    orders = [new_order("page", customer_id=f"c{i}") for i in range(5)]
+    for order in orders:  # one transaction each: distinct updated_at, the last the newest
+        await support.seed_orders(settings, [order])
+    newest_first = [o["order_uid"] for o in reversed(orders)]
+
+    seen: list[dict] = []
+    cursor = None
+    for _ in range(3):
+        query = "?limit=2" + (f"&before={cursor}" if cursor else "")
+        status, headers, body = await get(api, "/orders" + query)
+        assert status == 200 and headers["Content-Type"] == "application/json"
+        page = json.loads(body)
+        assert len(page["orders"]) == 2 or len(seen) == 4
+        seen.extend(page["orders"])
+        cursor = page["next_before"]
+    assert [s["order_uid"] for s in seen[:5]] == newest_first
+
+    first = seen[0]
+    last_order = orders[-1]
+    assert first == {
+        "order_uid": last_order["order_uid"],
+        "date_created": last_order["date_created"],
+        "customer_id": last_order["customer_id"],
+        "name": last_order["delivery"]["name"],
+        "city": last_order["delivery"]["city"],
+        "amount": last_order["payment"]["amount"],
+        "currency": last_order["payment"]["currency"],
+        "items_count": len(last_order["items"]),
+        "updated_at": first["updated_at"],
+    }
+    assert datetime.fromisoformat(first["updated_at"]).tzinfo is not None
+
+
+async def test_walking_all_pages_sees_every_order_once_in_order(api: RunningApi, settings: Settings) -> None:
+    await support.seed_orders(settings, [new_order("walk") for _ in range(7)])  # same updated_at
+    with psycopg.connect(settings.dsn("owner")) as conn:
+        total = conn.execute("SELECT count(*) FROM order_snapshots").fetchone()[0]
+    rows: list[dict] = []
+    cursor = None
+    while True:
+        query = "?limit=3" + (f"&before={cursor}" if cursor else "")
+        status, _, body = await get(api, "/orders" + query)
+        assert status == 200
+        page = json.loads(body)
+        rows.extend(page["orders"])
+        cursor = page["next_before"]
+        if cursor is None:
+            break
+    keys = [(datetime.fromisoformat(r["updated_at"]), r["order_uid"]) for r in rows]
+    assert len(rows) == total == len(set(keys))
+    assert keys == sorted(keys, reverse=True)
+
+
+async def test_default_limit_is_20(api: RunningApi, settings: Settings) -> None:
+    await support.seed_orders(settings, [new_order("many") for _ in range(21)])
+    status, _, body = await get(api, "/orders")
+    assert status == 200
+    assert len(json.loads(body)["orders"]) == 20
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("limit=0", "bad_limit"),
+        ("limit=101", "bad_limit"),
+        ("limit=-1", "bad_limit"),
+        ("limit=abc", "bad_limit"),
+        ("limit=", "bad_limit"),
+        ("limit=1.5", "bad_limit"),
+        ("limit=%D9%A3", "bad_limit"),  # an Arabic-Indic 3: int() would take it
+        ("limit=99999999999999999999999", "bad_limit"),
+        ("before=", "bad_cursor"),
+        ("before=garbage", "bad_cursor"),
+        ("before=1.", "bad_cursor"),
+        ("before=.abc", "bad_cursor"),
+        ("before=1.a%20b", "bad_cursor"),
+        ("before=12345678901234567.x", "bad_cursor"),
+        ("before=%00", "bad_cursor"),
+        ("before=1.%D0%B7", "bad_cursor"),
+    ],
+)
+async def test_bad_paging_parameters_are_json_400s(api: RunningApi, query: str, code: str) -> None:
+    status, headers, body = await get(api, "/orders?" + query)
+    assert status == 400, body
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body)["error"] == code
+
+
+async def test_unknown_routes_and_methods_answer_json(api: RunningApi) -> None:
+    for path in ("/nope", "/order", "/order/", "/orders/x", "/ORDER/abc", "/%ZZ"):
+        status, headers, body = await get(api, path)
+        assert status == 404, path
+        assert headers["Content-Type"] == "application/json"
+        assert json.loads(body)["error"] == "not_found"
+    status, headers, body = await get(api, "/order/abc", "POST")
+    assert status == 405
+    assert headers["Allow"] == "GET,HEAD"
+    assert json.loads(body)["error"] == "method_not_allowed"
+    assert (await get(api, "/orders", "DELETE"))[0] == 405
+
+
+async def test_the_app_reads_as_orderview_api_and_cannot_write(api: RunningApi, settings: Settings) -> None:
+    pool = api.app[POOL]
+    assert await views.current_user(pool) == settings.pg_api_user == "orderview_api"
+    async with pool.connection() as conn:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            await conn.execute("DELETE FROM order_snapshots")
+        await conn.execute("SET default_transaction_read_only = off")
+        try:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                await conn.execute("DELETE FROM order_snapshots")
+        finally:
+            await conn.execute("SET default_transaction_read_only = on")
+
+
+async def test_concurrent_misses_are_coalesced_into_few_queries(api: RunningApi, settings: Settings) -> None:
+    orders = [new_order("burst") for _ in range(50)]
+    await support.seed_orders(settings, orders)
+    before = lookups(api)
+    answers = await asyncio.gather(*(get(api, f"/order/{o['order_uid']}") for o in orders))
+    queries = lookups(api) - before
+    assert [(status, headers["X-Cache"]) for status, headers, _ in answers] == [(200, "miss")] * 50
+    assert [json.loads(body) for _, _, body in answers] == orders
+    assert queries <= 5, f"{queries} queries for 50 concurrent misses"
+
+
+async def test_concurrent_requests_for_one_order_share_one_query(api: RunningApi, settings: Settings) -> None:
+    order = new_order("flight")
+    await support.seed_orders(settings, [order])
+    before = lookups(api)
+    answers = await asyncio.gather(*(get(api, f"/order/{order['order_uid']}") for _ in range(30)))
+    assert {status for status, _, _ in answers} == {200}
+    assert lookups(api) - before == 1
+
+
+async def test_unknown_orders_in_a_burst_are_404s_not_errors(api: RunningApi, settings: Settings) -> None:
+    known = new_order("mixed")
+    await support.seed_orders(settings, [known])
+    uids = [support.unique("ghost") for _ in range(10)] + [known["order_uid"]]
+    answers = await asyncio.gather(*(get(api, f"/order/{uid}") for uid in uids))
+    assert [status for status, _, _ in answers] == [404] * 10 + [200]
+
+
+async def test_odd_input_never_answers_5xx(api: RunningApi) -> None:
+    paths = [
+        "/order/" + "%" * 3,
+        "/order/%C0%AF",
+        "/order/..",
+        "/order/../etc/passwd",
+        "/order/" + "%E2%80%AE" * 50,
+        "/order/abc?limit=1&limit=2",
+        "/orders?limit=1&limit=abc",
+        "/orders?before=" + "9" * 5000,
+        "/orders?limit=%FF",
+        "/orders?%00=%00",
+        "/ui/..%2F..%2Fpyproject.toml",
+        "/ui/%00",
+        "/ui/" + "a" * 300,
+        "/ui/" + "a/" * 200,
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/metrics?x=%FF",
+        "/readyz?" + "a=b&" * 100,
+    ]
+    for path in paths:
+        for method in ("GET", "HEAD", "OPTIONS", "PUT"):
+            status, _, _ = await get(api, path, method)
+            assert status < 500, (method, path, status)
+
+
+async def test_health_readiness_and_metrics(api: RunningApi) -> None:
+    assert (await get(api, "/healthz"))[0] == 200
+    status, _, body = await get(api, "/readyz")
+    assert (status, json.loads(body)) == (200, {"status": "ready"})
+    await get(api, f"/order/{support.unique('nobody')}")
+    status, headers, body = await get(api, "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    text = body.decode()
+    for name in (
+        'orderview_api_requests_total{route="/order/{order_uid}",status="404"}',
+        'orderview_api_request_seconds_bucket{le="0.0001",route="/order/{order_uid}",status="404"}',
+        "orderview_api_cache_hits_total",
+        "orderview_api_cache_misses_total",
+        "orderview_api_cache_evictions_total",
+        "orderview_api_cache_entries",
+        "orderview_api_cache_bytes",
+        'orderview_api_invalidations_total{action="refreshed"}',
+        'orderview_api_db_queries_total{kind="lookup"}',
+        "orderview_api_listen_connected 1.0",
+    ):
+        assert name in text, name
+
+
+async def test_readiness_says_why_when_the_database_is_unreachable(settings: Settings) -> None:
+    async with running_api(settings, ready=False, pg_port=free_port()) as down:
+        await asyncio.sleep(0.3)
+        status, _, body = await get(down, "/readyz")
+        assert status == 503
+        answer = json.loads(body)
+        assert answer["status"] == "not ready" and "LISTEN" in answer["reason"]
+        assert (await get(down, "/healthz"))[0] == 200
+
+
+async def test_a_small_cache_evicts_and_a_zero_cache_always_misses(settings: Settings) -> None:
+    orders = [new_order("small") for _ in range(3)]
+    await support.seed_orders(settings, orders)
+    async with running_api(settings, cache_max_entries=2) as small:
+        for order in orders:
+            await get(small, f"/order/{order['order_uid']}")
+        cache = small.app[CACHE]
+        assert len(cache) == 2 and cache.evictions >= 1
+    async with running_api(settings, cache_max_entries=0) as none:
+        for _ in range(2):
+            status, headers, body = await get(none, f"/order/{orders[0]['order_uid']}")
+            assert (status, headers["X-Cache"]) == (200, "miss")
+            assert json.loads(body) == orders[0]
+        assert len(none.app[CACHE]) == 0
+
+
+async def test_openapi_document_embeds_the_order_schema(api: RunningApi) -> None:
+    status, headers, body = await get(api, "/openapi.json")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    document = json.loads(body)
+    assert document["openapi"].startswith("3.1")
+    expected = {k: v for k, v in ORDER_SCHEMA.items() if k not in ("$schema", "$id")}
+    assert document["components"]["schemas"]["Order"] == expected
+    assert {"/order/{order_uid}", "/orders", "/healthz", "/readyz", "/metrics", "/openapi.json", "/"} <= set(
+        document["paths"]
+    )
+
+
+async def test_the_viewer_is_served(api: RunningApi) -> None:
+    status, headers, body = await get(api, "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert (await get(api, "/ui/index.html"))[2] == body
+    status, headers, body = await get(api, "/ui/no-such-file.js")
+    assert status == 404 and json.loads(body)["error"] == "not_found"
+    for escape in ("/ui/..%2Fpyproject.toml", "/ui/%2E%2E/pyproject.toml", "/ui/../pyproject.toml"):
+        assert (await get(api, escape))[0] == 404, escape
