@@ -15,10 +15,10 @@ from yarl import URL
 
 from api import views
 from api.contexts import CACHE, METRICS, POOL
-from tests.api_server import RunningApi, free_port, running_api, wait_ready
 from orderview.settings import Settings
 from schemas import ORDER_SCHEMA
 from tests import support
+from tests.api_server import RunningApi, free_port, running_api, wait_ready
 
 BAD_ORDER_UIDS = [
     "x" * 65,

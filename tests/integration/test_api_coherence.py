@@ -14,10 +14,10 @@ import psycopg
 import pytest_asyncio
 
 from api.freshness import LISTEN_APPLICATION_NAME
-from tests.api_server import RunningApi, api_process
 from orderview.settings import Settings
 from projector import store
 from tests import support
+from tests.api_server import RunningApi, api_process
 
 LISTENER_PIDS = """
 SELECT pid FROM pg_stat_activity WHERE application_name = %(name)s AND datname = %(database)s

@@ -13,9 +13,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from tests.api_server import api_process
 from orderview.settings import Settings
 from tests import support
+from tests.api_server import api_process
 
 EXAMPLES_PER_OPERATION = 50
 
