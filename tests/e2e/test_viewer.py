@@ -115,7 +115,7 @@ def make_order(uid: str, **changes) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="module")
 async def api(settings: Settings):
     async with api_process(settings) as running:
         yield running
