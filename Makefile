@@ -18,8 +18,10 @@ lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 
-bench: up
+bench: up      ## benchmarks against same-run baselines (< 10 min): bench/RESULTS.md, bench/results.png
+	.venv/bin/python -c 'import matplotlib' 2>/dev/null || .venv/bin/pip install -q -e '.[bench]'
 	.venv/bin/python -m bench
 
-bench-quick: up
+bench-quick: up  ## the same with smaller counts (about a minute)
+	.venv/bin/python -c 'import matplotlib' 2>/dev/null || .venv/bin/pip install -q -e '.[bench]'
 	.venv/bin/python -m bench --quick

@@ -1,0 +1,76 @@
+"""The read baseline: a bare aiohttp handler answering GET /order/{uid} with prebuilt bytes from a dict.
+
+    python -m bench.baseline_server --port P     (settings from ORDERVIEW_* as the API reads them)
+
+The bodies are the orders of the bench database serialized as the API serializes them (orjson,
+so the same sizes), with the same headers (Content-Type, a strong ETag, X-Cache). The server runs
+like one API replica: one process, uvloop, no access log. No middleware, no metrics, no checks:
+what is left is aiohttp's own cost of answering, the ceiling for the cache-hit path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+
+import orjson
+import psycopg
+import uvloop
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
+from psycopg.types.json import set_json_loads
+
+from orderview.settings import get_settings
+
+
+def load_bodies() -> dict[str, tuple[bytes, CIMultiDictProxy[str]]]:
+    settings = get_settings()
+    answers = {}
+    with psycopg.connect(settings.dsn("api")) as conn:
+        set_json_loads(orjson.loads, conn)  # as the API's pool does
+        for uid, body in conn.execute("SELECT order_uid, body FROM order_snapshots"):
+            data = memoryview(orjson.dumps(body)).tobytes()  # orjson's buffer is ~8 KiB; keep the bytes only
+            etag = '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
+            headers = CIMultiDictProxy(
+                CIMultiDict({hdrs.CONTENT_TYPE: "application/json", hdrs.ETAG: etag, "X-Cache": "hit"})
+            )
+            answers[uid] = (data, headers)
+    return answers
+
+
+def make_app(answers: dict[str, tuple[bytes, CIMultiDictProxy[str]]]) -> web.Application:
+    async def order(request: web.Request) -> web.Response:
+        found = answers.get(request.match_info["uid"])
+        if found is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=found[0], headers=found[1])
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.Response(text="ready")
+
+    app = web.Application()
+    app.router.add_get("/order/{uid}", order)
+    app.router.add_get("/readyz", ready)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    app = make_app(load_bodies())
+    # The same server settings as api.main.serve.
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        reuse_port=True,
+        access_log=None,
+        print=None,
+        shutdown_timeout=5.0,
+        loop=uvloop.new_event_loop(),
+    )
+
+
+if __name__ == "__main__":
+    main()

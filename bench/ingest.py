@@ -1,0 +1,389 @@
+"""Ingest: the real projector (`python -m projector`) draining a topic of valid orders, against a raw
+batched COPY of the same rows and a raw aiokafka consume of the same messages; then how long an
+order takes from produce to visible (LISTEN on the projector's NOTIFY channel)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from psycopg import sql
+
+from bench import data
+from bench.env import say
+from bench.procs import Service, free_port, http_get, metric
+from bench.results import Results
+from bench.scale import Scale
+from orderview.settings import Settings
+from projector.rebuild import rebuild
+from projector.validate import Validator
+
+SECTION = "ingest"
+LATENCY = "latency"
+SEED = 202
+LATENCY_SEED = 303
+BURST_SEED = 404
+COPY_BATCH = 500
+VALIDATION_SAMPLE = 50_000
+
+
+def run(results: Results, scale: Scale, settings: Settings, copy_settings: Settings) -> None:
+    """`settings`: the projector's database and topics, created by the caller;
+    `copy_settings`: an empty database of the same schema for the raw COPY baseline."""
+    say(f"ingest: producing {scale.ingest_orders:,} orders")
+    orders = data.valid_orders(scale.ingest_orders, seed=SEED)
+    n = len(orders)
+    produce_rate = asyncio.run(produce(settings, orders))
+    results.figure(
+        SECTION, "produce (setup)", produce_rate, "orders/s", note="aiokafka, acks=all, linger 20 ms"
+    )
+
+    say("ingest: raw consume")
+    consume_rate = asyncio.run(raw_consume(settings, n))
+    say("ingest: raw COPY")
+    copy_rate = raw_copy(copy_settings, orders)
+    say("ingest: the projector's write path and validator alone")
+    _truncate(copy_settings)
+    write_rate = write_path(copy_settings, orders)
+    validate_rate = validation(orders[:VALIDATION_SAMPLE])
+    say("ingest: BatchProjector without Faust (projector.rebuild)")
+    replay_rate = replay(dataclasses.replace(copy_settings, orders_topic=settings.orders_topic), n)
+    say("ingest: projector")
+
+    projector = Service(
+        "ingest-projector", "projector", dataclasses.replace(settings, projector_port=free_port())
+    )
+    with projector:
+        rate, total_s = watch_projector(projector, n)
+        count = _count_snapshots(settings)
+        if count != n:
+            raise RuntimeError(f"the projector made {count} snapshots of {n} orders")
+        results.figure(SECTION, "raw aiokafka consume", consume_rate, "orders/s")
+        results.figure(SECTION, "raw COPY (500/transaction)", copy_rate, "orders/s")
+        results.figure(
+            SECTION,
+            "write path alone",
+            write_rate,
+            "orders/s",
+            note="store.write_orders, 500/transaction, no Kafka",
+        )
+        results.figure(
+            SECTION,
+            "validation alone",
+            validate_rate,
+            "orders/s",
+            note=f"Validator.check, one core, {min(n, VALIDATION_SAMPLE):,} messages",
+        )
+        results.figure(SECTION, "projector", rate, "orders/s", note="first batch visible → all visible")
+        results.figure(SECTION, "projector: process start → all visible", total_s, "s")
+        results.ratio(SECTION, "projector / raw COPY", rate / copy_rate, (">=", 0.7))
+        results.ratio(SECTION, "projector / raw consume", rate / consume_rate)
+        results.figure(
+            SECTION,
+            "BatchProjector without Faust",
+            replay_rate,
+            "orders/s",
+            note="projector.rebuild: plain aiokafka + BatchProjector.process, same topic, empty database",
+        )
+        results.ratio(
+            SECTION, "write path alone / raw COPY", write_rate / copy_rate, note="the SQL's share of the gap"
+        )
+        results.ratio(
+            SECTION, "projector / BatchProjector without Faust", rate / replay_rate, note="Faust's share"
+        )
+        results.ratio(
+            SECTION,
+            "projector / write path alone",
+            rate / write_rate,
+            note="Kafka, Faust and validation's share",
+        )
+        serial = 1 / (1 / write_rate + 1 / validate_rate + 1 / consume_rate)
+        results.figure(
+            SECTION,
+            "serial sum of the parts",
+            serial,
+            "orders/s",
+            note="1 / (1/write + 1/validation + 1/consume): the rate if they run one after another",
+        )
+        results.series["ingest"] = {
+            "raw consume": consume_rate,
+            "validation alone": validate_rate,
+            "raw COPY": copy_rate,
+            "write path alone": write_rate,
+            "without Faust": replay_rate,
+            "projector": rate,
+        }
+
+        half = rate / 2
+        say(f"ingest: produce → visible at {half:,.0f} orders/s, then a burst")
+        seconds = scale.latency_seconds
+        lat = produce_to_visible(settings, count=int(half * seconds), rate=half, seed=LATENCY_SEED)
+        _report_latency(results, "half rate", lat, f"{half:,.0f} orders/s for {seconds:g} s", target_p99=1000)
+        burst = produce_to_visible(settings, count=scale.burst_orders, rate=None, seed=BURST_SEED)
+        _report_latency(results, "full speed", burst, f"a burst of {scale.burst_orders:,} orders, unpaced")
+        results.series["latency"] = {"half rate": lat.latencies_ms, "full speed": burst.latencies_ms}
+
+    results.settings[SECTION] = (
+        f"{n:,} valid emulator orders produced to a fresh topic of {settings.orders_partitions} partitions before "
+        f"measuring; projector `python -m projector` with batch_size={settings.batch_size}, "
+        f"batch_wait_s={settings.batch_wait_s}; its rate from /metrics orderview_projector_projected_total "
+        "polled every 20 ms (from the first batch to the last); raw COPY into an empty database of the same "
+        f"schema, {COPY_BATCH} orders per transaction, rows built before timing, psycopg text COPY into "
+        "order_snapshots, orders, deliveries, payments, items, as the projector role; raw consume: aiokafka "
+        "without a group from the earliest offset, no processing"
+    )
+    results.settings[LATENCY] = (
+        "the same running projector; orders produced (acks=all, linger 5 ms) with their send time "
+        "recorded; a separate connection LISTENs on the projector's NOTIFY channel (sent at commit) and "
+        "records when each order_uid arrives; latency = arrival − send"
+    )
+
+
+# --- producing and raw consuming -----------------------------------------------------------------
+
+
+def _producer(settings: Settings, linger_ms: int) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        linger_ms=linger_ms,
+        max_batch_size=512 * 1024,
+        max_request_size=16 * 1024 * 1024,
+    )
+
+
+async def produce(settings: Settings, orders: Sequence[data.Order]) -> float:
+    producer = _producer(settings, linger_ms=20)
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        futures = [await producer.send(settings.orders_topic, o.value, key=o.uid.encode()) for o in orders]
+        await asyncio.gather(*futures)
+        return len(orders) / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+async def raw_consume(settings: Settings, count: int, timeout: float = 120.0) -> float:
+    """Messages/s of a bare aiokafka consumer reading the topic from the start in batches of
+    settings.batch_size (as the projector takes them), from the first fetch to the last message."""
+    consumer = AIOKafkaConsumer(
+        settings.orders_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        seen = 0
+        deadline = time.monotonic() + timeout
+        started = time.perf_counter()
+        while seen < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"raw consume read {seen} of {count} messages in {timeout:.0f}s")
+            batch = await consumer.getmany(timeout_ms=500, max_records=settings.batch_size)
+            seen += sum(len(records) for records in batch.values())
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def raw_copy(settings: Settings, orders: Sequence[data.Order]) -> float:
+    """Orders/s of COPY into the five tables, COPY_BATCH orders per transaction, no checks."""
+    rows = [data.rows_of(batch, i * COPY_BATCH) for i, batch in enumerate(data.batches(orders, COPY_BATCH))]
+    with psycopg.connect(settings.dsn("projector")) as conn:
+        started = time.perf_counter()
+        for batch in rows:
+            with conn.transaction():
+                data.copy_rows(conn, batch)
+        seconds = time.perf_counter() - started
+    return len(orders) / seconds
+
+
+def write_path(settings: Settings, orders: Sequence[data.Order]) -> float:
+    """Orders/s of the projector's own SQL (store.write_orders), COPY_BATCH per transaction, no Kafka."""
+    started = time.perf_counter()
+    asyncio.run(data.load_through_projector(settings, orders, COPY_BATCH))
+    return len(orders) / (time.perf_counter() - started)
+
+
+def replay(settings: Settings, count: int) -> float:
+    """Orders/s of projector.rebuild (BatchProjector fed by plain aiokafka) into an emptied database."""
+    started = time.perf_counter()
+    replayed = asyncio.run(rebuild(settings, truncate=True))
+    seconds = time.perf_counter() - started
+    if replayed != count:
+        raise RuntimeError(f"projector.rebuild replayed {replayed} of {count} messages")
+    return count / seconds
+
+
+def validation(orders: Sequence[data.Order]) -> float:
+    validator = Validator()
+    check = validator.check
+    started = time.perf_counter()
+    for o in orders:
+        check(o.value, o.uid.encode())
+    return len(orders) / (time.perf_counter() - started)
+
+
+def _truncate(settings: Settings) -> None:
+    with psycopg.connect(settings.dsn("owner")) as conn:
+        conn.execute("TRUNCATE items, payments, deliveries, orders, order_snapshots, applied_offsets")
+
+
+# --- the projector ---------------------------------------------------------------------------------
+
+
+def watch_projector(projector: Service, count: int, interval: float = 0.02) -> tuple[float, float]:
+    """(orders/s from the first applied batch to the last, seconds from process start to all applied)."""
+    url = f"http://127.0.0.1:{projector.settings.projector_port}/metrics"
+    deadline = time.monotonic() + max(120.0, count / 500)
+    first_at, first_count = 0.0, 0.0
+    while time.monotonic() < deadline:
+        if not projector.alive():
+            raise RuntimeError(f"the projector exited; see {projector.log_path}")
+        try:
+            status, body, _ = http_get(url, timeout=2)
+        except OSError:
+            status, body = 0, b""
+        now = time.perf_counter()
+        if status == 200:
+            projected = metric(body.decode(), "orderview_projector_projected_total") or 0.0
+            if projected and not first_at:
+                first_at, first_count = now, projected
+            if projected >= count:
+                return (projected - first_count) / (now - first_at), now - projector.started_at
+        time.sleep(interval)
+    raise RuntimeError(f"the projector did not apply {count} orders in time; see {projector.log_path}")
+
+
+def _count_snapshots(settings: Settings) -> int:
+    with psycopg.connect(settings.dsn("api")) as conn:
+        row = conn.execute("SELECT count(*) FROM order_snapshots").fetchone()
+        assert row is not None
+        return row[0]
+
+
+# --- produce → visible ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Latency:
+    latencies_ms: list[float]
+    sent: int
+    missing: int
+    rate: float  # achieved send rate
+
+
+class Listener(threading.Thread):
+    """LISTENs on the notify channel and records when each order_uid is first announced."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="bench-listen", daemon=True)
+        self.seen: dict[str, float] = {}
+        self.stopping = threading.Event()
+        self.ready = threading.Event()
+        self.conn = psycopg.connect(settings.dsn("api"), autocommit=True)
+        self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(settings.notify_channel)))
+
+    def run(self) -> None:
+        seen = self.seen
+        self.ready.set()
+        while not self.stopping.is_set():
+            for notify in self.conn.notifies(timeout=0.2):
+                now = time.time()
+                for uid in notify.payload.split(","):
+                    seen.setdefault(uid, now)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.join(5)
+        self.conn.close()
+
+
+def produce_to_visible(
+    settings: Settings, count: int, rate: float | None, seed: int, wait: float = 60.0
+) -> Latency:
+    orders = data.valid_orders(count, seed=seed)
+    listener = Listener(settings)
+    listener.start()
+    listener.ready.wait(5)
+    try:
+        sent, achieved = asyncio.run(_paced_produce(settings, orders, rate))
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(uid not in listener.seen for uid in sent):
+            time.sleep(0.05)
+    finally:
+        listener.close()
+    latencies = sorted((listener.seen[uid] - at) * 1000 for uid, at in sent.items() if uid in listener.seen)
+    return Latency(latencies, len(sent), len(sent) - len(latencies), achieved)
+
+
+async def _paced_produce(
+    settings: Settings, orders: Sequence[data.Order], rate: float | None
+) -> tuple[dict[str, float], float]:
+    """Send at `rate` orders/s (None: as fast as possible); return uid → send time, and the rate."""
+    producer = _producer(settings, linger_ms=5)
+    await producer.start()
+    sent: dict[str, float] = {}
+    futures = []
+    try:
+        started = time.perf_counter()
+        i = 0
+        while i < len(orders):
+            due = (
+                len(orders)
+                if rate is None
+                else min(len(orders), int((time.perf_counter() - started) * rate) + 1)
+            )
+            while i < due:
+                o = orders[i]
+                sent[o.uid] = time.time()
+                futures.append(await producer.send(settings.orders_topic, o.value, key=o.uid.encode()))
+                i += 1
+            if rate is not None:
+                await asyncio.sleep(0.002)
+        await asyncio.gather(*futures)
+        achieved = len(orders) / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+    return sent, achieved
+
+
+def _report_latency(
+    results: Results, label: str, lat: Latency, how: str, target_p99: float | None = None
+) -> None:
+    if not lat.latencies_ms:
+        raise RuntimeError(f"produce→visible ({label}): no order became visible")
+    values = lat.latencies_ms
+    results.figure(LATENCY, f"{label}: p50", _percentile(values, 50), "ms")
+    results.figure(
+        LATENCY,
+        f"{label}: p99",
+        _percentile(values, 99),
+        "ms",
+        ("<=", target_p99) if target_p99 is not None else None,
+    )
+    results.figure(LATENCY, f"{label}: max", values[-1], "ms")
+    results.figure(LATENCY, f"{label}: send rate", lat.rate, "orders/s")
+    results.note(
+        LATENCY,
+        f"{label}: {how}; {lat.sent:,} sent, {len(values):,} seen"
+        + (f", {lat.missing} never announced within the wait" if lat.missing else "")
+        + f"; mean {statistics.mean(values):.1f} ms.",
+    )
+
+
+def _percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of sorted values."""
+    k = max(0, min(len(sorted_values) - 1, math.ceil(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]

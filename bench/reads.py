@@ -1,0 +1,190 @@
+"""Reads: GET /order/{uid} served from the cache (hits), from PostgreSQL (misses), and by a bare
+aiohttp handler (the baseline), each one process under the same wrk load."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import data, env, wrk
+from bench.env import say
+from bench.procs import Service, cpu_seconds, free_port, http_get, metric
+from bench.results import Results
+from bench.scale import Scale
+from orderview.settings import Settings
+
+SECTION = "reads"
+SEED = 101
+SERVER_CPU = "0"  # the server under test on one core, wrk on the other
+WRK_CPU = "1"
+KINDS = ("baseline", "hit", "miss")
+
+
+@dataclass
+class Measured:
+    load: wrk.Load  # the saturating run (-c connections)
+    single: wrk.Load  # one connection: latency without queueing
+    cpu_us_per_request: float  # the server process's CPU time per request of the saturating run
+    lookups: float = 0.0  # DB lookup queries during the saturating run (API only)
+    misses: float = 0.0  # cache misses during the saturating run (API only)
+
+
+def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> None:
+    """`settings` name the bench's own database, created and migrated by the caller."""
+    say(f"reads: writing {scale.read_orders:,} orders through the projector's write path")
+    started = time.perf_counter()
+    orders = data.valid_orders(scale.read_orders, seed=SEED)
+    asyncio.run(data.load_through_projector(settings, orders))
+    results.note(
+        SECTION,
+        f"{len(orders):,} emulator orders written with projector.store.write_orders, 500 per transaction, "
+        f"in {time.perf_counter() - started:.1f} s; mean message {statistics.mean(len(o.value) for o in orders):,.0f} B.",
+    )
+    ids = [o.uid for o in orders]
+    random.Random(SEED).shuffle(ids)
+    ids_file = env.OUT / "read_ids.txt"
+    ids_file.parent.mkdir(parents=True, exist_ok=True)
+    ids_file.write_text("\n".join(ids) + "\n")
+
+    rounds = 2 if scale.name == "full" else 1
+    measured: dict[str, list[Measured]] = {k: [] for k in KINDS}
+    for _ in range(rounds):
+        for kind in KINDS:
+            say(f"reads: {kind}")
+            measured[kind].append(_measure(kind, settings, scale, wrk_path, ids_file, ids[0]))
+
+    combined = {kind: _combine([m.load for m in ms]) for kind, ms in measured.items()}
+    single = {kind: _combine([m.single for m in ms]) for kind, ms in measured.items()}
+    cpu = {kind: statistics.mean(m.cpu_us_per_request for m in ms) for kind, ms in measured.items()}
+    for kind in KINDS:
+        f = combined[kind]
+        results.figure(SECTION, f"{kind} req/s", f.rps, "req/s")
+        results.figure(SECTION, f"{kind} p50", f.p50_ms, "ms")
+        results.figure(SECTION, f"{kind} p99", f.p99_ms, "ms")
+        results.figure(
+            SECTION, f"{kind} server CPU per request", cpu[kind], "µs", note="utime+stime / requests"
+        )
+        results.figure(SECTION, f"{kind} p50, 1 connection", single[kind].p50_ms, "ms")
+        errors = f.errors + single[kind].errors
+        if errors:
+            results.note(SECTION, f"{kind}: {errors} socket errors or non-2xx answers under load.")
+    hit, miss, base = combined["hit"], combined["miss"], combined["baseline"]
+    results.ratio(SECTION, "hit / baseline req/s", hit.rps / base.rps, (">=", 0.9))
+    results.ratio(SECTION, "hit / miss req/s", hit.rps / miss.rps, (">=", 5))
+    results.ratio(
+        SECTION,
+        "miss p50 / hit p50",
+        miss.p50_ms / hit.p50_ms,
+        (">=", 5),
+        "target: hit p50 ≤ 1/5 of miss p50",
+    )
+    results.ratio(
+        SECTION,
+        "miss p50 / hit p50, 1 connection",
+        single["miss"].p50_ms / single["hit"].p50_ms,
+        note="the same without queueing (wrk -c1): what one miss costs a client",
+    )
+    results.ratio(SECTION, "baseline / hit CPU per request", cpu["baseline"] / cpu["hit"])
+    results.ratio(SECTION, "hit / miss CPU per request", cpu["hit"] / cpu["miss"])
+    queries = sum(m.lookups for m in measured["miss"])
+    requests = sum(m.load.requests for m in measured["miss"])
+    results.figure(SECTION, "miss run: requests", requests, "requests")
+    results.figure(
+        SECTION,
+        "miss run: DB lookup queries",
+        queries,
+        "queries",
+        note='orderview_api_db_queries{kind="lookup"}',
+    )
+    results.ratio(
+        SECTION,
+        "miss requests per DB lookup query",
+        requests / queries if queries else float("inf"),
+        note="coalescing: > 1 means concurrent misses shared queries",
+    )
+    hit_misses = sum(m.misses for m in measured["hit"])
+    if hit_misses:
+        results.note(SECTION, f"the warmed cache missed {hit_misses:.0f} times during the hit runs.")
+    results.settings[SECTION] = (
+        f"wrk -t{scale.wrk_threads} -c{scale.wrk_connections} -d{scale.wrk_seconds}s -s bench/ids.lua over "
+        f"{len(ids):,} ids (round robin from a random start) after an unmeasured "
+        f"{scale.wrk_warm_seconds}s run, then wrk -c1 -d{max(2, scale.wrk_seconds // 3)}s; server pinned to "
+        f"CPU {SERVER_CPU}, wrk to CPU {WRK_CPU}; {rounds} round(s) of baseline → hit → miss "
+        "(req/s: mean of rounds; percentiles: median of rounds); API as `python -m api --port P --replicas 1`, "
+        "hit with the cache holding every order, miss with ORDERVIEW_CACHE_MAX_ENTRIES=0; baseline "
+        "`python -m bench.baseline_server` (same uvloop, reuse_port, no access log, same bodies and headers)"
+    )
+    results.series["reads"] = {k: (combined[k].rps, combined[k].p50_ms, combined[k].p99_ms) for k in KINDS}
+
+
+def _combine(loads: list[wrk.Load]) -> wrk.Load:
+    if len(loads) == 1:
+        return loads[0]
+    return wrk.Load(
+        requests=sum(x.requests for x in loads),
+        seconds=sum(x.seconds for x in loads),
+        rps=statistics.mean(x.rps for x in loads),
+        p50_ms=statistics.median(x.p50_ms for x in loads),
+        p90_ms=statistics.median(x.p90_ms for x in loads),
+        p99_ms=statistics.median(x.p99_ms for x in loads),
+        mean_ms=statistics.mean(x.mean_ms for x in loads),
+        errors=sum(x.errors for x in loads),
+    )
+
+
+def _measure(
+    kind: str, settings: Settings, scale: Scale, wrk_path: str, ids_file: Path, probe: str
+) -> Measured:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    if kind == "baseline":
+        server = Service(
+            "reads-baseline", "bench.baseline_server", settings, ("--port", str(port)), cpus=SERVER_CPU
+        )
+        expected = "hit"
+    else:
+        entries = max(scale.read_orders, settings.cache_max_entries) if kind == "hit" else 0
+        api_settings = dataclasses.replace(settings, cache_max_entries=entries, api_port=port, api_replicas=1)
+        args = ("--port", str(port), "--replicas", "1")
+        server = Service(f"reads-api-{kind}", "api", api_settings, args, cpus=SERVER_CPU)
+        expected = kind
+    with server:
+        server.wait_http(f"{base}/readyz")
+        status, _, headers = http_get(f"{base}/order/{probe}")
+        if status != 200 or headers.get("X-Cache") != expected:
+            raise RuntimeError(
+                f"{server.name} answered {status} X-Cache={headers.get('X-Cache')}, wanted 200 {expected}"
+            )
+        common = dict(threads=scale.wrk_threads, connections=scale.wrk_connections, cpus=WRK_CPU)
+        wrk.run(wrk_path, port, ids_file, scale.wrk_warm_seconds, **common)
+        before = _api_metrics(base) if kind != "baseline" else {}
+        cpu_before = cpu_seconds(server.pid)
+        load = wrk.run(wrk_path, port, ids_file, scale.wrk_seconds, **common)
+        cpu_used = cpu_seconds(server.pid) - cpu_before
+        after = _api_metrics(base) if kind != "baseline" else {}
+        single = wrk.run(
+            wrk_path, port, ids_file, max(2, scale.wrk_seconds // 3), threads=1, connections=1, cpus=WRK_CPU
+        )
+    return Measured(
+        load=load,
+        single=single,
+        cpu_us_per_request=cpu_used / load.requests * 1e6,
+        lookups=after.get("lookups", 0.0) - before.get("lookups", 0.0),
+        misses=after.get("misses", 0.0) - before.get("misses", 0.0),
+    )
+
+
+def _api_metrics(base: str) -> dict[str, float]:
+    status, body, _ = http_get(f"{base}/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    text = body.decode()
+    return {
+        "lookups": metric(text, 'orderview_api_db_queries_total{kind="lookup"}') or 0.0,
+        "misses": metric(text, "orderview_api_cache_misses_total") or 0.0,
+    }
