@@ -23,8 +23,54 @@ SET body = excluded.body,
     source_offset = excluded.source_offset,
     updated_at = now()
 WHERE s.body IS DISTINCT FROM excluded.body
-RETURNING order_uid
+RETURNING order_uid, (xmax = 0) AS inserted
 """
+
+# New orders' normalized rows are COPYed from the parsed message (no conflict to
+# arbitrate); changed orders are upserted from their snapshot by the statements below.
+ORDER_COLUMNS = (
+    "order_uid",
+    "track_number",
+    "entry",
+    "locale",
+    "internal_signature",
+    "customer_id",
+    "delivery_service",
+    "shardkey",
+    "sm_id",
+    "date_created",
+    "oof_shard",
+)
+DELIVERY_COLUMNS = ("name", "phone", "zip", "city", "address", "region", "email")
+PAYMENT_COLUMNS = (
+    "transaction",
+    "request_id",
+    "currency",
+    "provider",
+    "amount",
+    "payment_dt",
+    "bank",
+    "delivery_cost",
+    "goods_total",
+    "custom_fee",
+)
+ITEM_COLUMNS = (
+    "chrt_id",
+    "track_number",
+    "price",
+    "rid",
+    "name",
+    "sale",
+    "size",
+    "total_price",
+    "nm_id",
+    "brand",
+    "status",
+)
+COPY_ORDERS = f"COPY orders ({', '.join(ORDER_COLUMNS)}) FROM STDIN"
+COPY_DELIVERIES = f"COPY deliveries (order_uid, {', '.join(DELIVERY_COLUMNS)}) FROM STDIN"
+COPY_PAYMENTS = f"COPY payments (order_uid, {', '.join(PAYMENT_COLUMNS)}) FROM STDIN"
+COPY_ITEMS = f"COPY items (order_uid, position, {', '.join(ITEM_COLUMNS)}) FROM STDIN"
 
 UPSERT_ORDERS = """
 INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature, customer_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import orjson
 import psycopg
 
 from projector import queries
@@ -66,19 +67,49 @@ async def write_orders(conn: psycopg.AsyncConnection, events: Sequence[Accepted]
             "offsets": [e.offset for e in latest],
         },
     )
-    changed = [row[0] for row in await cur.fetchall()]
-    if changed:
-        params = {"uids": changed}
-        async with conn.pipeline():
-            for statement in (
-                queries.UPSERT_ORDERS,
-                queries.UPSERT_DELIVERIES,
-                queries.UPSERT_PAYMENTS,
-                queries.DELETE_ITEMS,
-                queries.INSERT_ITEMS,
-            ):
-                await conn.execute(statement, params)
-    return changed
+    rows = await cur.fetchall()
+    new = {uid for uid, inserted in rows if inserted}
+    if new:
+        await copy_new_orders(conn, [e for e in latest if e.order_uid in new])
+    updated = [uid for uid, inserted in rows if not inserted]
+    if updated:
+        await upsert_from_snapshots(conn, updated)
+    return [uid for uid, _ in rows]
+
+
+async def copy_new_orders(conn: psycopg.AsyncConnection, events: Sequence[Accepted]) -> None:
+    """COPY the normalized rows of orders the read model did not have: nothing to replace."""
+    docs = [(e.order_uid, e.document if e.document is not None else orjson.loads(e.body)) for e in events]
+    async with conn.cursor() as cur:
+        async with cur.copy(queries.COPY_ORDERS) as copy:
+            for _, d in docs:
+                await copy.write_row([d[c] for c in queries.ORDER_COLUMNS])
+        async with cur.copy(queries.COPY_DELIVERIES) as copy:
+            for uid, d in docs:
+                delivery = d["delivery"]
+                await copy.write_row([uid, *(delivery[c] for c in queries.DELIVERY_COLUMNS)])
+        async with cur.copy(queries.COPY_PAYMENTS) as copy:
+            for uid, d in docs:
+                payment = d["payment"]
+                await copy.write_row([uid, *(payment[c] for c in queries.PAYMENT_COLUMNS)])
+        async with cur.copy(queries.COPY_ITEMS) as copy:
+            for uid, d in docs:
+                for position, item in enumerate(d["items"]):
+                    await copy.write_row([uid, position, *(item[c] for c in queries.ITEM_COLUMNS)])
+
+
+async def upsert_from_snapshots(conn: psycopg.AsyncConnection, order_uids: list[str]) -> None:
+    """A new version of known orders: their rows are derived again from the snapshot."""
+    params = {"uids": order_uids}
+    async with conn.pipeline():
+        for statement in (
+            queries.UPSERT_ORDERS,
+            queries.UPSERT_DELIVERIES,
+            queries.UPSERT_PAYMENTS,
+            queries.DELETE_ITEMS,
+            queries.INSERT_ITEMS,
+        ):
+            await conn.execute(statement, params)
 
 
 async def save_applied_offsets(
