@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from api.encoding import order_bytes, strong_etag
+from api.encoding import strong_etag
 
 # Besides the body and key: the entry, its ETag, two header maps and the dict slot (measured
 # with tracemalloc at ~1 KB).
@@ -44,8 +43,9 @@ class CachedOrder:
         return cls(order_uid, body, etag, updated_at, _headers(etag, "hit"), _headers(etag, "miss"))
 
     @classmethod
-    def from_snapshot(cls, order_uid: str, snapshot: Any, updated_at: datetime) -> CachedOrder:
-        return cls.build(order_uid, order_bytes(snapshot), updated_at)
+    def from_snapshot(cls, order_uid: str, body_json: str, updated_at: datetime) -> CachedOrder:
+        """From a snapshot row: body_json is the compact JSON the projector stored."""
+        return cls.build(order_uid, body_json.encode(), updated_at)
 
     @property
     def size(self) -> int:

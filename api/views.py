@@ -10,15 +10,15 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-Snapshot = tuple[str, Any, datetime]  # order_uid, body (parsed jsonb), updated_at
+Snapshot = tuple[str, str, datetime]  # order_uid, body_json (the JSON the API serves), updated_at
 
 SNAPSHOTS_BY_UID = """
-SELECT order_uid, body, updated_at FROM order_snapshots WHERE order_uid = ANY(%(uids)s)
+SELECT order_uid, body_json, updated_at FROM order_snapshots WHERE order_uid = ANY(%(uids)s)
 """
 
 # Warm-up: the most recently changed orders first (index order_snapshots_recent).
 RECENT_SNAPSHOTS = """
-SELECT order_uid, body, updated_at FROM order_snapshots
+SELECT order_uid, body_json, updated_at FROM order_snapshots
 ORDER BY updated_at DESC, order_uid DESC
 LIMIT %(limit)s
 """

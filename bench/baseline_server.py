@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 
-import orjson
 import psycopg
 import uvloop
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
-from psycopg.types.json import set_json_loads
 
 from orderview.settings import get_settings
 
@@ -27,9 +25,8 @@ def load_bodies() -> dict[str, tuple[bytes, CIMultiDictProxy[str]]]:
     settings = get_settings()
     answers = {}
     with psycopg.connect(settings.dsn("api")) as conn:
-        set_json_loads(orjson.loads, conn)  # as the API's pool does
-        for uid, body in conn.execute("SELECT order_uid, body FROM order_snapshots"):
-            data = memoryview(orjson.dumps(body)).tobytes()  # orjson's buffer is ~8 KiB; keep the bytes only
+        for uid, body_json in conn.execute("SELECT order_uid, body_json FROM order_snapshots"):
+            data = body_json.encode()  # the bytes the API serves
             etag = '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
             headers = CIMultiDictProxy(
                 CIMultiDict({hdrs.CONTENT_TYPE: "application/json", hdrs.ETAG: etag, "X-Cache": "hit"})

@@ -18,7 +18,6 @@ import psycopg
 from psycopg.types.json import set_json_loads
 
 from api.cache import CachedOrder, OrderCache
-from api.encoding import order_bytes
 from api.freshness import CHUNK
 from api.views import RECENT_SNAPSHOTS
 from bench import data
@@ -155,7 +154,7 @@ def measure_entries(settings: Settings, sample: int) -> tuple[float, float]:
     with psycopg.connect(settings.dsn("api")) as conn:
         set_json_loads(orjson.loads, conn)
         rows = conn.execute(RECENT_SNAPSHOTS, {"limit": sample}).fetchall()
-    size = statistics.mean(len(order_bytes(body)) for _, body, _ in rows)
+    size = statistics.mean(len(body.encode()) for _, body, _ in rows)
     cache = OrderCache(sample, 2**40)
     gc.collect()
     tracemalloc.start()

@@ -73,7 +73,7 @@ ITEM_COLUMNS = (
     "order_uid, position, chrt_id, track_number, price, rid, name, sale, size, "
     "total_price, nm_id, brand, status"
 )
-SNAPSHOT_COLUMNS = "order_uid, body, source_partition, source_offset"
+SNAPSHOT_COLUMNS = "order_uid, body, body_json, source_partition, source_offset"
 
 
 @dataclass(slots=True)
@@ -92,7 +92,8 @@ def rows_of(batch: Iterable[Order], first_offset: int = 0) -> Rows:
     for i, o in enumerate(batch):
         d = orjson.loads(o.value)
         uid = d["order_uid"]
-        rows.snapshots.append((uid, o.value.decode(), 0, first_offset + i))
+        text = o.value.decode()
+        rows.snapshots.append((uid, text, text, 0, first_offset + i))
         rows.orders.append(
             (uid, d["track_number"], d["entry"], d["locale"], d["internal_signature"], d["customer_id"],
              d["delivery_service"], d["shardkey"], d["sm_id"], d["date_created"], d["oof_shard"])
@@ -137,7 +138,8 @@ def copy_snapshots(settings: Settings, orders: Iterable[Order], batch_size: int 
     with psycopg.connect(settings.dsn("owner")) as conn:
         batch: list[tuple] = []
         for o in orders:
-            batch.append((o.uid, o.value.decode(), 0, count))
+            text = o.value.decode()
+            batch.append((o.uid, text, text, 0, count))
             count += 1
             if len(batch) >= batch_size:
                 _copy_snapshot_batch(conn, batch)

@@ -31,7 +31,7 @@ def scan(limit: int, chunk_size: int) -> dict[str, float]:
     settings = get_settings()
     connect_at = time.perf_counter()
     with psycopg.connect(settings.dsn("api"), autocommit=True) as conn:
-        conn.adapters.register_loader("jsonb", BytesLoader)
+        conn.adapters.register_loader("text", BytesLoader)
         scan_at = time.perf_counter()
         rows = size = 0
         with conn.transaction():

@@ -15,10 +15,13 @@ SELECT partition, next_offset FROM applied_offsets WHERE topic = %(topic)s
 
 # Returns only the orders whose body changed: an identical redelivery touches nothing.
 UPSERT_SNAPSHOTS = """
-INSERT INTO order_snapshots AS s (order_uid, body, source_partition, source_offset)
-SELECT * FROM unnest(%(uids)b::text[], %(bodies)b::text[]::jsonb[], %(partitions)b::int[], %(offsets)b::bigint[])
+INSERT INTO order_snapshots AS s (order_uid, body, body_json, source_partition, source_offset)
+SELECT uid, json::jsonb, json, part, off
+FROM unnest(%(uids)b::text[], %(bodies)b::text[], %(partitions)b::int[], %(offsets)b::bigint[])
+     AS t(uid, json, part, off)
 ON CONFLICT (order_uid) DO UPDATE
 SET body = excluded.body,
+    body_json = excluded.body_json,
     source_partition = excluded.source_partition,
     source_offset = excluded.source_offset,
     updated_at = now()

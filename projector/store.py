@@ -19,7 +19,7 @@ class Accepted:
     """A valid order event and where it came from."""
 
     order_uid: str
-    body: str  # the message as JSON text, exactly as received
+    body: str  # the order as compact JSON text, keys in the sender's order
     partition: int
     offset: int
     document: dict | None = None  # the parsed body, when the caller has it

@@ -3,9 +3,13 @@
 
 -- One row per order_uid, the latest version. The body is the accepted message,
 -- parsed; the normalized tables below are derived from it in the same transaction.
+-- body_json is the same message as compact JSON text in the sender's key order: the
+-- bytes the API serves, so a replica warms its cache without re-serializing (jsonb
+-- keeps no key order).
 CREATE TABLE order_snapshots (
     order_uid        text        PRIMARY KEY,
     body             jsonb       NOT NULL,
+    body_json        text        NOT NULL,
     source_partition integer     NOT NULL,
     source_offset    bigint      NOT NULL,
     updated_at       timestamptz NOT NULL DEFAULT now()
