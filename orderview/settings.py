@@ -76,7 +76,8 @@ class Settings:
             try:
                 values[f.name] = kind(raw)
             except ValueError:
-                raise ValueError(f"{PREFIX}{f.name.upper()} must be a {kind.__name__}, got {raw!r}") from None
+                what = "an integer" if kind is int else "a number"
+                raise ValueError(f"{PREFIX}{f.name.upper()} must be {what}, got {raw!r}") from None
         return cls(**values)
 
     def to_env(self) -> dict[str, str]:

@@ -161,4 +161,3 @@ def test_cached_bytes_are_the_stored_json_exactly() -> None:
     entry = CachedOrder.from_snapshot(reference_order()["order_uid"], stored, T0)
     assert entry.body == stored.encode()
     assert list(json.loads(entry.body)) == list(json.loads(reference_order_bytes())), "the sender's key order"
-
