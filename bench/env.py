@@ -18,9 +18,8 @@ from pathlib import Path
 
 import psycopg
 from aiokafka.admin import AIOKafkaAdminClient
-from psycopg import sql
 
-from orderview.bootstrap import ensure_roles_and_database, ensure_topics, migrate
+from orderview.bootstrap import create_database, drop_database, ensure_topics
 from orderview.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,18 +37,6 @@ def isolated(tag: str, base: Settings | None = None) -> Settings:
         dlq_topic=f"orders.dlq.bench.{tag}.{suffix}",
         consumer_group=f"orderview-bench-{tag}-{suffix}",
     )
-
-
-def create_database(settings: Settings) -> None:
-    ensure_roles_and_database(settings)
-    migrate(settings)
-
-
-def drop_database(settings: Settings) -> None:
-    with psycopg.connect(settings.dsn("admin"), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(settings.pg_database))
-        )
 
 
 def create_topics(settings: Settings) -> None:

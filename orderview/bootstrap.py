@@ -124,9 +124,22 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
-def bootstrap(settings: Settings) -> None:
+def create_database(settings: Settings) -> None:
+    """The roles, the database and its migrations."""
     ensure_roles_and_database(settings)
     migrate(settings)
+
+
+def drop_database(settings: Settings) -> None:
+    """For disposable databases (tests, the bench): closes whatever is connected to it."""
+    with psycopg.connect(settings.dsn("admin"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(settings.pg_database))
+        )
+
+
+def bootstrap(settings: Settings) -> None:
+    create_database(settings)
     asyncio.run(ensure_topics(settings))
 
 

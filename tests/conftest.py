@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
+from orderview.bootstrap import create_database, drop_database
 from orderview.settings import Settings
 from tests import support
 
@@ -15,10 +16,10 @@ from tests import support
 async def settings() -> AsyncIterator[Settings]:
     """A fresh database (migrated, with roles) and fresh topics for this test session."""
     s = support.with_fresh_topics(support.test_database_settings())
-    support.create_database(s)
+    create_database(s)
     await support.create_topics(s)
     yield s
-    support.drop_database(s)
+    drop_database(s)
     await support.delete_topics(s)
 
 

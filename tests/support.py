@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
-from orderview.bootstrap import ensure_roles_and_database, ensure_topics, migrate
+from orderview.bootstrap import ensure_topics
 from orderview.settings import Settings, get_settings
 from projector import store
 
@@ -48,20 +48,6 @@ def with_fresh_topics(settings: Settings) -> Settings:
         dlq_topic=f"orders.dlq.test.{suffix}",
         consumer_group=f"orderview-projector-test-{suffix}",
     )
-
-
-def create_database(settings: Settings) -> None:
-    ensure_roles_and_database(settings)
-    migrate(settings)
-
-
-def drop_database(settings: Settings) -> None:
-    with psycopg.connect(settings.dsn("admin"), autocommit=True) as conn:
-        conn.execute(
-            psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                psycopg.sql.Identifier(settings.pg_database)
-            )
-        )
 
 
 def truncate_read_model(settings: Settings) -> None:

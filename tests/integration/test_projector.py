@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from emulator.stream import expected_state, stream
+from orderview.bootstrap import create_database, drop_database
 from orderview.settings import Settings
 from projector.rebuild import rebuild
 from tests import support
@@ -349,12 +350,12 @@ async def test_rebuild_gives_a_read_model_equal_to_the_live_one(clean_settings: 
     other = replace(
         s, pg_database=support.unique("orderview_rebuild_"), dlq_topic=support.unique("orders.dlq.rebuild.")
     )
-    support.create_database(other)
+    create_database(other)
     try:
         assert await rebuild(other) == len(messages)
         assert read_model(other) == live
     finally:
-        support.drop_database(other)
+        drop_database(other)
 
 
 def set_kafka(action: str) -> None:
