@@ -19,7 +19,7 @@ from prometheus_client import generate_latest
 
 from orderview import jsonlog
 from orderview.settings import get_settings
-from projector.batch import BatchProjector
+from projector.batch import BatchProjector, Prepared
 from projector.dlq import Incoming
 
 settings = get_settings()
@@ -66,30 +66,53 @@ Path(app.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
 projector = BatchProjector(settings)
 
 
-def leave_unacknowledged(events: Sequence[faust.types.EventT]) -> None:
-    """Faust's take_events acknowledges a batch even when its processing is cancelled.
-    Marking the messages as acked-already makes that ack a no-op: their offsets are
-    never committed, and the next owner of the partition reads them again."""
+def hold(events: Sequence[faust.types.EventT]) -> None:
+    """Keep Faust from acknowledging these events when the next batch is taken.
+
+    Faust's take_events acknowledges a batch as soon as the agent asks for the next one
+    (and also when the agent is cancelled). Marking the messages as acknowledged already
+    makes that a no-op; `release` acknowledges them for real once the batch is durable.
+    A batch never released is never committed: the next owner of its partitions reads
+    it again."""
     for event in events:
         event.message.acked = True
 
 
+def release(events: Sequence[faust.types.EventT]) -> None:
+    for event in events:
+        event.message.acked = False
+        event.message.ack(app.consumer)
+
+
+async def apply(events: Sequence[faust.types.EventT], batch: list[Incoming], prepared: Prepared) -> None:
+    await projector.process(batch, prepared)
+    release(events)
+    update_lag(batch)
+
+
 @app.agent(orders, concurrency=1)
 async def project(stream: faust.StreamT) -> None:
+    """One batch is written while the next is taken and validated: PostgreSQL and Python
+    work at the same time, and batches still commit (and are acknowledged) in order."""
     await projector.start()
+    writing: asyncio.Task | None = None
     try:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_wait_s):
+            hold(events)
             batch = [
                 Incoming(e.message.partition, e.message.offset, e.message.key, e.message.value)
                 for e in events
             ]
-            try:
-                await projector.process(batch)
-            except asyncio.CancelledError:
-                leave_unacknowledged(events)
-                raise
-            update_lag(batch)
+            prepared = projector.prepare(batch)
+            if writing is not None:
+                await writing
+            writing = asyncio.create_task(apply(events, batch, prepared))
+        if writing is not None:
+            await writing
     finally:
+        if writing is not None and not writing.done():
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
         await projector.stop()
 
 

@@ -34,6 +34,14 @@ EVENT_FAULTS = (psycopg.DataError, psycopg.IntegrityError)
 
 
 @dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch validated ahead of its transaction (which may skip some as redeliveries)."""
+
+    accepted: dict[tuple[int, int], store.Accepted]
+    dead: dict[tuple[int, int], DeadLetter]
+
+
+@dataclass(frozen=True, slots=True)
 class BatchOutcome:
     applied: int
     changed: list[str]
@@ -82,14 +90,23 @@ class BatchProjector:
         await self._close_connection()
         await self.dlq.stop()
 
-    async def process(self, batch: Sequence[Incoming]) -> BatchOutcome:
+    def prepare(self, batch: Sequence[Incoming]) -> Prepared:
+        """Validate a batch: pure CPU, done while the previous batch is being written."""
+        accepted, dead = self._validate(batch)
+        return Prepared(
+            {(a.partition, a.offset): a for a in accepted},
+            {(d.message.partition, d.message.offset): d for d in dead},
+        )
+
+    async def process(self, batch: Sequence[Incoming], prepared: Prepared | None = None) -> BatchOutcome:
         """Apply the batch, retrying until it is durable (or the task is cancelled)."""
+        prepared = prepared or self.prepare(batch)
         started = time.perf_counter()
         attempt = 0
         while True:
             try:
                 conn = await self._connection()
-                outcome = await self._apply(conn, batch)
+                outcome = await self._apply(conn, batch, prepared)
                 break
             except (psycopg.Error, KafkaError, OSError) as exc:
                 attempt += 1
@@ -102,11 +119,15 @@ class BatchProjector:
         self._record(batch, outcome, time.perf_counter() - started)
         return outcome
 
-    async def _apply(self, conn: psycopg.AsyncConnection, batch: Sequence[Incoming]) -> BatchOutcome:
+    async def _apply(
+        self, conn: psycopg.AsyncConnection, batch: Sequence[Incoming], prepared: Prepared
+    ) -> BatchOutcome:
         async with conn.transaction():
             applied = await store.lock_applied_offsets(conn, self.topic, sorted({m.partition for m in batch}))
             fresh = [m for m in batch if m.offset >= applied.get(m.partition, 0)]
-            accepted, dead = self._validate(fresh)
+            positions = [(m.partition, m.offset) for m in fresh]
+            accepted = [prepared.accepted[p] for p in positions if p in prepared.accepted]
+            dead = [prepared.dead[p] for p in positions if p in prepared.dead]
             await self._dead_letter(dead)
             changed, rejected = await self._write(conn, accepted, fresh)
             await self._dead_letter(rejected)

@@ -222,8 +222,27 @@ async def test_a_seeded_mixed_stream_of_10000_gives_exact_counts(clean_settings:
         reasons = sorted(support.headers(r)["dlq.reason"] for r in dlq)
         assert reasons == sorted(m.reason for m in invalid)
         assert p.metric("orderview_projector_redeliveries_skipped_total") == 0
+        await support.wait_until(
+            lambda: committed_total(s), timeout=30, message="the group's offsets committed to the end"
+        )
     finally:
         p.terminate()
+
+
+async def committed_total(settings: Settings) -> bool:
+    """Whether the projector's group has committed every partition to its end."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.orders_topic, p) for p in range(settings.orders_partitions)]
+        ends = await consumer.end_offsets(tps)
+        return all([await consumer.committed(tp) == ends[tp] for tp in tps])
+    finally:
+        await consumer.stop()
 
 
 async def test_kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
