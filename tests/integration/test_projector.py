@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import subprocess
 from dataclasses import replace
@@ -11,6 +12,7 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from emulator.stream import expected_state, stream
 from orderview.bootstrap import create_database, drop_database
@@ -229,20 +231,24 @@ async def test_a_seeded_mixed_stream_of_10000_gives_exact_counts(clean_settings:
         p.terminate()
 
 
-async def committed_total(settings: Settings) -> bool:
-    """Whether the projector's group has committed every partition to its end."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
+@contextlib.asynccontextmanager
+async def projector_group(settings: Settings):
+    """A client in the projector's consumer group (without joining it): its partitions and ends."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
     )
     await consumer.start()
     try:
         tps = [TopicPartition(settings.orders_topic, p) for p in range(settings.orders_partitions)]
-        ends = await consumer.end_offsets(tps)
-        return all([await consumer.committed(tp) == ends[tp] for tp in tps])
+        yield consumer, tps, await consumer.end_offsets(tps)
     finally:
         await consumer.stop()
+
+
+async def committed_total(settings: Settings) -> bool:
+    """Whether the projector's group has committed every partition to its end."""
+    async with projector_group(settings) as (consumer, tps, ends):
+        return all([await consumer.committed(tp) == ends[tp] for tp in tps])
 
 
 async def test_kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
@@ -335,20 +341,10 @@ async def test_group_offsets_reset_to_the_start_change_nothing_and_are_counted(
 
 async def reset_group_offsets(settings: Settings) -> int:
     """Commit offset 0 for every partition of the projector's group (it must be stopped)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(settings.orders_topic, p) for p in range(settings.orders_partitions)]
-        ends = await consumer.end_offsets(tps)
+    async with projector_group(settings) as (consumer, tps, ends):
         consumer.assign(tps)
         await consumer.commit({tp: 0 for tp in tps})
         return sum(ends.values())
-    finally:
-        await consumer.stop()
 
 
 async def test_rebuild_gives_a_read_model_equal_to_the_live_one(clean_settings: Settings) -> None:
