@@ -6,10 +6,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
+from hypothesis import settings as hypothesis_settings
 
 from orderview.bootstrap import create_database, drop_database
 from orderview.settings import Settings
 from tests import support
+
+# Properties, not timings: a noisy 2-core CI machine must not fail a test by slowness.
+hypothesis_settings.register_profile("orderview", deadline=None)
+hypothesis_settings.load_profile("orderview")
 
 
 @pytest_asyncio.fixture(scope="session")
