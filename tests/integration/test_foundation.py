@@ -163,3 +163,23 @@ def test_compose_file_describes_the_same_stack_with_real_settings() -> None:
             [*compose_cli, "-f", str(ROOT / "compose.yaml"), "config", "-q"], capture_output=True, text=True
         )
         assert out.returncode == 0, out.stderr
+
+
+def test_missing_java_is_one_clear_sentence_not_a_stack_trace(tmp_path: Path) -> None:
+    """Kafka's script on a machine without Java (a PATH holding only basic tools)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "mkdir", "cat", "sleep", "kill", "printf"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {
+        "PATH": str(bin_dir),
+        "ORDERVIEW_RUN_DIR": str(tmp_path / "run"),
+        "ORDERVIEW_KAFKA_BOOTSTRAP": "127.0.0.1:19999",
+    }
+    out = subprocess.run(
+        ["bash", str(ROOT / "ops" / "kafka.sh"), "start"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "[orderview] Java 17+ is required to run Kafka: install it (Debian: apt-get install openjdk-17-jre-headless)."
+    ]
