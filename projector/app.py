@@ -3,8 +3,9 @@
     python -m projector            (a worker; run several for more partitions in parallel)
 
 Offsets: Faust commits what the agent acknowledged. A batch is acknowledged only
-after BatchProjector made it durable; a batch interrupted by shutdown is left
-unacknowledged so the next owner of the partition reads it again.
+after BatchProjector made it durable (see `hold` and `release`); a batch interrupted
+by a crash or shutdown is never acknowledged, so the next owner of the partition
+reads it again, and the applied offsets in PostgreSQL skip what was already written.
 """
 
 from __future__ import annotations
