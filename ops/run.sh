@@ -29,7 +29,7 @@ cat <<MSG
   orderview is running (logs in .run/logs/, Ctrl-C stops it)
     viewer            $API/
     reference order   $API/order/b563feb7b2b84b6test
-    API document      $API/openapi.json
+    API               $API/ui/api.html   (document: $API/openapi.json)
     metrics           $API/metrics   and   http://127.0.0.1:${ORDERVIEW_PROJECTOR_PORT:-6066}/metrics (projector)
 
 MSG

@@ -519,3 +519,15 @@ async def test_phone_layout_stacks_and_does_not_overflow(phone_page, base_url, s
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390  # only the table scrolls
     await screenshot(page, "phone-reference-order")
     await page.locator("#order").screenshot(path=str(SCREENSHOTS / "phone-reference-order-detail.png"))
+
+
+async def test_the_api_page_calls_an_operation_and_shows_its_answer(page, base_url, seed_orders):
+    await seed_orders([REFERENCE_ORDER])
+    await page.goto(base_url + "/")
+    await page.get_by_role("link", name="API").click()
+    form = page.get_by_role("form", name="Call GET /order/{order_uid}")
+    await form.get_by_role("textbox", name="order_uid (path)").fill(REF_UID)
+    await form.get_by_role("button", name="Send").click()
+    await expect(page.locator(".status-line").first).to_have_text(re.compile(r"^200 OK · application/json"))
+    await expect(page.locator(".response pre").first).to_contain_text(f'"order_uid": "{REF_UID}"')
+    await page.screenshot(path=str(SCREENSHOTS / "desktop-api-page.png"))
