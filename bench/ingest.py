@@ -22,7 +22,7 @@ from bench.procs import Service, free_port, http_get, metric
 from bench.results import Results
 from bench.scale import Scale
 from orderview.settings import Settings
-from projector.rebuild import rebuild
+from projector.rebuild import TRUNCATE_READ_MODEL, rebuild
 from projector.validate import Validator
 
 SECTION = "ingest"
@@ -237,7 +237,7 @@ def validation(orders: Sequence[data.Order]) -> float:
 
 def _truncate(settings: Settings) -> None:
     with psycopg.connect(settings.dsn("owner")) as conn:
-        conn.execute("TRUNCATE items, payments, deliveries, orders, order_snapshots, applied_offsets")
+        conn.execute(TRUNCATE_READ_MODEL)
 
 
 # --- the projector ---------------------------------------------------------------------------------

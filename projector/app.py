@@ -20,7 +20,7 @@ from prometheus_client import generate_latest
 
 from orderview import jsonlog
 from orderview.settings import get_settings
-from projector.batch import BatchProjector, Prepared
+from projector.batch import BatchProjector, Prepared, last_offsets
 from projector.dlq import Incoming
 
 settings = get_settings()
@@ -118,8 +118,7 @@ async def project(stream: faust.StreamT) -> None:
 
 
 def update_lag(batch: Sequence[Incoming]) -> None:
-    last = {m.partition: m.offset for m in batch}
-    for partition, offset in last.items():
+    for partition, offset in last_offsets(batch).items():
         tp = faust.types.TP(settings.orders_topic, partition)
         highwater = app.consumer.highwater(tp)
         if highwater is not None:

@@ -49,6 +49,11 @@ class BatchOutcome:
     skipped: int
 
 
+def last_offsets(batch: Sequence[Incoming]) -> dict[int, int]:
+    """The last offset of each partition in a batch (batches are in offset order)."""
+    return {m.partition: m.offset for m in batch}
+
+
 def backoff_seconds(attempt: int, cap: float, base: float = 0.1) -> float:
     """Full jitter: uniform in [0, min(cap, base·2^attempt)]."""
     return random.uniform(0, min(cap, base * 2**attempt))
@@ -211,8 +216,8 @@ class BatchProjector:
             m.dead_lettered.labels(d.reason).inc()
         m.batch_size.observe(len(batch))
         m.batch_seconds.observe(seconds)
-        for message in batch:
-            m.last_applied_offset.labels(str(message.partition)).set(message.offset)
+        for partition, offset in last_offsets(batch).items():
+            m.last_applied_offset.labels(str(partition)).set(offset)
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:

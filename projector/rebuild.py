@@ -25,6 +25,7 @@ from projector.dlq import DeadLetter, Incoming
 
 log = logging.getLogger("orderview.rebuild")
 
+# Children before parents: one TRUNCATE empties the whole read model.
 READ_MODEL = "items, payments, deliveries, orders, order_snapshots, applied_offsets"
 COUNT_SNAPSHOTS = "SELECT count(*) FROM order_snapshots"
 TRUNCATE_READ_MODEL = "TRUNCATE " + READ_MODEL

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +19,7 @@ from aiohttp import web
 
 from api.main import create_app
 from orderview.settings import Settings
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,12 +30,6 @@ class RunningApi:
     client: aiohttp.ClientSession
     app: web.Application | None = None  # None for a subprocess
     process: asyncio.subprocess.Process | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def wait_ready(client: aiohttp.ClientSession, url: str, timeout: float = 30.0) -> None:

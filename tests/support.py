@@ -18,9 +18,9 @@ from aiokafka.structs import ConsumerRecord
 from orderview.bootstrap import ensure_topics
 from orderview.settings import Settings, get_settings
 from projector import store
+from projector.rebuild import TRUNCATE_READ_MODEL
 
 REFERENCE_ORDER_PATH = Path(__file__).resolve().parents[1] / "examples" / "order.json"
-READ_MODEL_TABLES = ("items", "payments", "deliveries", "orders", "order_snapshots", "applied_offsets")
 
 
 def reference_order_bytes() -> bytes:
@@ -52,7 +52,7 @@ def with_fresh_topics(settings: Settings) -> Settings:
 
 def truncate_read_model(settings: Settings) -> None:
     with psycopg.connect(settings.dsn("owner")) as conn:
-        conn.execute("TRUNCATE " + ", ".join(READ_MODEL_TABLES))
+        conn.execute(TRUNCATE_READ_MODEL)
 
 
 async def create_topics(settings: Settings) -> None:

@@ -281,8 +281,13 @@ async def dlq_is_empty(settings: Settings) -> bool:
     return False
 
 
+def ops(script: str, action: str) -> None:
+    """Start or stop one of the services the tests run on, through the project's own script."""
+    subprocess.run(["bash", str(ROOT / "ops" / script), action], check=True, capture_output=True)
+
+
 def set_postgres(action: str) -> None:
-    subprocess.run(["bash", str(ROOT / "ops" / "postgres.sh"), action], check=True, capture_output=True)
+    ops("postgres.sh", action)
 
 
 async def test_postgresql_stopped_for_20s_mid_stream_loses_nothing_and_progress_resumes(
@@ -374,7 +379,7 @@ async def test_rebuild_gives_a_read_model_equal_to_the_live_one(clean_settings: 
 
 
 def set_kafka(action: str) -> None:
-    subprocess.run(["bash", str(ROOT / "ops" / "kafka.sh"), action], check=True, capture_output=True)
+    ops("kafka.sh", action)
 
 
 async def test_a_broker_restart_mid_stream_is_survived_without_loss(clean_settings: Settings) -> None:
