@@ -1,8 +1,10 @@
 """Decides whether one Kafka message is a valid order event, and if not, exactly why.
 
-The pipeline: size limit → UTF-8 → JSON (orjson) → schema → invariants. The valid path costs a few
-microseconds: the schema is checked by jsonschema-rs. Only a rejected message pays for the reference
-validator (jsonschema, ~0.3 ms), which names the error and its path.
+The pipeline: size limit → UTF-8 → JSON (orjson) → schema → invariants (the Kafka key among
+them). The valid path costs a few microseconds: the schema is checked by jsonschema-rs. Only a
+rejected message pays for the reference validator (jsonschema, ~0.3 ms), which names the error
+and its path, and only after the document's shape is known to be bounded (depth and number of
+values): jsonschema renders offending values with `repr`, which recurses.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from schemas import ORDER_SCHEMA
 from schemas.formats import FORMATS
 
 DEFAULT_MAX_BYTES = 1024 * 1024
+# An order nests three containers deep (order → items → item) and holds at most ~15,000 values
+# (1,000 items of 13 fields): anything far beyond is rejected before the reference validator,
+# whose explanations recurse into the value.
+MAX_DEPTH = 8
+MAX_VALUES = 50_000
 
 # A Rejection's text ends up in Kafka headers of the DLQ record: keep it well under any record limit
 # even when the offending value or key is huge.
@@ -53,8 +60,8 @@ class Validator:
         self._fast_is_valid = fast_validator()
         self._reference = reference_validator()
 
-    def check(self, raw: bytes | None, key: bytes | None = None) -> dict | Rejection:
-        """Return the parsed order, or why it is rejected."""
+    def check(self, raw: bytes | None, key: bytes | None) -> dict | Rejection:
+        """Return the parsed order, or why it is rejected. `key` is the message's Kafka key."""
         if not raw:
             return Rejection.of(
                 "decode", "the message has no value" if raw is None else "the message is empty"
@@ -70,11 +77,18 @@ class Validator:
             return Rejection.of("decode", f"invalid UTF-8 at byte {exc.start}: {exc.reason}")
         except orjson.JSONDecodeError as exc:
             return Rejection.of("decode", f"invalid JSON: {exc}")
-        if not self._fast_is_valid(doc):
+        try:
+            valid = self._fast_is_valid(doc)
+        except ValueError:  # jsonschema-rs refuses documents nested deeper than it recurses
+            valid = False
+        if not valid:
             return self._explain(doc)
         return invariant_violation(doc, key) or doc
 
     def _explain(self, doc: Any) -> Rejection:
+        too_big = shape_violation(doc)
+        if too_big is not None:
+            return too_big
         error = jsonschema.exceptions.best_match(self._reference.iter_errors(doc))
         if error is None:  # the validators disagree; the property tests exist to keep this unreachable
             return Rejection.of("schema", "rejected by the fast validator, accepted by the reference one")
@@ -100,10 +114,56 @@ def reference_validator() -> Draft202012Validator:
     return _ReferenceValidator(ORDER_SCHEMA, format_checker=checker)
 
 
-def invariant_violation(doc: dict, key: bytes | None = None) -> Rejection | None:
+def shape_violation(doc: Any) -> Rejection | None:
+    """Whether a document nests deeper than MAX_DEPTH or holds more than MAX_VALUES values, found
+    without recursion; the path names the first container past the depth limit."""
+    # Each container seen: (its parent's index, its name or position in the parent).
+    seen: list[tuple[int, str | int]] = [(-1, "")]
+    stack: list[tuple[Any, int, int]] = [(doc, 1, 0)]
+    values = 0
+    while stack:
+        value, depth, index = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[tuple[str | int, Any]] = value.items()
+        elif isinstance(value, list):
+            children = enumerate(value)
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return Rejection.of(
+                "schema",
+                f"the document nests deeper than {MAX_DEPTH} levels (an order nests 3)",
+                json_path(_path_of(seen, index)),
+            )
+        for name, child in children:
+            values += 1
+            if values > MAX_VALUES:
+                return Rejection.of("schema", f"the document holds more than {MAX_VALUES:,} values")
+            if isinstance(child, dict | list):
+                seen.append((index, name))
+                stack.append((child, depth + 1, len(seen) - 1))
+    return None
+
+
+def _path_of(seen: list[tuple[int, str | int]], index: int) -> list[str | int]:
+    parts: list[str | int] = []
+    while index > 0:
+        index, name = seen[index]
+        parts.append(name)
+    return parts[::-1]
+
+
+def invariant_violation(doc: dict, key: bytes | None) -> Rejection | None:
     """The first broken rule beyond the schema, for a schema-valid order."""
     order_uid = doc["order_uid"]
-    if key is not None and key != order_uid.encode():
+    if key is None:
+        return Rejection.of(
+            "invariant",
+            f"the message has no Kafka key; it must be the order_uid {order_uid!r}, which keeps "
+            "an order's versions in one partition and so in order",
+            "$.order_uid",
+        )
+    if key != order_uid.encode():
         return Rejection.of(
             "invariant", f"the Kafka key {_show_key(key)} != order_uid {order_uid!r}", "$.order_uid"
         )

@@ -7,6 +7,7 @@ documents broken in one known way, with the rejection reason the projector must 
 
 from __future__ import annotations
 
+import json
 import string
 from datetime import datetime
 from typing import Any
@@ -287,3 +288,22 @@ def tampered_orders(draw: st.DrawFn) -> Any:
     obj, name, _ = draw(st.sampled_from(fields(order)))
     obj[name] = draw(json_values())
     return order
+
+
+def _nested(inner: bytes, depth: int, kind: str) -> bytes:
+    """`inner` wrapped `depth` times in arrays or objects, built as text (serializers recurse)."""
+    if kind == "array":
+        return b"[" * depth + inner + b"]" * depth
+    return b'{"\\u0000 \xe2\x80\xae k":' * depth + inner + b"}" * depth
+
+
+def hostile_documents() -> st.SearchStrategy[bytes]:
+    """JSON texts no order is: any value, nested up to past JSON's own depth limit, wide, or
+    with keys of odd Unicode (NUL, bidi overrides, surrogate escapes)."""
+    values = json_values().map(lambda v: json.dumps(v).encode())
+    wide = st.integers(0, 60_000).map(lambda n: b"[" + b",".join([b"0"] * n) + b"]")
+    odd_keys = st.dictionaries(st.text(min_size=1), json_values(), max_size=5).map(
+        lambda d: json.dumps(d, ensure_ascii=False).encode()
+    )
+    nested = st.builds(_nested, values | wide, st.integers(0, 1100), st.sampled_from(["array", "object"]))
+    return st.one_of(values, wide, odd_keys, nested)

@@ -63,7 +63,7 @@ def test_a_new_version_keeps_the_uid_changes_something_and_stays_valid():
         version = factory.version(order)
         assert version["order_uid"] == order["order_uid"]
         assert version != order
-        assert isinstance(VALIDATOR.check(orjson.dumps(version)), dict)
+        assert isinstance(VALIDATOR.check(orjson.dumps(version), version["order_uid"].encode()), dict)
 
 
 @pytest.mark.parametrize("defect", BAD_KINDS)

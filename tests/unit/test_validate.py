@@ -7,9 +7,18 @@ from collections.abc import Callable
 import orjson
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from projector.validate import Rejection, Validator, fast_validator, json_path, reference_validator
+from projector.validate import (
+    MAX_DEPTH,
+    MAX_VALUES,
+    Rejection,
+    Validator,
+    fast_validator,
+    json_path,
+    reference_validator,
+)
 from schemas import ORDER_SCHEMA, ORDER_UID_PATTERN, ORDER_UID_RE
 from schemas.formats import is_date_time, is_email
 from tests import strategies
@@ -27,8 +36,21 @@ def spoiled(change: Callable[[dict], object]) -> bytes:
     return orjson.dumps(order)
 
 
+def key_for(raw: bytes | None) -> bytes:
+    """The Kafka key a well-behaved producer gives a message: its order_uid, when it has one."""
+    try:
+        uid = orjson.loads(raw)["order_uid"]  # type: ignore[arg-type]
+    except Exception:
+        return UID
+    return uid.encode() if isinstance(uid, str) else UID
+
+
+def check(raw: bytes | None, validator: Validator = VALIDATOR) -> dict | Rejection:
+    return validator.check(raw, key_for(raw))
+
+
 def rejection(raw: bytes | None, key: bytes | None = None, validator: Validator = VALIDATOR) -> Rejection:
-    result = validator.check(raw, key)
+    result = validator.check(raw, key_for(raw) if key is None else key)
     assert isinstance(result, Rejection), f"accepted: {result}"
     return result
 
@@ -125,17 +147,13 @@ def test_malformed_or_unstorable_date_times_are_not_date_times(value):
 # --- accepted -----------------------------------------------------------------------------------
 
 
-def test_the_reference_order_is_accepted_as_parsed():
-    assert VALIDATOR.check(reference_order_bytes()) == reference_order()
-
-
 def test_the_reference_order_is_accepted_with_its_order_uid_as_key():
     assert VALIDATOR.check(reference_order_bytes(), UID) == reference_order()
 
 
 def test_a_message_of_exactly_the_size_limit_is_accepted():
     raw = reference_order_bytes()
-    assert isinstance(Validator(max_bytes=len(raw)).check(raw), dict)
+    assert isinstance(check(raw, Validator(max_bytes=len(raw))), dict)
 
 
 def test_bounds_are_inclusive():
@@ -145,7 +163,7 @@ def test_bounds_are_inclusive():
         order["sm_id"] = 2**53 - 1
         order["order_uid"] = "u" * 64
 
-    assert isinstance(VALIDATOR.check(spoiled(at_bounds)), dict)
+    assert isinstance(check(spoiled(at_bounds)), dict)
 
 
 # --- rejected: decode and size -------------------------------------------------------------------
@@ -187,7 +205,7 @@ def test_a_message_over_the_size_limit_is_too_large_before_anything_else():
 def test_the_default_size_limit_is_one_mebibyte():
     raw = reference_order_bytes().rstrip() + b" " * (1024 * 1024 + 1 - len(reference_order_bytes().rstrip()))
     assert rejection(raw).reason == "too_large"
-    assert isinstance(VALIDATOR.check(raw[:-1]), dict)
+    assert isinstance(check(raw[:-1]), dict)
 
 
 # --- rejected: schema ----------------------------------------------------------------------------
@@ -349,6 +367,15 @@ def test_a_kafka_key_other_than_the_order_uid_is_an_invariant_rejection():
     )
 
 
+def test_a_message_without_a_kafka_key_is_an_invariant_rejection():
+    got = VALIDATOR.check(reference_order_bytes(), None)
+    assert isinstance(got, Rejection)
+    assert (got.reason, got.path) == ("invariant", "$.order_uid")
+    assert got.error.startswith(
+        "the message has no Kafka key; it must be the order_uid 'b563feb7b2b84b6test'"
+    )
+
+
 def test_an_undecodable_kafka_key_is_shown_as_bytes():
     assert "b'\\xff'" in rejection(reference_order_bytes(), key=b"\xff").error
 
@@ -356,6 +383,51 @@ def test_an_undecodable_kafka_key_is_shown_as_bytes():
 def test_the_schema_is_checked_before_the_invariants():
     got = rejection(spoiled(lambda o: o["payment"].update(goods_total=-1)))
     assert (got.reason, got.path) == ("schema", "$.payment.goods_total")
+
+
+# --- rejected: shapes no order has, before the reference validator recurses into them ---------
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 300, 1000, 1024])
+def test_arrays_nested_past_the_depth_limit_are_a_schema_rejection_naming_where(depth):
+    got = rejection(b"[" * depth + b"]" * depth)
+    assert got == Rejection(
+        "schema",
+        f"the document nests deeper than {MAX_DEPTH} levels (an order nests 3)",
+        "$" + "[0]" * MAX_DEPTH,
+    )
+
+
+def test_objects_nested_1000_deep_are_a_schema_rejection():
+    got = rejection(b'{"a":' * 1000 + b"1" + b"}" * 1000)
+    assert (got.reason, got.path) == ("schema", "$" + ".a" * MAX_DEPTH)
+
+
+def test_nesting_beyond_what_json_allows_is_a_decode_rejection():
+    assert rejection(b"[" * 5000 + b"]" * 5000).error.startswith("invalid JSON: depth limit exceeded")
+
+
+def test_deep_nesting_inside_an_otherwise_valid_order_is_rejected_at_its_path():
+    def nest(order: dict) -> None:
+        value: list = []
+        for _ in range(200):  # orjson serializes no deeper than 254 levels
+            value = [value]
+        order["items"][0]["name"] = value
+
+    got = rejection(spoiled(nest))
+    assert got.reason == "schema"
+    assert got.path == "$.items[0].name" + "[0]" * (MAX_DEPTH - 3)
+
+
+def test_a_document_as_deep_as_the_limit_is_explained_by_the_reference_validator():
+    got = rejection(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
+    assert (got.reason, got.path) == ("schema", "$")
+    assert "is not of type 'object'" in got.error
+
+
+def test_a_document_of_more_values_than_an_order_can_hold_is_a_schema_rejection():
+    got = rejection(orjson.dumps({"order_uid": "x", "filler": [0] * (MAX_VALUES + 1)}))
+    assert got == Rejection("schema", f"the document holds more than {MAX_VALUES:,} values", "$")
 
 
 # --- properties ----------------------------------------------------------------------------------
@@ -372,7 +444,7 @@ def test_generated_valid_orders_are_accepted_and_round_trip(order):
 @given(strategies.spoiled_orders())
 def test_spoiled_orders_are_rejected_with_the_right_reason(case):
     document, reason = case
-    got = VALIDATOR.check(orjson.dumps(document))
+    got = check(orjson.dumps(document))
     assert isinstance(got, Rejection)
     assert got.reason == reason
     assert got.path.startswith("$") and got.error
@@ -386,9 +458,25 @@ def test_the_fast_and_the_reference_validator_agree(document):
     assert FAST(document) == REFERENCE.is_valid(document)
 
 
+@given(st.binary(max_size=2048), st.none() | st.binary(max_size=64))
+def test_any_bytes_are_accepted_or_rejected_never_raised_with_a_bounded_explanation(raw, key):
+    got = VALIDATOR.check(raw, key)
+    assert isinstance(got, dict | Rejection)
+    if isinstance(got, Rejection):
+        assert len(got.error) <= 1000 and len(got.path) <= 300
+
+
+@settings(max_examples=300)
+@given(strategies.hostile_documents())
+def test_any_json_text_that_is_not_an_order_is_rejected_with_a_bounded_explanation(raw):
+    got = check(raw)
+    assert isinstance(got, Rejection)
+    assert len(got.error) <= 1000 and len(got.path) <= 300
+
+
 @given(strategies.tampered_orders())
 def test_every_schema_rejection_is_explained_by_the_reference_validator(document):
-    got = VALIDATOR.check(orjson.dumps(document))
+    got = check(orjson.dumps(document))
     if isinstance(got, Rejection) and got.reason == "schema":
         assert "fast validator" not in got.error
 
