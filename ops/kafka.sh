@@ -31,7 +31,8 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$K/data
 num.partitions=3
-auto.create.topics.enable=true
+# Topics are created by the bootstrap, with their settings; a typo must not create one.
+auto.create.topics.enable=false
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=3
 transaction.state.log.replication.factor=1
