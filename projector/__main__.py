@@ -1,20 +1,27 @@
 """`python -m projector`: run a projector worker (extra arguments go to Faust's worker command)."""
 
+import asyncio
 import sys
 
+from orderview import jsonlog
 from projector.app import app, settings
+from projector.startup import wait_for_broker
 
 
 def main() -> None:
-    args = sys.argv[1:] or [
-        # uvloop: +23% projector throughput in the bench (faust-streaming runs on it).
-        "--loop",
-        "uvloop",
-        "--quiet",
-        "worker",
-        "--loglevel",
-        settings.log_level.lower(),
-    ]
+    args = sys.argv[1:]
+    if not args:
+        jsonlog.setup(settings.log_level)
+        asyncio.run(wait_for_broker(settings))
+        args = [
+            # uvloop: +23% projector throughput in the bench (faust-streaming runs on it).
+            "--loop",
+            "uvloop",
+            "--quiet",
+            "worker",
+            "--loglevel",
+            settings.log_level.lower(),
+        ]
     sys.argv = [sys.argv[0], *args]
     app.main()
 

@@ -2,50 +2,69 @@
 
     python -m projector            (a worker; run several for more partitions in parallel)
 
-Offsets: Faust commits what the agent acknowledged. A batch is acknowledged only
-after BatchProjector made it durable (see `hold` and `release`); a batch interrupted
-by a crash or shutdown is never acknowledged, so the next owner of the partition
-reads it again, and the applied offsets in PostgreSQL skip what was already written.
+Positions: the agent never acknowledges an event, so Faust commits nothing; after each batch's
+transaction, the worker copies the positions it recorded to the consumer group's offsets
+(projector/positions.py says why that cannot pass a message whose effect is not durable).
+
+Failures: see projector/faults.py. Anything that is neither one message's fault nor an outage
+stops the process (no agent restart inside it: a restarted agent would take later batches past
+the one it lost); so does a crashed Faust service, which would leave the agent waiting for
+messages that never come (`Watchdog`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import faust
+from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
+from faust.types import TP
+from mode import CrashingSupervisor, Service
+from mode.utils.trees import NodeT
 from prometheus_client import generate_latest
 
 from orderview import jsonlog
 from orderview.settings import get_settings
-from projector.batch import BatchProjector, Prepared, last_offsets
-from projector.dlq import Incoming
+from projector import faults
+from projector.batch import BatchProjector, Prepared
+from projector.kafka import broker_url, verify_all_positions
+from projector.messages import Incoming
+
+log = logging.getLogger("orderview.projector")
 
 settings = get_settings()
 # prometheus_client's CONTENT_TYPE_LATEST names a charset, which aiohttp wants apart.
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+# After SIGTERM, a worker still running this much later exits anyway: whatever it was waiting
+# for (a lost database, a broker) is not worth more, and nothing unrecorded is committed.
+SHUTDOWN_DEADLINE_S = 15.0
 
 app = faust.App(
     settings.consumer_group,
-    broker=f"kafka://{settings.kafka_bootstrap}",
+    broker=broker_url(settings.kafka_bootstrap),
     store="memory://",
     autodiscover=False,
     topic_allow_declare=False,
     topic_disable_leader=True,
-    consumer_auto_offset_reset="earliest",
+    # Positions are always set explicitly (projector/kafka.py): one that leaves the log is an error.
+    consumer_auto_offset_reset="none",
     producer_acks=-1,
     # A killed worker's partitions move to the others after 10 s, not Faust's default 60 s.
     broker_session_timeout=10.0,
     broker_heartbeat_interval=2.0,
-    broker_commit_every=settings.batch_size,
-    broker_commit_interval=1.0,
     # On SIGTERM, do not wait for a batch that may be retrying against a lost database:
-    # it is cancelled, left unacknowledged, and read again by the next owner.
+    # it is cancelled, unrecorded, and read again by the next owner.
     stream_wait_empty=False,
     stream_buffer_maxsize=max(4096, settings.batch_size * 4),
     consumer_max_fetch_size=8 * 1024 * 1024,
+    # Partitions added to the topic, or the topic recreated, are noticed within 30 s, not 5 min.
+    consumer_metadata_max_age_ms=30_000,
     web_port=settings.projector_port,
     web_bind=settings.projector_host,
     web_host=settings.projector_host,
@@ -64,65 +83,155 @@ orders = app.topic(
 )
 
 Path(app.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
-projector = BatchProjector(settings)
 
 
-def hold(events: Sequence[faust.types.EventT]) -> None:
-    """Keep Faust from acknowledging these events when the next batch is taken.
+class FaustGroup:
+    """The worker's consumer group, through Faust's consumer (which runs on its own thread)."""
 
-    Faust's take_events acknowledges a batch as soon as the agent asks for the next one
-    (and also when the agent is cancelled). Marking the messages as acknowledged already
-    makes that a no-op; `release` acknowledges them for real once the batch is durable.
-    A batch never released is never committed: the next owner of its partitions reads
-    it again."""
-    for event in events:
-        event.message.acked = True
+    def __init__(self, faust_app: faust.App, topic: str) -> None:
+        self.app = faust_app
+        self.topic = topic
 
+    async def commit(self, offsets: dict[int, int]) -> None:
+        # Consumer._commit is the step Faust's own commit() ends in; commit() itself would
+        # commit acknowledged events, and this worker acknowledges none.
+        await self.app.consumer._commit({TP(self.topic, p): o for p, o in offsets.items()})
 
-def release(events: Sequence[faust.types.EventT]) -> None:
-    for event in events:
-        event.message.acked = False
-        event.message.ack(app.consumer)
+    async def seek(self, partition: int, offset: int) -> None:
+        await self.app.consumer.seek(TP(self.topic, partition), offset)
 
 
-async def apply(events: Sequence[faust.types.EventT], batch: list[Incoming], prepared: Prepared) -> None:
-    await projector.process(batch, prepared)
-    release(events)
-    update_lag(batch)
+projector = BatchProjector(settings, group=FaustGroup(app, settings.orders_topic))
 
 
-@app.agent(orders, concurrency=1)
+def incoming(message: faust.types.tuples.Message) -> Incoming:
+    return Incoming(
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        round(message.timestamp * 1000),
+        message.generation_id,
+    )
+
+
+def fail(exc: BaseException) -> None:
+    """Stop the worker for a failure of the agent or of a batch being written."""
+    if isinstance(exc, faults.UntrustedPosition):
+        faults.stop_worker(str(exc), status=faults.EXIT_UNTRUSTED_POSITION)
+    faults.stop_worker("a batch could not be projected", exc)
+
+
+def _fail_if_failed(task: asyncio.Task) -> None:
+    # At once, not when the agent next awaits the task: no more messages may ever come.
+    if not task.cancelled() and task.exception() is not None:
+        fail(task.exception())
+
+
+async def write(batch: list[Incoming], prepared: Prepared) -> None:
+    outcome = await projector.process(batch, prepared)
+    update_lag(outcome.recorded)
+
+
+@app.agent(orders, concurrency=1, supervisor_strategy=CrashingSupervisor)
 async def project(stream: faust.StreamT) -> None:
-    """One batch is written while the next is taken and validated: PostgreSQL and Python
-    work at the same time, and batches still commit (and are acknowledged) in order."""
-    await projector.start()
+    """One batch is written while the next is taken and judged: PostgreSQL and Python work at
+    the same time, and batches still commit in order."""
     writing: asyncio.Task | None = None
     try:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait_s):
-            hold(events)
-            batch = [
-                Incoming(e.message.partition, e.message.offset, e.message.key, e.message.value)
-                for e in events
-            ]
+        await projector.start()
+        async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
+            batch = [incoming(e.message) for e in events]
             prepared = projector.prepare(batch)
             if writing is not None:
                 await writing
-            writing = asyncio.create_task(apply(events, batch, prepared))
+            writing = asyncio.create_task(write(batch, prepared))
+            writing.add_done_callback(_fail_if_failed)
         if writing is not None:
             await writing
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        fail(exc)
     finally:
+        projector.readiness.set_not_ready("the projector agent is not running")
         if writing is not None and not writing.done():
+            writing.remove_done_callback(_fail_if_failed)
             writing.cancel()
             await asyncio.gather(writing, return_exceptions=True)
         await projector.stop()
 
 
-def update_lag(batch: Sequence[Incoming]) -> None:
-    for partition, offset in last_offsets(batch).items():
-        tp = faust.types.TP(settings.orders_topic, partition)
-        highwater = app.consumer.highwater(tp)
+def update_lag(recorded: dict[int, int]) -> None:
+    for partition, next_offset in recorded.items():
+        highwater = app.consumer.highwater(TP(settings.orders_topic, partition))
         if highwater is not None:
-            projector.metrics.lag.labels(str(partition)).set(max(0, highwater - offset - 1))
+            projector.metrics.lag.labels(str(partition)).set(max(0, highwater - next_offset))
+
+
+class Watchdog(threading.Thread):
+    """Stops the worker when Faust no longer delivers or does not shut down.
+
+    A Faust service that crashed (a fetcher that died on a record it could not read, a consumer
+    thread that failed) leaves the agent waiting for messages that never come, and the process
+    half alive. A thread, so that it acts even when the event loop is stuck."""
+
+    def __init__(self, faust_app: faust.App, interval_s: float = 0.2) -> None:
+        super().__init__(name="orderview-watchdog", daemon=True)
+        self.app = faust_app
+        self.interval_s = interval_s
+
+    def run(self) -> None:
+        stopping_since: float | None = None
+        while True:
+            time.sleep(self.interval_s)
+            crashed = self._crashed_service()
+            if crashed is not None:
+                reason = crashed.crash_reason
+                if isinstance(reason, OffsetOutOfRangeError | NoOffsetForPartitionError):
+                    self._explain_lost_position(reason)
+                faults.stop_worker(f"Faust's {crashed.label} crashed", reason)
+            if stopping_since is None and self.app.should_stop:
+                stopping_since = time.monotonic()
+            if stopping_since is not None and time.monotonic() - stopping_since > SHUTDOWN_DEADLINE_S:
+                log.warning("shutdown took over %.0f s; exiting without waiting more", SHUTDOWN_DEADLINE_S)
+                faults.stop_worker("shutdown deadline passed", status=0)
+
+    @staticmethod
+    def _explain_lost_position(reason: BaseException) -> None:
+        """The consumer's position left the log under it: the topic was deleted, truncated or
+        recreated. Say which, by checking the recorded positions against the log now."""
+        log.error("the consumer lost its position in the log: %r; checking the recorded positions", reason)
+        try:
+            asyncio.run(asyncio.wait_for(verify_all_positions(settings), timeout=20))
+        except faults.UntrustedPosition as exc:
+            faults.stop_worker(str(exc), status=faults.EXIT_UNTRUSTED_POSITION)
+        except Exception as exc:  # the check is a courtesy: the worker stops either way
+            log.warning("could not check the recorded positions: %s", faults.describe(exc))
+
+    def _crashed_service(self) -> Service | None:
+        try:
+            for service in _services(self.app):
+                # A crash marks every service of the tree crashed; the one with a reason is where
+                # it happened. A clean stop leaves no reason anywhere.
+                if service.crashed and service.crash_reason is not None:
+                    return service
+        except RuntimeError:  # the tree changed while walked from this thread: next time
+            pass
+        return None
+
+
+def _services(faust_app: faust.App) -> Iterator[Service]:
+    for item in faust_app.beacon.traverse():
+        service = item.data if isinstance(item, NodeT) else item
+        if isinstance(service, Service):
+            yield service
+
+
+@app.on_worker_init.connect
+def start_watchdog(_app: faust.App, **_kwargs: object) -> None:
+    if not any(isinstance(t, Watchdog) for t in threading.enumerate()):  # the signal comes twice
+        Watchdog(app).start()
 
 
 @app.page("/metrics")

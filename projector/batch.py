@@ -1,10 +1,12 @@
 """One batch of messages from the orders topic → one PostgreSQL transaction.
 
-Inside the transaction: skip redeliveries (offsets already applied), validate,
-dead-letter the bad messages (awaited, acks=all), write the good ones, record the
-next offset per partition and NOTIFY the changed orders. A database or broker
-failure rolls back and retries the same batch with capped, jittered backoff: the
-batch is never acknowledged before it is durable.
+Before the transaction, each message is judged alone (`prepare`): whatever goes wrong while
+decoding, validating or explaining one message becomes that message's dead letter, so nothing
+a message holds can raise out of the batch. Inside the transaction: lock and check the recorded
+positions (projector/positions.py), dead-letter the bad messages (awaited, acks=all), write the
+good ones, record the next positions and NOTIFY the changed orders. An outage of the database or
+the broker rolls back and retries the same batch with capped, jittered backoff; any other error
+propagates, and the worker stops (projector/faults.py).
 """
 
 from __future__ import annotations
@@ -15,27 +17,34 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 import psycopg
-from aiokafka.errors import KafkaError
 
 from orderview.settings import Settings
-from projector import store
-from projector.dlq import DeadLetter, DeadLetterQueue, Incoming
+from projector import faults, store
+from projector.dlq import DeadLetter, DeadLetterQueue
+from projector.kafka import KafkaLog
+from projector.messages import Incoming
 from projector.metrics import ProjectorMetrics, Readiness
+from projector.positions import Plan, Positions
 from projector.validate import Rejection, Validator
 
 log = logging.getLogger("orderview.projector")
 
-# A value the database refuses (NUL in text, a number too big for its column...)
-# is that event's fault, not the batch's.
-EVENT_FAULTS = (psycopg.DataError, psycopg.IntegrityError)
+
+class Group(Protocol):
+    """The worker's consumer group, as far as positions go."""
+
+    async def commit(self, offsets: dict[int, int]) -> None: ...
+
+    async def seek(self, partition: int, offset: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A batch validated ahead of its transaction (which may skip some as redeliveries)."""
+    """A batch judged ahead of its transaction (which may skip some as redeliveries)."""
 
     accepted: dict[tuple[int, int], store.Accepted]
     dead: dict[tuple[int, int], DeadLetter]
@@ -47,11 +56,8 @@ class BatchOutcome:
     changed: list[str]
     dead_letters: list[DeadLetter]
     skipped: int
-
-
-def last_offsets(batch: Sequence[Incoming]) -> dict[int, int]:
-    """The last offset of each partition in a batch (batches are in offset order)."""
-    return {m.partition: m.offset for m in batch}
+    discarded: int
+    recorded: dict[int, int]  # partition -> next offset recorded
 
 
 def backoff_seconds(attempt: int, cap: float, base: float = 0.1) -> float:
@@ -65,6 +71,7 @@ class BatchProjector:
         settings: Settings,
         metrics: ProjectorMetrics | None = None,
         dlq: DeadLetterQueue | None = None,
+        group: Group | None = None,
     ) -> None:
         self.settings = settings
         self.topic = settings.orders_topic
@@ -72,95 +79,117 @@ class BatchProjector:
         self.readiness = Readiness(self.metrics)
         self.validator = Validator(max_bytes=settings.max_message_bytes)
         self.dlq = dlq or DeadLetterQueue(settings.kafka_bootstrap, settings.dlq_topic, settings.orders_topic)
+        self.kafka_log = KafkaLog(settings.kafka_bootstrap, settings.orders_topic)
+        self.positions = Positions(settings.orders_topic, self.kafka_log)
+        self.group = group
         self._conn: psycopg.AsyncConnection | None = None
+        self._started = False
         # Dead letters already acknowledged by the broker for a batch still being
         # retried: a retry does not send them twice.
         self._sent: set[tuple[int, int]] = set()
 
     async def start(self) -> None:
-        """Connect to the broker and the database, waiting (not ready) while either is down."""
-        await self.dlq.start()
+        """Reach the broker and the database, waiting (not ready) while either is down."""
         attempt = 0
         while True:
             try:
+                if not self._started:
+                    await self.dlq.start()
+                    await self.kafka_log.start()
+                    self._started = True
                 await self._connection()
                 break
-            except (psycopg.Error, OSError) as exc:
-                attempt += 1
-                self._not_ready(exc, attempt)
-                await asyncio.sleep(backoff_seconds(attempt, self.settings.db_retry_max_s))
+            except Exception as exc:
+                await self._wait_out(exc, attempt := attempt + 1)
         self.readiness.set_ready()
 
     async def stop(self) -> None:
         await self._close_connection()
-        await self.dlq.stop()
+        if self._started:
+            self._started = False
+            await self.kafka_log.stop()
+            await self.dlq.stop()
 
     def prepare(self, batch: Sequence[Incoming]) -> Prepared:
-        """Validate a batch: pure CPU, done while the previous batch is being written."""
-        accepted, dead = self._validate(batch)
-        return Prepared(
-            {(a.partition, a.offset): a for a in accepted},
-            {(d.message.partition, d.message.offset): d for d in dead},
-        )
+        """Judge every message of a batch: pure CPU, done while the previous batch is written."""
+        accepted: dict[tuple[int, int], store.Accepted] = {}
+        dead: dict[tuple[int, int], DeadLetter] = {}
+        for m in batch:
+            verdict = self._judge(m)
+            if isinstance(verdict, DeadLetter):
+                dead[m.partition, m.offset] = verdict
+            else:
+                accepted[m.partition, m.offset] = verdict
+        return Prepared(accepted, dead)
+
+    def _judge(self, m: Incoming) -> store.Accepted | DeadLetter:
+        """One message's verdict. Anything that goes wrong while judging it is its own fault and
+        becomes its dead letter (`unprocessable`, with the exception's type): one message can
+        never raise out of its batch, whatever it holds."""
+        try:
+            result = self.validator.check(m.value, m.key)
+            if isinstance(result, Rejection):
+                return DeadLetter(m, result.reason, result.error, result.path)
+            body = orjson.dumps(result).decode()  # compact: the bytes the API will serve
+            return store.Accepted(result["order_uid"], body, m.partition, m.offset, result)
+        except Exception as exc:
+            return DeadLetter(m, "unprocessable", faults.describe(exc, limit=900), "$")
 
     async def process(self, batch: Sequence[Incoming], prepared: Prepared | None = None) -> BatchOutcome:
-        """Apply the batch, retrying until it is durable (or the task is cancelled)."""
+        """Apply the batch, retrying through outages until it is durable (or the task is
+        cancelled); then commit the group's offsets to the positions it recorded."""
         prepared = prepared or self.prepare(batch)
         started = time.perf_counter()
         attempt = 0
         while True:
             try:
                 conn = await self._connection()
-                outcome = await self._apply(conn, batch, prepared)
+                outcome, plan = await self._apply(conn, batch, prepared)
                 break
-            except (psycopg.Error, KafkaError, OSError) as exc:
-                attempt += 1
-                self.metrics.db_retries.inc()
-                self._not_ready(exc, attempt)
+            except Exception as exc:
                 await self._close_connection()
-                await asyncio.sleep(backoff_seconds(attempt, self.settings.db_retry_max_s))
+                await self._wait_out(exc, attempt := attempt + 1)
+                self.metrics.db_retries.inc()
         self._sent.clear()
+        self.positions.settle(plan)
+        await self._follow(plan, outcome)
         self.readiness.set_ready()
         self._record(batch, outcome, time.perf_counter() - started)
         return outcome
 
     async def _apply(
         self, conn: psycopg.AsyncConnection, batch: Sequence[Incoming], prepared: Prepared
-    ) -> BatchOutcome:
+    ) -> tuple[BatchOutcome, Plan]:
         async with conn.transaction():
-            applied = await store.lock_applied_offsets(conn, self.topic, sorted({m.partition for m in batch}))
-            fresh = [m for m in batch if m.offset >= applied.get(m.partition, 0)]
-            positions = [(m.partition, m.offset) for m in fresh]
-            accepted = [prepared.accepted[p] for p in positions if p in prepared.accepted]
-            dead = [prepared.dead[p] for p in positions if p in prepared.dead]
+            recorded = await self.positions.lock(conn, sorted({m.partition for m in batch}))
+            plan = await self.positions.plan(batch, recorded)
+            keys = [(m.partition, m.offset) for m in plan.fresh]
+            accepted = [prepared.accepted[k] for k in keys if k in prepared.accepted]
+            dead = [prepared.dead[k] for k in keys if k in prepared.dead]
             await self._dead_letter(dead)
-            changed, rejected = await self._write(conn, accepted, fresh)
+            changed, rejected = await self._write(conn, accepted, plan.fresh)
             await self._dead_letter(rejected)
-            next_offsets: dict[int, int] = {}
-            for m in fresh:
-                next_offsets[m.partition] = max(next_offsets.get(m.partition, 0), m.offset + 1)
-            if next_offsets:
-                await store.save_applied_offsets(conn, self.topic, next_offsets)
+            next_offsets = await self.positions.record(conn, plan.fresh)
             await store.notify_changed(conn, self.settings.notify_channel, changed)
-        return BatchOutcome(
+        outcome = BatchOutcome(
             applied=len(accepted) - len(rejected),
             changed=changed,
             dead_letters=dead + rejected,
-            skipped=len(batch) - len(fresh),
+            skipped=plan.skipped,
+            discarded=plan.discarded,
+            recorded=next_offsets,
         )
+        return outcome, plan
 
-    def _validate(self, messages: Sequence[Incoming]) -> tuple[list[store.Accepted], list[DeadLetter]]:
-        accepted: list[store.Accepted] = []
-        dead: list[DeadLetter] = []
-        check = self.validator.check
-        for m in messages:
-            result = check(m.value, m.key)
-            if isinstance(result, Rejection):
-                dead.append(DeadLetter(m, result.reason, result.error, result.path))
-            else:
-                body = orjson.dumps(result).decode()  # compact: the bytes the API will serve
-                accepted.append(store.Accepted(result["order_uid"], body, m.partition, m.offset, result))
-        return accepted, dead
+    async def _follow(self, plan: Plan, outcome: BatchOutcome) -> None:
+        """After the commit: read again from where the consumer skipped, and copy the recorded
+        positions to the consumer group's offsets."""
+        if self.group is None:
+            return
+        for partition, offset in plan.seeks.items():
+            await self.group.seek(partition, offset)
+        if outcome.recorded:
+            await self.group.commit(self.positions.committed_offsets(outcome.recorded))
 
     async def _write(
         self, conn: psycopg.AsyncConnection, accepted: list[store.Accepted], messages: Sequence[Incoming]
@@ -169,7 +198,7 @@ class BatchProjector:
         try:
             async with conn.transaction():
                 return await store.write_orders(conn, accepted), []
-        except EVENT_FAULTS:
+        except faults.EVENT_FAULTS:
             pass
         original = {(m.partition, m.offset): m for m in messages}
         changed: list[str] = []
@@ -178,7 +207,7 @@ class BatchProjector:
             try:
                 async with conn.transaction():
                     changed += await store.write_orders(conn, [event])
-            except EVENT_FAULTS as exc:
+            except faults.EVENT_FAULTS as exc:
                 error = exc.diag.message_primary or str(exc)
                 rejected.append(
                     DeadLetter(original[event.partition, event.offset], "db_rejected", error, "$")
@@ -200,11 +229,14 @@ class BatchProjector:
                 },
             )
 
-    def _not_ready(self, exc: BaseException, attempt: int) -> None:
-        what = "broker" if isinstance(exc, KafkaError) else "database"
-        reason = f"{what} unavailable: {type(exc).__name__}: {str(exc).strip()[:200]}"
+    async def _wait_out(self, exc: Exception, attempt: int) -> None:
+        """Wait before another attempt if `exc` is an outage; re-raise anything else."""
+        reason = faults.outage(exc)
+        if reason is None:
+            raise exc
         self.readiness.set_not_ready(reason)
         log.warning("cannot make progress, retrying", extra={"attempt": attempt, "reason": reason})
+        await asyncio.sleep(backoff_seconds(attempt, self.settings.db_retry_max_s))
 
     def _record(self, batch: Sequence[Incoming], outcome: BatchOutcome, seconds: float) -> None:
         m = self.metrics
@@ -212,12 +244,13 @@ class BatchProjector:
         m.projected.inc(outcome.applied)
         m.changed.inc(len(outcome.changed))
         m.redeliveries.inc(outcome.skipped)
+        m.discarded.inc(outcome.discarded)
         for d in outcome.dead_letters:
             m.dead_lettered.labels(d.reason).inc()
         m.batch_size.observe(len(batch))
         m.batch_seconds.observe(seconds)
-        for partition, offset in last_offsets(batch).items():
-            m.last_applied_offset.labels(str(partition)).set(offset)
+        for partition, next_offset in outcome.recorded.items():
+            m.last_applied_offset.labels(str(partition)).set(next_offset - 1)
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:

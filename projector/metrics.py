@@ -20,8 +20,15 @@ class ProjectorMetrics:
         self.redeliveries = Counter(
             "orderview_projector_redeliveries_skipped", "Already-applied messages seen again", registry=r
         )
+        self.discarded = Counter(
+            "orderview_projector_discarded",
+            "Messages fetched past the recorded position, dropped to be read again in order",
+            registry=r,
+        )
         self.db_retries = Counter(
-            "orderview_projector_db_retries", "Failed batch attempts retried", registry=r
+            "orderview_projector_db_retries",
+            "Batch attempts retried after a database or broker outage",
+            registry=r,
         )
         self.batch_size = Histogram(
             "orderview_projector_batch_size",

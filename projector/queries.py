@@ -1,16 +1,16 @@
 """The projector's SQL. The normalized tables are derived from the snapshot in SQL,
 in the same transaction, so there is one definition of an order's rows."""
 
-# Locks this topic's offset rows for the batch: a zombie worker of a previous
+# Locks this topic's position rows for the batch: a zombie worker of a previous
 # generation waits instead of interleaving its writes with ours.
-LOCK_APPLIED_OFFSETS = """
-SELECT partition, next_offset FROM applied_offsets
+LOCK_POSITIONS = """
+SELECT partition, next_offset, last_timestamp, last_digest FROM applied_offsets
 WHERE topic = %(topic)s AND partition = ANY(%(partitions)s)
 FOR UPDATE
 """
 
-READ_APPLIED_OFFSETS = """
-SELECT partition, next_offset FROM applied_offsets WHERE topic = %(topic)s
+READ_POSITIONS = """
+SELECT partition, next_offset, last_timestamp, last_digest FROM applied_offsets WHERE topic = %(topic)s
 """
 
 # Returns only the orders whose body changed: an identical redelivery touches nothing.
@@ -138,11 +138,15 @@ CROSS JOIN LATERAL jsonb_to_record(e.item) AS r(chrt_id bigint, track_number tex
 WHERE s.order_uid = ANY(%(uids)s)
 """
 
-SAVE_APPLIED_OFFSETS = """
-INSERT INTO applied_offsets (topic, partition, next_offset)
-SELECT %(topic)s, * FROM unnest(%(partitions)s::int[], %(next_offsets)s::bigint[])
+# Positions only move forward; the digest and timestamp are those of the record just before.
+RECORD_POSITIONS = """
+INSERT INTO applied_offsets AS a (topic, partition, next_offset, last_timestamp, last_digest)
+SELECT %(topic)s, * FROM unnest(%(partitions)s::int[], %(next_offsets)s::bigint[],
+                               %(timestamps)s::bigint[], %(digests)s::bytea[])
 ON CONFLICT (topic, partition) DO UPDATE
-SET next_offset = GREATEST(applied_offsets.next_offset, excluded.next_offset), updated_at = now()
+SET next_offset = excluded.next_offset, last_timestamp = excluded.last_timestamp,
+    last_digest = excluded.last_digest, updated_at = now()
+WHERE a.next_offset < excluded.next_offset
 """
 
 NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"

@@ -2,9 +2,11 @@
 
     python -m projector.rebuild [--truncate]
 
-Stop the projector first. The read model must be empty (or --truncate empties it);
-the topic is read up to its end at the time the command starts, through the same
-BatchProjector as the live worker, so the result equals the live read model.
+Stop every projector first. The read model must be empty (or --truncate empties it); the topic
+is read (committed records only) up to its end at the time the command starts, through the same
+BatchProjector as the live worker, so the result equals the live read model. Bad messages that
+the DLQ does not hold yet are dead-lettered; those it holds are not sent again. At the end, the
+projectors' consumer group is set to the rebuilt positions.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ import time
 from collections.abc import Sequence
 
 import psycopg
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 
 from orderview import jsonlog
 from orderview.settings import Settings, get_settings
 from projector.batch import BatchProjector
-from projector.dlq import DeadLetter, Incoming
+from projector.dlq import DeadLetter, DeadLetterQueue, dead_lettered, holds
+from projector.kafka import partitions_of, scan
+from projector.messages import Incoming
+from projector.positions import read_positions
 
 log = logging.getLogger("orderview.rebuild")
 
@@ -31,17 +37,21 @@ COUNT_SNAPSHOTS = "SELECT count(*) FROM order_snapshots"
 TRUNCATE_READ_MODEL = "TRUNCATE " + READ_MODEL
 
 
-class AlreadyDeadLettered:
-    """The live projector dead-lettered the bad messages once; a replay does not again."""
+class NewDeadLetters:
+    """The DLQ, minus the letters it already holds: a replay does not send those again."""
+
+    def __init__(self, dlq: DeadLetterQueue, held: dict[tuple[int, int], str | None]) -> None:
+        self.dlq = dlq
+        self.held = held
 
     async def start(self) -> None:
-        pass
+        await self.dlq.start()
 
     async def stop(self) -> None:
-        pass
+        await self.dlq.stop()
 
     async def send(self, letters: Sequence[DeadLetter]) -> None:
-        pass
+        await self.dlq.send([d for d in letters if not holds(self.held, d.message)])
 
 
 async def rebuild(settings: Settings, truncate: bool = False) -> int:
@@ -54,43 +64,41 @@ async def rebuild(settings: Settings, truncate: bool = False) -> int:
             (count,) = await (await conn.execute(COUNT_SNAPSHOTS)).fetchone()
             if count:
                 raise SystemExit(
-                    f"the read model holds {count} orders: stop the projector and use --truncate"
+                    f"the read model holds {count} orders: stop the projectors and use --truncate"
                 )
-
-    # No group: a consumer without one is given every partition of the topic.
-    consumer = AIOKafkaConsumer(
-        settings.orders_topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
-    projector = BatchProjector(settings, dlq=AlreadyDeadLettered())
-    await consumer.start()
+    held = await dead_lettered(settings.kafka_bootstrap, settings.dlq_topic, settings.orders_topic)
+    dlq = DeadLetterQueue(settings.kafka_bootstrap, settings.dlq_topic, settings.orders_topic)
+    projector = BatchProjector(settings, dlq=NewDeadLetters(dlq, held))  # type: ignore[arg-type]
     await projector.start()
     replayed = 0
     try:
-        partitions = sorted(consumer.assignment())
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        remaining = {tp for tp in partitions if end[tp] > 0}
-        while remaining:
-            fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=settings.batch_size)
-            batch = []
-            for tp, records in fetched.items():
-                for r in records:
-                    if r.offset < end[tp]:
-                        batch.append(Incoming(r.partition, r.offset, r.key, r.value))
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-            if batch:
-                await projector.process(batch)
-                replayed += len(batch)
+        async for _, records in scan(settings.kafka_bootstrap, settings.orders_topic, settings.batch_size):
+            batch = [Incoming(r.partition, r.offset, r.key, r.value, r.timestamp) for r in records]
+            await projector.process(batch)
+            replayed += len(batch)
     finally:
         await projector.stop()
-        await consumer.stop()
+    await set_group_offsets(settings)
     return replayed
+
+
+async def set_group_offsets(settings: Settings) -> None:
+    """Point the projectors' consumer group at the positions the read model recorded (the start
+    of the partitions it has none for), so that the next worker does not start elsewhere."""
+    recorded = {p: position.next_offset for p, position in (await read_positions(settings)).items()}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = await partitions_of(settings.kafka_bootstrap, settings.orders_topic)
+        tps = [TopicPartition(settings.orders_topic, p) for p in partitions]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.commit({tp: OffsetAndMetadata(recorded.get(tp.partition, 0), "") for tp in tps})
+    finally:
+        await consumer.stop()
 
 
 def main() -> None:

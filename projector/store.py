@@ -42,13 +42,6 @@ def latest_versions(events: Sequence[Accepted]) -> list[Accepted]:
     return list(latest.values())
 
 
-async def lock_applied_offsets(
-    conn: psycopg.AsyncConnection, topic: str, partitions: Sequence[int]
-) -> dict[int, int]:
-    cur = await conn.execute(queries.LOCK_APPLIED_OFFSETS, {"topic": topic, "partitions": list(partitions)})
-    return {partition: next_offset for partition, next_offset in await cur.fetchall()}
-
-
 async def write_orders(conn: psycopg.AsyncConnection, events: Sequence[Accepted]) -> list[str]:
     """Upsert the snapshots and, for the orders that changed, their normalized rows.
 
@@ -110,19 +103,6 @@ async def upsert_from_snapshots(conn: psycopg.AsyncConnection, order_uids: list[
             queries.INSERT_ITEMS,
         ):
             await conn.execute(statement, params)
-
-
-async def save_applied_offsets(
-    conn: psycopg.AsyncConnection, topic: str, next_offsets: dict[int, int]
-) -> None:
-    await conn.execute(
-        queries.SAVE_APPLIED_OFFSETS,
-        {
-            "topic": topic,
-            "partitions": list(next_offsets),
-            "next_offsets": list(next_offsets.values()),
-        },
-    )
 
 
 async def notify_changed(conn: psycopg.AsyncConnection, channel: str, order_uids: Iterable[str]) -> None:

@@ -27,15 +27,24 @@ def free_port() -> int:
 class ServiceProcess:
     """A `python -m <module>` child with the given settings; its output goes to a log file."""
 
-    def __init__(self, module: str, settings: Settings, name: str, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        module: str,
+        settings: Settings,
+        name: str,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.module, self.settings, self.name, self.args = module, settings, name, args
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log_path = LOGS / f"{name}.log"
 
     def start(self) -> ServiceProcess:
-        env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
-        log = open(self.log_path, "ab")
+        env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1", **self.env}
+        # A fresh log for a new process object; a restart of the same one appends.
+        log = open(self.log_path, "ab" if self.proc is not None else "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module, *self.args], cwd=ROOT, env=env, stdout=log, stderr=log
         )
@@ -60,6 +69,17 @@ class ServiceProcess:
             time.sleep(0.2)
         raise AssertionError(f"{self.name} not answering 200 on {path} after {timeout}s; see {self.log_path}")
 
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        """The exit status, once the process ended by itself."""
+        assert self.proc
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} still running after {timeout}s; see {self.log_path}") from None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
     def kill9(self) -> None:
         assert self.proc
         self.proc.send_signal(signal.SIGKILL)
@@ -79,8 +99,10 @@ class ServiceProcess:
 
 
 class Projector(ServiceProcess):
-    def __init__(self, settings: Settings, name: str = "projector") -> None:
-        super().__init__("projector", replace(settings, projector_port=free_port()), name)
+    def __init__(
+        self, settings: Settings, name: str = "projector", env: dict[str, str] | None = None
+    ) -> None:
+        super().__init__("projector", replace(settings, projector_port=free_port()), name, env=env)
 
     @property
     def port(self) -> int:

@@ -13,7 +13,7 @@ import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from orderview.bootstrap import ensure_topics
 from orderview.settings import Settings, get_settings
@@ -70,18 +70,42 @@ async def delete_topics(settings: Settings) -> None:
         await admin.close()
 
 
-async def produce(settings: Settings, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
-    """Send (key, value) pairs to the orders topic, acks=all; return how many."""
+async def produce(
+    settings: Settings,
+    messages: Iterable[tuple[bytes | None, bytes | None]],
+    compression: str | None = None,
+    partition: int | None = None,
+) -> list[RecordMetadata]:
+    """Send (key, value) pairs to the orders topic, acks=all; return where each went."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         acks="all",
         linger_ms=5,
-        max_request_size=16 * 1024 * 1024,
+        max_request_size=64 * 1024 * 1024,
+        compression_type=compression,
     )
     await producer.start()
     try:
+        futures = [
+            await producer.send(settings.orders_topic, value=v, key=k, partition=partition)
+            for k, v in messages
+        ]
+        return list(await asyncio.gather(*futures))
+    finally:
+        await producer.stop()
+
+
+async def produce_aborted(settings: Settings, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    """Send (key, value) pairs in a Kafka transaction, then abort it; return how many."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, transactional_id=unique("orderview-test-aborted-")
+    )
+    await producer.start()
+    try:
+        await producer.begin_transaction()
         futures = [await producer.send(settings.orders_topic, value=v, key=k) for k, v in messages]
         await asyncio.gather(*futures)
+        await producer.abort_transaction()
     finally:
         await producer.stop()
     return len(futures)

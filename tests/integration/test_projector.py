@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-import subprocess
 from dataclasses import replace
-from pathlib import Path
 
 import orjson
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from emulator.stream import expected_state, stream
 from orderview.bootstrap import create_database, drop_database
@@ -20,52 +16,19 @@ from orderview.settings import Settings
 from projector.rebuild import rebuild
 from tests import support
 from tests.processes import Projector
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def snapshots(settings: Settings) -> dict[str, dict]:
-    with psycopg.connect(settings.dsn("owner")) as conn:
-        return {uid: body for uid, body in conn.execute("SELECT order_uid, body FROM order_snapshots")}
-
-
-def count(settings: Settings, table: str) -> int:
-    with psycopg.connect(settings.dsn("owner")) as conn:
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # table names are literals here
-
-
-def read_model(settings: Settings) -> dict[str, list[tuple]]:
-    """Every row of the read model, minus times, in a comparable order."""
-    tables = {
-        "orders": "SELECT * FROM orders ORDER BY order_uid",
-        "deliveries": "SELECT * FROM deliveries ORDER BY order_uid",
-        "payments": "SELECT * FROM payments ORDER BY order_uid",
-        "items": "SELECT * FROM items ORDER BY order_uid, position",
-        "order_snapshots": "SELECT order_uid, body, source_partition, source_offset FROM order_snapshots "
-        "ORDER BY order_uid",
-    }
-    with psycopg.connect(settings.dsn("owner")) as conn:
-        return {name: conn.execute(query).fetchall() for name, query in tables.items()}
-
-
-async def wait_for_orders(settings: Settings, n: int, timeout: float = 120.0) -> None:
-    await support.wait_until(
-        lambda: count(settings, "order_snapshots") >= n,
-        timeout=timeout,
-        message=f"{n} orders in order_snapshots",
-    )
-
-
-def order(uid: str, **changes) -> dict:
-    o = support.reference_order()
-    o["order_uid"] = uid
-    o["payment"]["transaction"] = uid
-    o.update(changes)
-    return o
-
-
-def message(o: dict) -> tuple[bytes, bytes]:
-    return o["order_uid"].encode(), orjson.dumps(o)
+from tests.readmodel import (
+    count,
+    message,
+    ops,
+    order,
+    orders,
+    positions,
+    projector_group,
+    read_model,
+    set_group_offsets,
+    snapshots,
+    wait_for_orders,
+)
 
 
 @pytest.fixture
@@ -231,20 +194,6 @@ async def test_a_seeded_mixed_stream_of_10000_gives_exact_counts(clean_settings:
         p.terminate()
 
 
-@contextlib.asynccontextmanager
-async def projector_group(settings: Settings):
-    """A client in the projector's consumer group (without joining it): its partitions and ends."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(settings.orders_topic, p) for p in range(settings.orders_partitions)]
-        yield consumer, tps, await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-
-
 async def committed_total(settings: Settings) -> bool:
     """Whether the projector's group has committed every partition to its end."""
     async with projector_group(settings) as (consumer, tps, ends):
@@ -281,11 +230,6 @@ async def dlq_is_empty(settings: Settings) -> bool:
     return False
 
 
-def ops(script: str, action: str) -> None:
-    """Start or stop one of the services the tests run on, through the project's own script."""
-    subprocess.run(["bash", str(ROOT / "ops" / script), action], check=True, capture_output=True)
-
-
 def set_postgres(action: str) -> None:
     ops("postgres.sh", action)
 
@@ -319,7 +263,7 @@ async def test_postgresql_stopped_for_20s_mid_stream_loses_nothing_and_progress_
     assert await dlq_is_empty(s)
 
 
-async def test_group_offsets_reset_to_the_start_change_nothing_and_are_counted(
+async def test_group_offsets_reset_to_the_start_are_overruled_by_the_read_model(
     clean_settings: Settings,
 ) -> None:
     s = clean_settings
@@ -327,29 +271,35 @@ async def test_group_offsets_reset_to_the_start_change_nothing_and_are_counted(
     first = Projector(s, "projector-before-reset").start().wait_ready()
     await support.produce(s, [(m.key, m.value) for m in messages])
     await wait_for_orders(s, len(expected_state(messages)))
+    await support.wait_until(lambda: committed_total(s), message="offsets committed to the end")
     assert first.terminate() == 0
     before = read_model(s)
 
-    reset = await reset_group_offsets(s)
-    assert reset == len(messages)
+    assert await set_group_offsets(s, "start") == len(messages)
     second = Projector(s, "projector-after-reset").start().wait_ready()
     try:
-        await support.wait_until(
-            lambda: second.metric("orderview_projector_redeliveries_skipped_total") >= len(messages),
-            message="every redelivery skipped",
-        )
-        assert read_model(s) == before
-        assert second.metric("orderview_projector_projected_total") == 0
+        await support.produce(s, [message(order("after-reset"))])
+        await wait_for_orders(s, len(before["order_snapshots"]) + 1)
+        await support.wait_until(lambda: second.metric("orderview_projector_consumed_total") >= 1)
+        assert second.metric("orderview_projector_consumed_total") == 1, "nothing read twice"
+        assert second.metric("orderview_projector_redeliveries_skipped_total") == 0
+        after = read_model(s)
+        assert {k: [r for r in rows if "after-reset" not in str(r)] for k, rows in after.items()} == before
+        await support.wait_until(lambda: committed_total(s), message="the group's offsets back at the end")
     finally:
         second.terminate()
 
 
-async def reset_group_offsets(settings: Settings) -> int:
-    """Commit offset 0 for every partition of the projector's group (it must be stopped)."""
-    async with projector_group(settings) as (consumer, tps, ends):
-        consumer.assign(tps)
-        await consumer.commit({tp: 0 for tp in tps})
-        return sum(ends.values())
+async def test_group_offsets_past_the_read_model_are_overruled_by_it(clean_settings: Settings) -> None:
+    s = clean_settings
+    await support.produce(s, orders("ahead", 300))
+    assert await set_group_offsets(s, "end") == 300
+    p = Projector(s, "projector-group-ahead").start().wait_ready()
+    try:
+        await wait_for_orders(s, 300)
+        assert sum(positions(s).values()) == 300
+    finally:
+        p.terminate()
 
 
 async def test_rebuild_gives_a_read_model_equal_to_the_live_one(clean_settings: Settings) -> None:
@@ -367,9 +317,7 @@ async def test_rebuild_gives_a_read_model_equal_to_the_live_one(clean_settings: 
         p.terminate()
     live = read_model(s)
 
-    other = replace(
-        s, pg_database=support.unique("orderview_rebuild_"), dlq_topic=support.unique("orders.dlq.rebuild.")
-    )
+    other = replace(s, pg_database=support.unique("orderview_rebuild_"))
     create_database(other)
     try:
         assert await rebuild(other) == len(messages)

@@ -1,0 +1,77 @@
+"""What a failure is, and what the worker does about it.
+
+Three kinds, and nothing else:
+- one message's fault: decoding, validating or explaining it failed, or the database refused its
+  rows. It becomes that message's dead letter (projector/batch.py) and the stream goes on.
+- an outage: the database or the broker cannot be reached or answered late. The batch is
+  rolled back and retried with capped backoff; /readyz says what is down.
+- anything else: a bug, a privilege revoked, a position the log cannot have produced. The worker
+  stops at once, loudly, with a non-zero exit status and nothing of the interrupted batch
+  recorded or committed; whoever restarts it (compose, `make run`) starts again from the last
+  durable position. An error nobody anticipated never turns into progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import NoReturn
+
+import psycopg
+from aiokafka.errors import KafkaError, KafkaTimeoutError, KafkaUnavailableError
+
+log = logging.getLogger("orderview.projector")
+
+# sysexits.h: EX_SOFTWARE for an error nobody anticipated, EX_DATAERR for a read model that
+# does not match the log.
+EXIT_FAILED = 70
+EXIT_UNTRUSTED_POSITION = 65
+
+# The database refuses one event's rows (NUL in text, a number out of range, a constraint, a row
+# too big for an index): that event's fault, found by writing the batch's events one by one.
+EVENT_FAULTS = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded)
+
+
+class UntrustedPosition(Exception):
+    """A recorded position that the log cannot have produced: the topic was recreated or
+    truncated, or the read model belongs to another log."""
+
+
+def outage(exc: BaseException) -> str | None:
+    """What is down, when `exc` means the database or the broker is unreachable or slow."""
+    if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, EVENT_FAULTS):
+        return f"database unavailable: {describe(exc)}"
+    if isinstance(exc, KafkaError) and (
+        exc.retriable or isinstance(exc, KafkaTimeoutError | KafkaUnavailableError)
+    ):
+        return f"broker unavailable: {describe(exc)}"
+    return None
+
+
+def stop_worker(why: str, exc: BaseException | None = None, status: int = EXIT_FAILED) -> NoReturn:
+    """Log why and end the process now: no cleanup that could acknowledge, commit or retry.
+
+    os._exit, not sys.exit: a clean shutdown runs Faust's and aiokafka's stop paths, which may
+    wait on the very thing that failed; what is durable is already in PostgreSQL.
+    """
+    try:
+        log.critical(
+            "stopping the worker: %s",
+            why,
+            exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+            extra={"exit_status": status},
+        )
+        logging.shutdown()
+    finally:
+        sys.stderr.flush()
+        os._exit(status)
+
+
+def describe(exc: BaseException, limit: int = 200) -> str:
+    """`Type: message`, the message clipped; never raises."""
+    try:
+        text = str(exc).strip()
+    except Exception:  # a message that cannot even be rendered still has a type
+        text = ""
+    return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__

@@ -1,0 +1,218 @@
+"""How the projector reads the orders topic: committed records only, from where the read model is.
+
+- `broker_url`: Faust's Kafka transport with two changes to its consumer. It reads with
+  isolation_level read_committed (Faust asks for that only in its exactly-once mode, which would
+  also make it produce and commit in transactions we do not use; without it, records of an
+  aborted Kafka transaction would be projected as real orders). And when partitions are
+  assigned, it seeks each to the position the read model recorded, not to the group's offset
+  (projector/positions.py).
+- `KafkaLog`: single records, looked up by offset, to check what a recorded position points to.
+- `scan`: a whole topic from its start, for rebuilds and audits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
+from faust.transport.drivers import TRANSPORTS
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from orderview.settings import Settings, get_settings
+from projector import faults
+from projector.messages import digest
+from projector.positions import LogRecord, seek_targets
+
+log = logging.getLogger("orderview.projector")
+
+SCHEME = "orderview-kafka"
+READ_COMMITTED = "read_committed"
+LOOKUP_TIMEOUT_S = 10.0
+
+
+def broker_url(bootstrap: str) -> str:
+    return f"{SCHEME}://{bootstrap}"
+
+
+class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    logger = faust_aiokafka.logger  # Faust's, whose level the logging configuration sets
+
+    def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka hands this to its fetcher when the consumer starts, which is after this.
+        consumer._isolation_level = READ_COMMITTED
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    logger = faust_aiokafka.logger
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        """Faust calls this once partitions are assigned, to seek them to the group's offsets.
+        The read model is the source of truth: seek each to the position it recorded (the start
+        for a partition it has none for), once what the position points to is verified. If the
+        database or the broker cannot be asked now, the group's offsets stand (the start where
+        there is none), and positions are checked when the first batch is written.
+
+        Every partition gets an explicit position: the consumer resets none by itself
+        (auto_offset_reset "none"), so a position that leaves the log under it — a topic
+        truncated or recreated between two metadata refreshes — stops the worker instead of
+        being quietly moved."""
+        await super().perform_seek()
+        settings = get_settings()
+        assigned = {tp.partition: tp for tp in self.assignment() if tp.topic == settings.orders_topic}
+        if not assigned:
+            return
+        kafka_log = KafkaLog(settings.kafka_bootstrap, settings.orders_topic)
+        try:
+            await kafka_log.start()
+            existing = await partitions_of(settings.kafka_bootstrap, settings.orders_topic)
+            targets = await seek_targets(settings, kafka_log, sorted(assigned), existing)
+        except faults.UntrustedPosition as exc:
+            faults.stop_worker(str(exc), status=faults.EXIT_UNTRUSTED_POSITION)
+        except Exception as exc:
+            if faults.outage(exc) is None:
+                raise
+            log.warning("cannot check the recorded positions now; starting from the group's offsets: %s", exc)
+            committed = await self.seek_to_committed()
+            for tp in assigned.values():
+                if not committed.get(tp):
+                    await self.seek(tp, 0)
+            return
+        finally:
+            await kafka_log.stop()
+        sought = {assigned[p]: offset for p, offset in targets.items()}
+        for tp, offset in sought.items():
+            await self.seek(tp, offset)
+        # The group's offsets say the same from now on, for tools that show lag.
+        await self._commit(sought)
+
+
+class Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+TRANSPORTS.aliases.setdefault(SCHEME, f"{__name__}:Transport")
+
+
+class KafkaLog:
+    """Looks records of one topic up by partition and offset; committed records only."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        # aiokafka binds to the running loop: the consumer is made here, not in __init__.
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level=READ_COMMITTED,
+            max_partition_fetch_bytes=64 * 1024,
+            request_timeout_ms=10_000,
+        )
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def first_record(self, partition: int, offset: int) -> LogRecord | None:
+        """The first committed record at or after `offset`, or None if there is none yet."""
+        consumer = self._started()
+        tp = TopicPartition(self.topic, partition)
+        consumer.assign([tp])
+        try:
+            async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+                end = (await consumer.end_offsets([tp]))[tp]
+                if offset >= end:
+                    return None
+                consumer.seek(tp, offset)
+                while True:
+                    fetched = await consumer.getmany(tp, timeout_ms=500, max_records=1)
+                    for r in fetched.get(tp, []):
+                        return LogRecord(r.offset, r.timestamp, digest(r.key, r.value))
+                    if await consumer.position(tp) >= end:
+                        return None
+        except TimeoutError:
+            raise KafkaTimeoutError(f"no answer reading {self.topic}[{partition}] at {offset}") from None
+
+    async def start_offset(self, partition: int) -> int:
+        """The partition's first offset still held (retention may have deleted older ones)."""
+        consumer = self._started()
+        tp = TopicPartition(self.topic, partition)
+        try:
+            async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+                return (await consumer.beginning_offsets([tp]))[tp]
+        except TimeoutError:
+            raise KafkaTimeoutError(f"no answer for the start of {self.topic}[{partition}]") from None
+
+    def _started(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None, "start() first"
+        return self._consumer
+
+
+async def scan(
+    bootstrap: str, topic: str, max_records: int = 10_000
+) -> AsyncIterator[tuple[dict[int, int], list[ConsumerRecord]]]:
+    """Every committed record of `topic` from its start to its end at the time of the call, in
+    chunks; each chunk comes with the end offsets (for progress)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level=READ_COMMITTED,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        partitions = sorted(consumer.assignment())
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        ends = {tp.partition: end[tp] for tp in partitions}
+        remaining = {tp for tp in partitions if end[tp] > await consumer.position(tp)}
+        while remaining:
+            fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=max_records)
+            chunk = [r for tp, records in fetched.items() for r in records if r.offset < end[tp]]
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+            if chunk:
+                yield ends, chunk
+    finally:
+        await consumer.stop()
+
+
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    """The partitions of a topic, from the broker's metadata ([] when it does not exist)."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        await client.add_topic(topic)
+        await client.force_metadata_update()
+        return sorted(client.cluster.partitions_for_topic(topic) or ())
+    finally:
+        await client.close()
+
+
+async def verify_all_positions(settings: Settings) -> None:
+    """Check every recorded position of the orders topic against the log (UntrustedPosition)."""
+    kafka_log = KafkaLog(settings.kafka_bootstrap, settings.orders_topic)
+    await kafka_log.start()
+    try:
+        existing = await partitions_of(settings.kafka_bootstrap, settings.orders_topic)
+        await seek_targets(settings, kafka_log, existing, existing)
+    finally:
+        await kafka_log.stop()

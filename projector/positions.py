@@ -1,0 +1,287 @@
+"""Where the projector stands in each partition of the orders topic, and why that can be trusted.
+
+The database is the source of truth for positions, as in the exactly-once sinks of Kafka
+Connect: `applied_offsets` holds, per partition, the next offset to apply and what the record
+just before it was. The consumer group's offsets in Kafka are a copy, kept for tools that show
+lag; the projector never trusts them over the database.
+
+The invariant — no recorded or committed offset ever passes a message whose effect is not
+durable — rests on four rules, kept in this module (the seek of rule 4 is done by the consumer
+in projector/kafka.py):
+
+1. Recorded: `record` is the only writer of applied_offsets. It runs inside a batch's
+   transaction, after every dead letter of the batch was acknowledged by the broker (acks=all)
+   and with the batch's rows, so the position and the effects commit, or roll back, as one.
+2. Committed: `committed_offsets` gives the group offsets to commit, which are the positions a
+   transaction recorded, and the worker commits them only after that transaction committed.
+   Faust commits nothing itself: the agent takes events with `noack_take` and never
+   acknowledges them. A crash between the two commits leaves Kafka behind, never ahead.
+3. Trusted: before a partition's messages are applied or skipped — on its first batch in each
+   consumer generation, and whenever its offsets go backwards — `plan` checks what the recorded
+   position points to: the record just before it must be the one applied (same timestamp, same
+   SHA-256 of key and value). A topic recreated or truncated fails the check and the worker
+   stops with what to do (UntrustedPosition): a position is never a reason to skip blindly.
+4. Sought: when partitions are assigned, the consumer seeks each to its recorded position
+   (projector/kafka.py), whatever the group's offsets say. If the database could not be read at
+   that moment and the consumer starts past the recorded position while the log still holds
+   records in between, `plan` seeks back, and what was fetched meanwhile is discarded until the
+   first record after the position arrives again.
+
+Messages below the recorded position are redeliveries (a batch fetched before a rebalance, a
+start while the database was unreachable): skipped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn, Protocol
+
+import psycopg
+
+from orderview.settings import Settings
+from projector import queries
+from projector.faults import UntrustedPosition
+from projector.messages import Incoming
+
+log = logging.getLogger("orderview.projector")
+
+REBUILD = "python -m projector.rebuild --truncate"
+# A partition's position is checked again at least this often: a topic deleted and created again
+# between two metadata refreshes causes no rebalance.
+VERIFY_EVERY_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """What applied_offsets says of one partition."""
+
+    next_offset: int = 0
+    last_timestamp: int | None = None
+    last_digest: bytes | None = None  # None: nothing applied, or recorded before digests were
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    offset: int
+    timestamp_ms: int | None
+    digest: bytes
+
+
+class Log(Protocol):
+    """The orders topic, read by offset (committed records only)."""
+
+    async def first_record(self, partition: int, offset: int) -> LogRecord | None: ...
+
+    async def start_offset(self, partition: int) -> int: ...
+
+
+@dataclass
+class Plan:
+    """What to do with a batch, partition by partition, given the recorded positions."""
+
+    fresh: list[Incoming] = field(default_factory=list)  # to apply, in offset order
+    skipped: int = 0  # redeliveries: below the recorded position
+    discarded: int = 0  # fetched before a seek back: they come again
+    seeks: dict[int, int] = field(default_factory=dict)  # partition -> offset to read from
+    # What the projector knows once the batch is durable (`Positions.settle`); a batch rolled
+    # back and retried is planned again from the same knowledge.
+    verified: dict[int, tuple[object, float]] = field(default_factory=dict)  # partition -> (generation, when)
+    last_seen: dict[int, int] = field(default_factory=dict)  # partition -> highest offset
+    awaiting: dict[int, int] = field(default_factory=dict)  # partition -> first offset after a seek
+    arrived: set[int] = field(default_factory=set)  # partitions no longer awaiting
+
+
+_UNSEEN = object()
+
+
+async def read_positions(settings: Settings) -> dict[int, Position]:
+    """The positions the read model recorded for the partitions of the orders topic."""
+    async with await psycopg.AsyncConnection.connect(settings.dsn("projector")) as conn:
+        cur = await conn.execute(queries.READ_POSITIONS, {"topic": settings.orders_topic})
+        return _positions(await cur.fetchall())
+
+
+def _positions(rows: list[tuple]) -> dict[int, Position]:
+    return {p: Position(offset, ts, bytes(d) if d is not None else None) for p, offset, ts, d in rows}
+
+
+async def seek_targets(
+    settings: Settings, kafka_log: Log, assigned: Sequence[int], existing: Sequence[int]
+) -> dict[int, int]:
+    """Where each assigned partition is to be read from: its recorded position, once verified
+    (UntrustedPosition if it cannot be, or if the read model has positions for partitions the
+    topic does not have). Records deleted by retention before they were applied are gone: the
+    partition is read from its first record still held, and that is logged as the loss it is."""
+    recorded = await read_positions(settings)
+    checker = Positions(settings.orders_topic, kafka_log)
+    gone = sorted(set(recorded) - set(existing))
+    if gone:
+        checker.untrusted(gone[0], "the topic has no such partition any more")
+    targets = {}
+    for partition in assigned:
+        position = recorded.get(partition, Position())
+        await checker.verify(partition, position)
+        start = await kafka_log.start_offset(partition)
+        if start > position.next_offset:
+            log.error(
+                "records deleted by retention before they were applied",
+                extra={"partition": partition, "from": position.next_offset, "to": start},
+            )
+        targets[partition] = max(position.next_offset, start)
+    return targets
+
+
+class Positions:
+    def __init__(self, topic: str, log: Log) -> None:
+        self.topic = topic
+        self.log = log
+        self._verified: dict[int, tuple[object, float]] = {}  # partition -> (generation, when)
+        self._last_seen: dict[int, int] = {}  # partition -> highest offset planned
+        self._awaiting: dict[int, int] = {}  # partition -> first offset expected after a seek
+
+    async def lock(self, conn: psycopg.AsyncConnection, partitions: Sequence[int]) -> dict[int, Position]:
+        """The recorded positions, locked until the transaction ends: a worker of an older
+        generation still writing the same partition waits instead of interleaving."""
+        cur = await conn.execute(
+            queries.LOCK_POSITIONS, {"topic": self.topic, "partitions": list(partitions)}
+        )
+        return {
+            p: Position(offset, ts, bytes(d) if d is not None else None)
+            for p, offset, ts, d in await cur.fetchall()
+        }
+
+    async def plan(self, batch: Sequence[Incoming], recorded: dict[int, Position]) -> Plan:
+        plan = Plan()
+        for partition, messages in _by_partition(batch).items():
+            await self._plan_partition(plan, partition, messages, recorded.get(partition, Position()))
+        return plan
+
+    async def record(self, conn: psycopg.AsyncConnection, fresh: Sequence[Incoming]) -> dict[int, int]:
+        """Record, inside the batch's transaction, the position after its last message in each
+        partition; return the next offsets recorded."""
+        last = {m.partition: m for m in fresh}  # fresh is in offset order per partition
+        if not last:
+            return {}
+        await conn.execute(
+            queries.RECORD_POSITIONS,
+            {
+                "topic": self.topic,
+                "partitions": list(last),
+                "next_offsets": [m.offset + 1 for m in last.values()],
+                "timestamps": [m.timestamp_ms for m in last.values()],
+                "digests": [m.digest() for m in last.values()],
+            },
+        )
+        return {p: m.offset + 1 for p, m in last.items()}
+
+    def settle(self, plan: Plan) -> None:
+        """The batch planned is durable: keep what its planning learned."""
+        self._verified.update(plan.verified)
+        self._last_seen.update(plan.last_seen)
+        for partition in plan.arrived:
+            self._awaiting.pop(partition, None)
+        for partition, offset in plan.awaiting.items():
+            self._awaiting[partition] = offset
+            self._last_seen.pop(partition, None)
+
+    @staticmethod
+    def committed_offsets(recorded: dict[int, int]) -> dict[int, int]:
+        """The group offsets to commit once the transaction that recorded these committed."""
+        return dict(recorded)
+
+    async def _plan_partition(
+        self, plan: Plan, partition: int, messages: list[Incoming], position: Position
+    ) -> None:
+        expected = self._awaiting.get(partition)
+        if expected is not None:
+            start = next((i for i, m in enumerate(messages) if m.offset == expected), None)
+            plan.discarded += len(messages) if start is None else start
+            if start is None:
+                return
+            plan.arrived.add(partition)
+            messages = messages[start:]
+        first = messages[0].offset
+        went_back_from = first if expected is None else None
+        if self._needs_verifying(partition, messages[0].generation, went_back_from):
+            await self.verify(partition, position, messages)
+            if first > position.next_offset and await self._seek_back(plan, partition, position, first):
+                plan.discarded += len(messages)
+                return
+            plan.verified[partition] = (messages[0].generation, time.monotonic())
+        plan.last_seen[partition] = messages[-1].offset
+        fresh = [m for m in messages if m.offset >= position.next_offset]
+        plan.skipped += len(messages) - len(fresh)
+        plan.fresh += fresh
+
+    def _needs_verifying(self, partition: int, generation: int | None, first: int | None) -> bool:
+        """On the first batch of a consumer generation, when offsets go backwards (`first` is
+        None right after a seek back, when they do on purpose), and every VERIFY_EVERY_S."""
+        verified_in, at = self._verified.get(partition, (_UNSEEN, 0.0))
+        return (
+            verified_in != generation
+            or (first is not None and first <= self._last_seen.get(partition, -1))
+            or time.monotonic() - at > VERIFY_EVERY_S
+        )
+
+    async def verify(self, partition: int, position: Position, messages: Sequence[Incoming] = ()) -> None:
+        """The record before the recorded position must be the one that was applied (looked up
+        in `messages` first, then in the log); UntrustedPosition if it is not."""
+        if position.next_offset == 0:
+            return
+        if position.last_digest is None:
+            log.warning(
+                "position recorded without a digest, not verified",
+                extra={"partition": partition, "next_offset": position.next_offset},
+            )
+            return
+        at = position.next_offset - 1
+        here = next((m for m in messages if m.offset == at), None)
+        found = (
+            LogRecord(at, here.timestamp_ms, here.digest())
+            if here is not None
+            else await self.log.first_record(partition, at)
+        )
+        if found is not None and found.offset == at:
+            if found.digest == position.last_digest and found.timestamp_ms == position.last_timestamp:
+                return
+            self.untrusted(partition, f"its record at offset {at} is not the one applied there")
+        if found is None:
+            self.untrusted(partition, f"it ends before offset {at}, the last one applied")
+        if await self.log.start_offset(partition) > at:
+            log.warning(
+                "the record before the recorded position was deleted by retention; not verified",
+                extra={"partition": partition, "next_offset": position.next_offset},
+            )
+            return
+        self.untrusted(partition, f"it holds no record at offset {at}, the last one applied")
+
+    async def _seek_back(self, plan: Plan, partition: int, position: Position, first: int) -> bool:
+        """Whether the consumer skipped records after the recorded position; if so, plan to
+        read again from there."""
+        record = await self.log.first_record(partition, position.next_offset)
+        if record is None or record.offset >= first:
+            return False
+        log.warning(
+            "the consumer started past the recorded position; seeking back to it",
+            extra={"partition": partition, "next_offset": position.next_offset, "first_fetched": first},
+        )
+        plan.seeks[partition] = position.next_offset
+        plan.awaiting[partition] = record.offset
+        return True
+
+    def untrusted(self, partition: int, what: str) -> NoReturn:
+        raise UntrustedPosition(
+            f"partition {partition} of topic {self.topic!r} does not hold what the read model "
+            f"recorded: {what}. The topic was recreated or truncated, or the database belongs to "
+            f"another log. Stop every projector and rebuild the read model from the topic: {REBUILD}"
+        )
+
+
+def _by_partition(batch: Sequence[Incoming]) -> dict[int, list[Incoming]]:
+    parts: dict[int, list[Incoming]] = {}
+    for m in batch:
+        parts.setdefault(m.partition, []).append(m)
+    return parts

@@ -1,0 +1,57 @@
+"""Before the Faust worker starts: wait for the broker, answering /readyz "not ready".
+
+Faust's worker exits when the broker cannot be reached at start (during a broker restart, or
+when the projector starts first). Waiting here instead keeps one start procedure for every
+order in which services come up; the database is waited for by the agent itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaClient
+
+from orderview.settings import Settings
+from projector import faults
+from projector.batch import backoff_seconds
+
+log = logging.getLogger("orderview.projector")
+
+
+async def wait_for_broker(settings: Settings) -> None:
+    reason = "starting"
+
+    async def readyz(_request: web.Request) -> web.Response:
+        body = orjson.dumps({"status": "not ready", "reason": reason})
+        return web.Response(status=503, body=body, content_type="application/json")
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    server = web.Application()
+    server.router.add_get("/readyz", readyz)
+    server.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(server, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.projector_host, settings.projector_port, reuse_address=True).start()
+    try:
+        attempt = 0
+        while True:
+            client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
+            try:
+                await client.bootstrap()
+                return
+            except Exception as exc:
+                outage = faults.outage(exc)
+                if outage is None:
+                    raise
+                reason, attempt = outage, attempt + 1
+                log.warning("waiting for the broker", extra={"attempt": attempt, "reason": reason})
+            finally:
+                await client.close()
+            await asyncio.sleep(backoff_seconds(attempt, settings.db_retry_max_s))
+    finally:
+        await runner.cleanup()
