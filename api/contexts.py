@@ -27,7 +27,12 @@ FRESHNESS = web.AppKey("freshness", Freshness)
 
 POOL_APPLICATION_NAME = "orderview-api"
 # The role can only read anyway; read-only transactions say so to anyone reading pg_stat_activity.
-CONNECT_KWARGS = {"options": "-c default_transaction_read_only=on -c TimeZone=UTC"}
+SESSION_SETTINGS = {"default_transaction_read_only": "on", "TimeZone": "UTC"}
+
+
+def api_dsn(settings: Settings) -> str:
+    """The API role's connection: keepalives, the statement timeout, read-only, UTC."""
+    return settings.dsn("api", **SESSION_SETTINGS)
 
 
 async def _configure(conn: AsyncConnection) -> None:
@@ -38,12 +43,12 @@ async def pg_context(app: web.Application) -> AsyncIterator[None]:
     """The read-only `orderview_api` pool. Opened without waiting: /readyz tells if it is down."""
     settings = app[SETTINGS]
     pool = AsyncConnectionPool(
-        settings.dsn("api"),
+        api_dsn(settings),
         min_size=1,
         max_size=max(2, settings.api_pool_size),
-        kwargs={"autocommit": True, "application_name": POOL_APPLICATION_NAME, **CONNECT_KWARGS},
+        kwargs={"autocommit": True, "application_name": POOL_APPLICATION_NAME},
         configure=_configure,
-        timeout=5.0,
+        timeout=settings.api_db_timeout_s,
         open=False,
         name="orderview-api",
     )
@@ -68,7 +73,9 @@ async def cache_context(app: web.Application) -> AsyncIterator[None]:
 
 async def freshness_context(app: web.Application) -> AsyncIterator[None]:
     """Starts LISTEN; the first connection warms the cache, later ones re-sync it."""
-    freshness = Freshness(app[SETTINGS], app[POOL], app[CACHE], app[LOADER], app[METRICS], {**CONNECT_KWARGS})
+    freshness = Freshness(
+        app[SETTINGS], app[POOL], app[CACHE], app[LOADER], app[METRICS], api_dsn(app[SETTINGS])
+    )
     app[FRESHNESS] = freshness
     task = asyncio.create_task(freshness.run(), name="orderview-api-freshness")
     yield

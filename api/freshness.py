@@ -44,14 +44,14 @@ class Freshness:
         cache: OrderCache,
         loader: OrderLoader,
         metrics: ApiMetrics,
-        connect_kwargs: dict,
+        dsn: str,
     ) -> None:
         self._settings = settings
         self._pool = pool
         self._cache = cache
         self._loader = loader
         self._metrics = metrics
-        self._connect_kwargs = connect_kwargs
+        self._dsn = dsn
         self._listen = sql.SQL("LISTEN {}").format(sql.Identifier(settings.notify_channel))
         self._alive_at: datetime | None = None  # database time of the last heartbeat
         self.connected = False
@@ -64,10 +64,7 @@ class Freshness:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._settings.dsn("api"),
-                    autocommit=True,
-                    application_name=LISTEN_APPLICATION_NAME,
-                    **self._connect_kwargs,
+                    self._dsn, autocommit=True, application_name=LISTEN_APPLICATION_NAME
                 ) as conn:
                     await conn.execute(self._listen)
                     listening_at = await self._heartbeat(conn)

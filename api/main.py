@@ -93,12 +93,19 @@ def supervise(host: str, port: int, replicas: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValueError as exc:  # a bad value, or default passwords off loopback: one sentence
+        sys.exit(f"[orderview] {exc}")
     parser = argparse.ArgumentParser(prog="python -m api", description="The orderview HTTP API.")
     parser.add_argument("--host", default=settings.api_host)
     parser.add_argument("--port", type=int, default=settings.api_port)
     parser.add_argument("--replicas", type=int, default=settings.api_replicas)
     args = parser.parse_args(argv)
+    try:
+        settings.refuse_default_passwords(**{"--host": args.host})
+    except ValueError as exc:
+        sys.exit(f"[orderview] {exc}")
     jsonlog.setup(settings.log_level)
     if args.replicas <= 1:
         serve(settings, args.host, args.port)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,6 +24,7 @@ from schemas import ORDER_SCHEMA
 from tests import support
 from tests.api_server import RunningApi, free_port, running_api, wait_ready
 
+ROOT = Path(__file__).resolve().parents[2]
 BAD_ORDER_UIDS = [
     "x" * 65,
     "x" * 5000,
@@ -401,3 +406,16 @@ async def test_the_viewer_is_served(api: RunningApi) -> None:
     assert status == 404 and json.loads(body)["error"] == "not_found"
     for escape in ("/ui/..%2Fpyproject.toml", "/ui/%2E%2E/pyproject.toml", "/ui/../pyproject.toml"):
         assert (await get(api, escape))[0] == 404, escape
+
+
+def test_the_api_refuses_to_listen_off_loopback_with_default_passwords(settings: Settings) -> None:
+    env = {**os.environ, **settings.to_env()}
+    for variable, value in [("ORDERVIEW_API_HOST", "0.0.0.0"), (None, None)]:
+        command = [sys.executable, "-m", "api", "--replicas", "1", "--port", str(free_port())]
+        if variable is None:
+            command += ["--host", "0.0.0.0"]
+        run_env = {**env, variable: value} if variable else env
+        out = subprocess.run(command, env=run_env, capture_output=True, text=True, timeout=30, cwd=ROOT)
+        assert out.returncode == 1
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("[orderview] refusing to start:"), out.stderr

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from psycopg import sql
 
-from orderview.bootstrap import migrate
+from orderview.bootstrap import create_database, drop_database, migrate
 from orderview.settings import Settings
 from tests import support
 
@@ -183,3 +185,42 @@ def test_missing_java_is_one_clear_sentence_not_a_stack_trace(tmp_path: Path) ->
     assert out.stderr.strip().splitlines() == [
         "[orderview] Java 17+ is required to run Kafka: install it (Debian: apt-get install openjdk-17-jre-headless)."
     ]
+
+
+FOREIGN_TABLE = "dba_notes"
+
+
+def test_a_table_the_project_does_not_own_leaves_the_bootstrap_working(settings: Settings) -> None:
+    with psycopg.connect(settings.admin_dsn_for(settings.pg_database), autocommit=True) as admin:
+        admin.execute(f"CREATE TABLE {FOREIGN_TABLE} (note text)")  # owned by the superuser
+        try:
+            migrate(settings)
+            with psycopg.connect(settings.dsn("api")) as conn:
+                conn.execute("SELECT count(*) FROM order_snapshots")
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(f"SELECT * FROM {FOREIGN_TABLE}")
+        finally:
+            admin.execute(f"DROP TABLE {FOREIGN_TABLE}")
+
+
+def test_passwords_with_spaces_and_quotes_work_from_bootstrap_to_query(settings: Settings) -> None:
+    tag = support.unique("")
+    password = """p w'd "x" \\ y"""
+    odd = replace(
+        settings,
+        pg_database=f"orderview_pw_{tag}",
+        **{f"pg_{role}_user": f"orderview_{role}_{tag}" for role in ("owner", "projector", "api")},
+        **{f"pg_{role}_password": f"{password} {role}" for role in ("owner", "projector", "api")},
+    )
+    create_database(odd)
+    try:
+        for role in ("owner", "projector", "api"):
+            with psycopg.connect(odd.dsn(role)) as conn:
+                assert conn.execute("SELECT current_user").fetchone()[0] == f"orderview_{role}_{tag}"
+    finally:
+        drop_database(odd)
+        with psycopg.connect(settings.dsn("admin"), autocommit=True) as admin:
+            for role in ("api", "projector", "owner"):
+                admin.execute(
+                    sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(f"orderview_{role}_{tag}"))
+                )
