@@ -17,6 +17,7 @@ from psycopg import sql
 from orderview.bootstrap import create_database, drop_database, migrate
 from orderview.settings import Settings
 from tests import support
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -224,3 +225,51 @@ def test_passwords_with_spaces_and_quotes_work_from_bootstrap_to_query(settings:
                 admin.execute(
                     sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(f"orderview_{role}_{tag}"))
                 )
+
+
+def _postgres_sh(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ROOT / "ops" / "postgres.sh"), command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_a_local_cluster_in_a_private_clone_starts_wants_passwords_and_hides_its_socket(
+    tmp_path: Path,
+) -> None:
+    """A clone under a 0700 directory (as in root's home): the cluster starts anyway; nobody
+    connects without the password, not even on its socket, which only its owner can reach."""
+    private = tmp_path / "home"
+    private.mkdir(mode=0o700)
+    port = str(free_port())
+    env = {**os.environ, "ORDERVIEW_RUN_DIR": str(private / "clone" / ".run"), "ORDERVIEW_PG_PORT": port}
+    where = _postgres_sh("where", env)
+    assert where.returncode == 0, where.stderr
+    cluster = Path(where.stdout.strip())
+    assert (cluster.is_absolute() and cluster.parent.name == "orderview") or cluster.is_relative_to(private)
+    try:
+        started = _postgres_sh("start", env)
+        assert started.returncode == 0, started.stderr
+        sockets = cluster / "socket"
+        owner = (cluster / "data").stat().st_uid
+        assert (sockets.stat().st_mode & 0o777, sockets.stat().st_uid) == (0o700, owner)
+        no_password = {k: v for k, v in env.items() if k != "PGPASSWORD"}
+        for host in (str(sockets), "127.0.0.1"):
+            refused = subprocess.run(
+                ["psql", "-X", "-w", "-h", host, "-p", port, "-U", "postgres", "-c", "select 1"],
+                env=no_password,
+                capture_output=True,
+                text=True,
+            )
+            assert refused.returncode != 0 and "password" in refused.stderr, (host, refused.stderr)
+        settings = replace(Settings(), pg_port=int(port))
+        with psycopg.connect(settings.dsn("admin")) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        stopped = _postgres_sh("stop", env)
+        if cluster.parent.name == "orderview":  # outside tmp_path: the cluster's own folder only
+            shutil.rmtree(cluster, ignore_errors=True)
+    assert stopped.returncode == 0, stopped.stderr
