@@ -19,7 +19,7 @@ import orjson
 import psycopg
 from aiohttp import hdrs, web
 
-from api.errors import BadOrderUid, BadQuery, OrderNotFound
+from api.errors import BadOrderUid, BadQuery, DatabaseTimeout, OrderNotFound
 from api.metrics import RouteMetrics
 
 log = logging.getLogger("orderview.api")
@@ -55,7 +55,7 @@ def error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
         return error_response(400, exc.code, str(exc))
     if isinstance(exc, web.HTTPException):
         return _from_http_exception(exc)
-    if isinstance(exc, psycopg.OperationalError):  # the pool's timeout is one too
+    if isinstance(exc, psycopg.OperationalError | DatabaseTimeout):  # the pool's timeout is one too
         log.warning("database unavailable: %s", exc)
         return error_response(503, "unavailable", "the order database is unavailable, retry later")
     log.error(

@@ -16,6 +16,7 @@ from api.cache import OrderCache
 from api.freshness import Freshness
 from api.loader import OrderLoader
 from api.metrics import ApiMetrics
+from api.missing import MissingOrders
 from orderview.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -61,12 +62,21 @@ async def pg_context(app: web.Application) -> AsyncIterator[None]:
 async def cache_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     cache = OrderCache(settings.cache_max_entries, settings.cache_max_bytes)
+    missing = MissingOrders(settings.api_not_found_max_entries, settings.api_not_found_ttl_s)
     loader = OrderLoader(
-        app[POOL], cache, app[METRICS], settings.api_miss_batch_window_s, settings.api_miss_batch_max
+        app[POOL],
+        cache,
+        missing,
+        app[METRICS],
+        settings.api_miss_batch_window_s,
+        settings.api_miss_batch_max,
+        settings.api_miss_lookups_max,
+        settings.api_db_timeout_s,
     )
     app[CACHE] = cache
     app[LOADER] = loader
     app[METRICS].cache.cache = cache
+    app[METRICS].cache.missing = missing
     yield
     await loader.close()
 

@@ -66,6 +66,10 @@ class Settings:
     api_pool_size: int = 4
     # Every database call of a request answers within this, or the request answers 503.
     api_db_timeout_s: float = 3.0
+    api_miss_lookups_max: int = 2
+    # Unknown order_uids are remembered this long (and forgotten by the order's NOTIFY).
+    api_not_found_max_entries: int = 100_000
+    api_not_found_ttl_s: float = 60.0
     # Cache misses arriving within this window, or while a lookup is in flight, share one query
     # (0.2 ms: invisible next to the query itself, enough to gather a burst).
     api_miss_batch_window_s: float = 0.0002
