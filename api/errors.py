@@ -28,3 +28,10 @@ class DatabaseTimeout(Exception):
 
     def __init__(self) -> None:
         super().__init__("the order database did not answer in time")
+
+
+class UnknownHost(Exception):
+    """The Host header names no host of ORDERVIEW_API_ALLOWED_HOSTS."""
+
+    def __init__(self) -> None:
+        super().__init__("this server does not answer for that host name")

@@ -16,7 +16,8 @@ from api.answers import Handler, error_answer
 from api.contexts import CACHE, FRESHNESS, LOADER, METRICS, POOL, SETTINGS
 from api.cursor import decode_cursor, encode_cursor, parse_limit
 from api.deadline import within
-from api.errors import BadOrderUid
+from api.edge import SECURITY_HEADERS, VARY, Cors, HostGuard
+from api.errors import BadOrderUid, UnknownHost
 from api.metrics import RouteMetrics
 from schemas import ORDER_UID_RE
 
@@ -45,17 +46,22 @@ def _etag_matches(if_none_match: str, etag: str) -> bool:
     return False
 
 
-def order_handler(metrics: RouteMetrics) -> Handler:
+def order_handler(metrics: RouteMetrics, hosts: HostGuard | None, cors: Cors | None) -> Handler:
     """GET and HEAD /order/{order_uid}: the hot path.
 
     It does itself what `answering` does for the other routes (time, count, answer exceptions
-    with the same `error_answer`): one coroutine less per request, ~0.6 µs of a ~5 µs dispatch.
+    with the same `error_answer`, Host and CORS when configured): one coroutine less per
+    request, ~0.6 µs of a ~5 µs dispatch. The security headers are in the entry's headers.
     """
     observe = metrics.observe
+    refuses = hosts.refuses if hosts is not None else None
+    apply_cors = cors.apply if cors is not None else None
 
     async def get_order(request: web.Request) -> web.StreamResponse:
         started = perf_counter()
         try:
+            if refuses is not None and refuses(request):
+                raise UnknownHost()
             uid = request.match_info["order_uid"]
             app = request.app
             # Only valid order_uids are ever cached, so a hit needs no validation.
@@ -74,6 +80,8 @@ def order_handler(metrics: RouteMetrics) -> Handler:
                 response = web.Response(body=entry.body, headers=headers)
         except Exception as exc:
             response = error_answer(request, exc)
+        if apply_cors is not None:
+            apply_cors(request, response)
         observe(response.status, perf_counter() - started)
         return response
 
@@ -81,7 +89,7 @@ def order_handler(metrics: RouteMetrics) -> Handler:
 
 
 def _not_modified_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
-    return {hdrs.ETAG: headers[hdrs.ETAG], "X-Cache": headers["X-Cache"]}
+    return {hdrs.ETAG: headers[hdrs.ETAG], "X-Cache": headers["X-Cache"], **VARY, **SECURITY_HEADERS}
 
 
 async def list_orders(request: web.Request) -> web.Response:

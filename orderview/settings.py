@@ -70,6 +70,10 @@ class Settings:
     # Unknown order_uids are remembered this long (and forgotten by the order's NOTIFY).
     api_not_found_max_entries: int = 100_000
     api_not_found_ttl_s: float = 60.0
+    # Comma-separated. Host names the API answers for (others get 421); empty: any.
+    api_allowed_hosts: str = ""
+    # Comma-separated. Origins whose pages may call the API (`*` any, `null` file pages); empty: none.
+    api_cors_origins: str = ""
     # Cache misses arriving within this window, or while a lookup is in flight, share one query
     # (0.2 ms: invisible next to the query itself, enough to gather a burst).
     api_miss_batch_window_s: float = 0.0002

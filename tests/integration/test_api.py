@@ -419,3 +419,77 @@ def test_the_api_refuses_to_listen_off_loopback_with_default_passwords(settings:
         assert out.returncode == 1
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("[orderview] refusing to start:"), out.stderr
+
+
+SECURITY = {
+    "Content-Security-Policy": "default-src 'self'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'; object-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def test_every_answer_carries_the_security_headers(api: RunningApi, settings: Settings) -> None:
+    order = new_order("headers")
+    await support.seed_orders(settings, [order])
+    uid = order["order_uid"]
+    _, first, _ = await get(api, f"/order/{uid}")
+    requests = [
+        (f"/order/{uid}", {}),  # a miss, then hits
+        (f"/order/{uid}", {}),
+        (f"/order/{uid}", {"If-None-Match": first["ETag"]}),
+        (f"/order/{support.unique('nobody')}", {}),
+        ("/order/bad%20id", {}),
+        ("/orders", {}),
+        ("/orders?limit=0", {}),
+        ("/", {}),
+        ("/ui/app.js", {}),
+        ("/ui/nothing.js", {}),
+        ("/openapi.json", {}),
+        ("/healthz", {}),
+        ("/readyz", {}),
+        ("/metrics", {}),
+        ("/nope", {}),
+    ]
+    for path, headers in requests:
+        status, answer, _ = await get(api, path, headers=headers)
+        assert {name: answer.get(name) for name in SECURITY} == SECURITY, (path, status)
+    assert (await get(api, "/order/x", "POST"))[1]["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_hosts_off_the_allow_list_get_421(settings: Settings) -> None:
+    order = new_order("host")
+    await support.seed_orders(settings, [order])
+    async with running_api(settings, api_allowed_hosts="localhost, 127.0.0.1") as guarded:
+        port = URL(guarded.url).port
+        for path in (f"/order/{order['order_uid']}", "/orders", "/", "/readyz"):
+            for host in ("rebind.example", f"rebind.example:{port}", "127.0.0.1.rebind.example"):
+                status, _, body = await get(guarded, path, headers={"Host": host})
+                assert (status, json.loads(body)["error"]) == (421, "misdirected_request"), (path, host)
+            for host in (f"127.0.0.1:{port}", f"LOCALHOST:{port}", "localhost"):
+                assert (await get(guarded, path, headers={"Host": host}))[0] == 200, (path, host)
+
+
+async def test_cors_answers_allowed_origins_only(api: RunningApi, settings: Settings) -> None:
+    order = new_order("cors")
+    await support.seed_orders(settings, [order])
+    path = f"/order/{order['order_uid']}"
+    shop, other = "https://shop.example", "https://evil.example"
+    preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "if-none-match"}
+    async with running_api(settings, api_cors_origins=f"{shop},null") as open_api:
+        for request_path in (path, path, "/orders", f"/order/{support.unique('nobody')}"):
+            _, headers, _ = await get(open_api, request_path, headers={"Origin": shop})
+            assert headers["Access-Control-Allow-Origin"] == shop
+            assert headers["Access-Control-Expose-Headers"] == "ETag, X-Cache"
+            assert headers["Vary"] == "Origin"
+            _, headers, _ = await get(open_api, request_path, headers={"Origin": other})
+            assert "Access-Control-Allow-Origin" not in headers
+        status, headers, _ = await get(open_api, path, "OPTIONS", headers={"Origin": "null", **preflight})
+        assert (status, headers["Access-Control-Allow-Origin"]) == (204, "null")
+        assert "GET" in headers["Access-Control-Allow-Methods"]
+        assert "if-none-match" in headers["Access-Control-Allow-Headers"]
+        status, headers, _ = await get(open_api, path, "OPTIONS", headers={"Origin": other, **preflight})
+        assert status == 403 and "Access-Control-Allow-Origin" not in headers
+    status, headers, _ = await get(api, path, "OPTIONS", headers={"Origin": shop, **preflight})
+    assert status == 405 and "Access-Control-Allow-Origin" not in headers  # none allowed by default
+    assert "Access-Control-Allow-Origin" not in (await get(api, path, headers={"Origin": shop}))[1]
