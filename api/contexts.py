@@ -17,6 +17,7 @@ from api.freshness import Freshness
 from api.loader import OrderLoader
 from api.metrics import ApiMetrics
 from api.missing import MissingOrders
+from api.scrape import FLUSH_INTERVAL_S, OwnOnly, ReplicaFiles
 from orderview.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -25,6 +26,7 @@ POOL = web.AppKey("pool", AsyncConnectionPool)
 CACHE = web.AppKey("cache", OrderCache)
 LOADER = web.AppKey("loader", OrderLoader)
 FRESHNESS = web.AppKey("freshness", Freshness)
+SCRAPE = web.AppKey("scrape", ReplicaFiles | OwnOnly)
 
 POOL_APPLICATION_NAME = "orderview-api"
 # The role can only read anyway; read-only transactions say so to anyone reading pg_stat_activity.
@@ -88,6 +90,21 @@ async def freshness_context(app: web.Application) -> AsyncIterator[None]:
     )
     app[FRESHNESS] = freshness
     task = asyncio.create_task(freshness.run(), name="orderview-api-freshness")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def scrape_context(app: web.Application) -> AsyncIterator[None]:
+    """Keeps this replica's metrics file fresh for the scrapes its siblings answer."""
+    scrape = app[SCRAPE]
+
+    async def flush() -> None:
+        while True:
+            scrape.write()
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+
+    task = asyncio.create_task(flush(), name="orderview-api-metrics-file")
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

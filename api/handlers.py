@@ -9,11 +9,11 @@ from time import perf_counter
 import orjson
 from aiohttp import hdrs, web
 from multidict import CIMultiDictProxy
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api import views
 from api.answers import Handler, error_answer
-from api.contexts import CACHE, FRESHNESS, LOADER, METRICS, POOL, SETTINGS
+from api.contexts import CACHE, FRESHNESS, LOADER, METRICS, POOL, SCRAPE, SETTINGS
 from api.cursor import decode_cursor, encode_cursor, parse_limit
 from api.deadline import within
 from api.edge import SECURITY_HEADERS, VARY, Cors, HostGuard
@@ -129,7 +129,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    """Every replica's metrics, each series labelled with its replica (api/scrape.py)."""
+    body = request.app[SCRAPE].exposition()
     return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from api import views
@@ -345,19 +346,27 @@ async def test_health_readiness_and_metrics(api: RunningApi) -> None:
     status, headers, body = await get(api, "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     text = body.decode()
-    for name in (
-        'orderview_api_requests_total{route="/order/{order_uid}",status="404"}',
-        'orderview_api_request_seconds_bucket{le="0.0001",route="/order/{order_uid}",status="404"}',
-        "orderview_api_cache_hits_total",
-        "orderview_api_cache_misses_total",
-        "orderview_api_cache_evictions_total",
-        "orderview_api_cache_entries",
-        "orderview_api_cache_bytes",
-        'orderview_api_invalidations_total{action="refreshed"}',
-        'orderview_api_db_queries_total{kind="lookup"}',
-        "orderview_api_listen_connected 1.0",
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    route_404 = (("route", "/order/{order_uid}"), ("status", "404"))
+    for name, labels in (  # one replica on its own: replica="0"
+        ("orderview_api_requests_total", route_404),
+        ("orderview_api_request_seconds_bucket", (("le", "0.0001"), *route_404)),
+        ("orderview_api_cache_hits_total", ()),
+        ("orderview_api_cache_misses_total", ()),
+        ("orderview_api_cache_evictions_total", ()),
+        ("orderview_api_cache_entries", ()),
+        ("orderview_api_cache_bytes", ()),
+        ("orderview_api_not_found_cached_total", ()),
+        ("orderview_api_invalidations_total", (("action", "refreshed"),)),
+        ("orderview_api_db_queries_total", (("kind", "lookup"),)),
+        ("orderview_api_listen_connected", ()),
     ):
-        assert name in text, name
+        assert (name, tuple(sorted((*labels, ("replica", "0"))))) in samples, name
+    assert samples[("orderview_api_listen_connected", (("replica", "0"),))] == 1.0
 
 
 async def test_readiness_says_why_when_the_database_is_unreachable(settings: Settings) -> None:
