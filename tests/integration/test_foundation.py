@@ -155,15 +155,36 @@ def test_compose_file_describes_the_same_stack_with_real_settings() -> None:
     assert {"kafka", "postgres", "bootstrap", "projector", "api", "emulator", "prometheus"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
     assert services["postgres"]["image"].startswith("postgres:")
-    assert "8081:8081" in services["api"]["ports"]
+    assert "${ORDERVIEW_PUBLISH_ADDRESS:-127.0.0.1}:8081:8081" in services["api"]["ports"]
+    for name, service in services.items():  # published on loopback unless told otherwise
+        for port in service.get("ports", []):
+            assert port.startswith("${ORDERVIEW_PUBLISH_ADDRESS:-127.0.0.1}:"), (name, port)
+    for name in ("bootstrap", "projector", "api", "emulator"):  # no default passwords to refuse
+        environment = services[name]["environment"]
+        for role in ("ADMIN", "OWNER", "PROJECTOR", "API"):
+            assert environment[f"ORDERVIEW_PG_{role}_PASSWORD"].startswith(
+                f"${{ORDERVIEW_PG_{role}_PASSWORD:?"
+            ), name
+    users = [
+        line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("USER ")
+    ]
+    assert users and users[-1] not in ("root", "0"), "the image runs as a non-root user"
+    scraped = yaml.safe_load((ROOT / "ops" / "prometheus.yml").read_text())["scrape_configs"]
+    assert {job["job_name"] for job in scraped} == {"orderview-api", "orderview-projector"}
     known = set(Settings().to_env())
     for name, service in services.items():
         for variable in service.get("environment", {}):
             if variable.startswith("ORDERVIEW_"):
                 assert variable in known, f"{name}: {variable} is not a setting"
     if (compose_cli := _docker_compose()) is not None:
+        passwords = {
+            f"ORDERVIEW_PG_{role}_PASSWORD": "x y" for role in ("ADMIN", "OWNER", "PROJECTOR", "API")
+        }
         out = subprocess.run(
-            [*compose_cli, "-f", str(ROOT / "compose.yaml"), "config", "-q"], capture_output=True, text=True
+            [*compose_cli, "-f", str(ROOT / "compose.yaml"), "config", "-q"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **passwords},
         )
         assert out.returncode == 0, out.stderr
 
