@@ -10,5 +10,8 @@ COPY schemas schemas
 COPY sql sql
 COPY ui ui
 COPY examples examples
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin orderview
+# Nothing here needs root: the services run as an unprivileged user.
+USER 10001
 ENV ORDERVIEW_API_HOST=0.0.0.0

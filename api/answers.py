@@ -19,14 +19,16 @@ import orjson
 import psycopg
 from aiohttp import hdrs, web
 
-from api.errors import BadOrderUid, BadQuery, OrderNotFound
+from api.edge import SECURITY_HEADERS, VARY, Cors, HostGuard
+from api.errors import BadOrderUid, BadQuery, DatabaseTimeout, OrderNotFound, UnknownHost
 from api.metrics import RouteMetrics
 
 log = logging.getLogger("orderview.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_JSON_HEADERS = {hdrs.CONTENT_TYPE: "application/json"}
+_JSON_HEADERS = {hdrs.CONTENT_TYPE: "application/json", **VARY, **SECURITY_HEADERS}
+_EDGE_HEADERS = {**VARY, **SECURITY_HEADERS}
 _HTTP_ERROR_CODES = {403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
 
 
@@ -53,9 +55,11 @@ def error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
         return error_response(400, "bad_order_uid", str(exc))
     if isinstance(exc, BadQuery):
         return error_response(400, exc.code, str(exc))
+    if isinstance(exc, UnknownHost):
+        return error_response(421, "misdirected_request", str(exc))
     if isinstance(exc, web.HTTPException):
         return _from_http_exception(exc)
-    if isinstance(exc, psycopg.OperationalError):  # the pool's timeout is one too
+    if isinstance(exc, psycopg.OperationalError | DatabaseTimeout):  # the pool's timeout is one too
         log.warning("database unavailable: %s", exc)
         return error_response(503, "unavailable", "the order database is unavailable, retry later")
     log.error(
@@ -67,24 +71,45 @@ def error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
     return error_response(500, "internal", "internal error")
 
 
-def answering(handler: Handler, metrics: RouteMetrics) -> Handler:
-    """`handler`, timed and counted, with its exceptions answered by `error_answer`."""
+def answering(handler: Handler, metrics: RouteMetrics, hosts: HostGuard | None, cors: Cors | None) -> Handler:
+    """`handler`, timed and counted, behind the Host allow-list, with its exceptions answered by
+    `error_answer`, and every answer with the security headers (and CORS's, when allowed)."""
     observe = metrics.observe
 
     async def answer(request: web.Request) -> web.StreamResponse:
         started = perf_counter()
         try:
+            if hosts is not None and hosts.refuses(request):
+                raise UnknownHost()
             response = await handler(request)
         except Exception as exc:
             response = error_answer(request, exc)
+        response.headers.update(_EDGE_HEADERS)
+        if cors is not None:
+            cors.apply(request, response)
         observe(response.status, perf_counter() - started)
         return response
 
     return answer
 
 
-async def fallback(request: web.Request) -> web.Response:
-    """No route for this method and path: 405 if the path exists with other methods, else 404."""
+def fallback(cors: Cors | None) -> Handler:
+    """No route for this method and path: a CORS preflight's answer if it is one, else 405 if
+    the path exists with other methods, else 404."""
+
+    async def unmatched(request: web.Request) -> web.Response:
+        if request.method == hdrs.METH_OPTIONS and cors is not None:
+            allowed = cors.preflight(request)
+            if allowed:
+                return web.Response(status=204, headers=cors.preflight_headers(request))
+            if allowed is False:
+                return error_response(403, "cors_refused", "this origin, method or header is not allowed")
+        return await no_route(request)
+
+    return unmatched
+
+
+async def no_route(request: web.Request) -> web.Response:
     allowed: set[str] = set()
     for resource in request.app.router.resources():
         if resource is not request.match_info.route.resource:

@@ -13,6 +13,7 @@ from datetime import datetime
 from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from api.edge import SECURITY_HEADERS, VARY
 from api.encoding import strong_etag
 
 # Besides the body and key: the entry, its ETag, two header maps and the dict slot (measured
@@ -23,7 +24,11 @@ _JSON = "application/json"
 
 
 def _headers(etag: str, x_cache: str) -> CIMultiDictProxy[str]:
-    return CIMultiDictProxy(CIMultiDict({hdrs.CONTENT_TYPE: _JSON, hdrs.ETAG: etag, "X-Cache": x_cache}))
+    return CIMultiDictProxy(
+        CIMultiDict(
+            {hdrs.CONTENT_TYPE: _JSON, hdrs.ETAG: etag, "X-Cache": x_cache, **VARY, **SECURITY_HEADERS}
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,3 +21,17 @@ class BadQuery(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class DatabaseTimeout(Exception):
+    """The database did not answer within the deadline (api_db_timeout_s)."""
+
+    def __init__(self) -> None:
+        super().__init__("the order database did not answer in time")
+
+
+class UnknownHost(Exception):
+    """The Host header names no host of ORDERVIEW_API_ALLOWED_HOSTS."""
+
+    def __init__(self) -> None:
+        super().__init__("this server does not answer for that host name")

@@ -18,6 +18,7 @@ import gc
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from time import monotonic
 
 import psycopg
 from psycopg import sql
@@ -44,16 +45,17 @@ class Freshness:
         cache: OrderCache,
         loader: OrderLoader,
         metrics: ApiMetrics,
-        connect_kwargs: dict,
+        dsn: str,
     ) -> None:
         self._settings = settings
         self._pool = pool
         self._cache = cache
         self._loader = loader
         self._metrics = metrics
-        self._connect_kwargs = connect_kwargs
+        self._dsn = dsn
         self._listen = sql.SQL("LISTEN {}").format(sql.Identifier(settings.notify_channel))
         self._alive_at: datetime | None = None  # database time of the last heartbeat
+        self._answered_at = 0.0  # monotonic time of the last heartbeat
         self.connected = False
         self.warmed = False
         self.problem: str | None = "LISTEN connection not established yet"
@@ -64,32 +66,36 @@ class Freshness:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._settings.dsn("api"),
-                    autocommit=True,
-                    application_name=LISTEN_APPLICATION_NAME,
-                    **self._connect_kwargs,
+                    self._dsn, autocommit=True, application_name=LISTEN_APPLICATION_NAME
                 ) as conn:
                     await conn.execute(self._listen)
                     listening_at = await self._heartbeat(conn)
                     self._set_connected(True)
-                    self._loader.fill_cache = True
+                    self._loader.listening(True)
                     await self._catch_up()
                     self._alive_at = listening_at
                     self.problem = None
                     delay = FIRST_RETRY_S
                     await self._consume(conn)
             except Exception as exc:  # whatever it was, the loop must go on
-                self.problem = f"LISTEN connection lost: {type(exc).__name__}: {exc}"
+                # /readyz shows `problem` to anyone: no exception text (hosts, users) in it.
+                self.problem = "LISTEN connection down: the database is unreachable or refused it"
                 log.warning("LISTEN connection failed, retrying in %.1fs: %r", delay, exc)
             if self.connected:
                 self._metrics.listen_reconnects.inc()
             self._set_connected(False)
+            self._loader.listening(False)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._settings.api_listen_retry_max_s)
 
     @property
     def ready(self) -> bool:
-        return self.connected and self.warmed and self.problem is None
+        return self.connected and self.warmed and self.problem is None and not self.stale
+
+    @property
+    def stale(self) -> bool:
+        """No heartbeat answered for three intervals: the database has stopped answering."""
+        return monotonic() - self._answered_at > 3 * max(1.0, self._settings.api_listen_heartbeat_s)
 
     def _set_connected(self, up: bool) -> None:
         self.connected = up
@@ -113,7 +119,9 @@ class Freshness:
     async def _heartbeat(self, conn: psycopg.AsyncConnection) -> datetime:
         # A silently dropped connection would block forever; a live one answers in ms.
         async with asyncio.timeout(max(5.0, 5 * self._settings.api_listen_heartbeat_s)):
-            return await views.db_now(conn)
+            now = await views.db_now(conn)
+        self._answered_at = monotonic()
+        return now
 
     async def warm_up(self) -> int:
         """Fill the cache with the most recently updated orders, until it is full."""

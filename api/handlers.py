@@ -3,25 +3,25 @@ Response built from bytes and headers computed when the entry was cached."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from time import perf_counter
 
 import orjson
 from aiohttp import hdrs, web
 from multidict import CIMultiDictProxy
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api import views
 from api.answers import Handler, error_answer
-from api.contexts import CACHE, FRESHNESS, LOADER, METRICS, POOL
+from api.contexts import CACHE, FRESHNESS, LOADER, METRICS, POOL, SCRAPE, SETTINGS
 from api.cursor import decode_cursor, encode_cursor, parse_limit
-from api.errors import BadOrderUid
+from api.deadline import within
+from api.edge import SECURITY_HEADERS, VARY, Cors, HostGuard
+from api.errors import BadOrderUid, UnknownHost
 from api.metrics import RouteMetrics
 from schemas import ORDER_UID_RE
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
-READY_PING_TIMEOUT_S = 2.0
 
 _valid_uid = ORDER_UID_RE.match
 _JSON_HEADERS = {hdrs.CONTENT_TYPE: "application/json"}
@@ -46,17 +46,22 @@ def _etag_matches(if_none_match: str, etag: str) -> bool:
     return False
 
 
-def order_handler(metrics: RouteMetrics) -> Handler:
+def order_handler(metrics: RouteMetrics, hosts: HostGuard | None, cors: Cors | None) -> Handler:
     """GET and HEAD /order/{order_uid}: the hot path.
 
     It does itself what `answering` does for the other routes (time, count, answer exceptions
-    with the same `error_answer`): one coroutine less per request, ~0.6 µs of a ~5 µs dispatch.
+    with the same `error_answer`, Host and CORS when configured): one coroutine less per
+    request, ~0.6 µs of a ~5 µs dispatch. The security headers are in the entry's headers.
     """
     observe = metrics.observe
+    refuses = hosts.refuses if hosts is not None else None
+    apply_cors = cors.apply if cors is not None else None
 
     async def get_order(request: web.Request) -> web.StreamResponse:
         started = perf_counter()
         try:
+            if refuses is not None and refuses(request):
+                raise UnknownHost()
             uid = request.match_info["order_uid"]
             app = request.app
             # Only valid order_uids are ever cached, so a hit needs no validation.
@@ -75,6 +80,8 @@ def order_handler(metrics: RouteMetrics) -> Handler:
                 response = web.Response(body=entry.body, headers=headers)
         except Exception as exc:
             response = error_answer(request, exc)
+        if apply_cors is not None:
+            apply_cors(request, response)
         observe(response.status, perf_counter() - started)
         return response
 
@@ -82,15 +89,16 @@ def order_handler(metrics: RouteMetrics) -> Handler:
 
 
 def _not_modified_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
-    return {hdrs.ETAG: headers[hdrs.ETAG], "X-Cache": headers["X-Cache"]}
+    return {hdrs.ETAG: headers[hdrs.ETAG], "X-Cache": headers["X-Cache"], **VARY, **SECURITY_HEADERS}
 
 
 async def list_orders(request: web.Request) -> web.Response:
     query = request.query
     limit = parse_limit(query.get("limit"))
     before = decode_cursor(query.get("before"))
-    request.app[METRICS].db_queries["list"].inc()
-    rows = await views.recent_orders(request.app[POOL], limit + 1, before)
+    app = request.app
+    app[METRICS].db_queries["list"].inc()
+    rows = await within(app[SETTINGS].api_db_timeout_s, views.recent_orders(app[POOL], limit + 1, before))
     page = rows[:limit]
     last = page[-1] if len(rows) > limit else None
     next_before = encode_cursor(last["updated_at"], last["order_uid"]) if last else None
@@ -101,21 +109,19 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.Response(body=_ALIVE, headers=_JSON_HEADERS)
 
 
-async def not_ready_reason(app: web.Application) -> str | None:
+def not_ready_reason(app: web.Application) -> str | None:
+    """From what the LISTEN connection's heartbeat already knows: a probe costs no query, so a
+    flood of probes cannot starve the pool."""
     freshness = app[FRESHNESS]
-    if not freshness.ready:
-        return freshness.problem or "LISTEN connection down"
-    app[METRICS].db_queries["ping"].inc()
-    try:
-        async with asyncio.timeout(READY_PING_TIMEOUT_S):
-            await views.ping(app[POOL])
-    except Exception as exc:
-        return f"database unreachable: {type(exc).__name__}: {exc}"
-    return None
+    if freshness.ready:
+        return None
+    if freshness.stale and freshness.problem is None:
+        return "the database has stopped answering"
+    return freshness.problem or "LISTEN connection down"
 
 
 async def readyz(request: web.Request) -> web.Response:
-    reason = await not_ready_reason(request.app)
+    reason = not_ready_reason(request.app)
     request.app[METRICS].ready.set(0 if reason else 1)
     if reason is None:
         return web.Response(body=_READY, headers=_JSON_HEADERS)
@@ -123,7 +129,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    """Every replica's metrics, each series labelled with its replica (api/scrape.py)."""
+    body = request.app[SCRAPE].exposition()
     return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
 
 

@@ -1,8 +1,11 @@
 """Cache misses, coalesced: one query for many order_uids, one future per order_uid.
 
-A miss waits a short window (or for the query in flight to finish), then every order_uid
-gathered so far is read with a single `WHERE order_uid = ANY(...)`. Concurrent requests for
-the same order_uid share one future (single flight).
+A miss waits a short window (or for a free lookup slot), then every order_uid gathered so far is
+read with a single `WHERE order_uid = ANY(...)`. Up to `max_in_flight` such lookups run at once,
+so one slow query does not hold up every miss. Concurrent requests for the same order_uid share
+one future (single flight). Every wait has a deadline: a request whose lookup has not answered by
+then gets DatabaseTimeout (a 503), while the lookup itself is cancelled in the background.
+Ids found absent are remembered for a while (api/missing.py).
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import views
 from api.cache import CachedOrder, OrderCache
-from api.errors import OrderNotFound
+from api.errors import DatabaseTimeout, OrderNotFound
 from api.metrics import ApiMetrics
+from api.missing import MissingOrders
 
 log = logging.getLogger("orderview.api.loader")
 
@@ -27,29 +31,46 @@ def _mark_retrieved(future: asyncio.Future) -> None:
         future.exception()
 
 
+class _Lookup:
+    """One query in flight: its order_uids, and those of them that changed meanwhile."""
+
+    __slots__ = ("changed", "uids")
+
+    def __init__(self, uids: list[str]) -> None:
+        self.uids = frozenset(uids)
+        self.changed: set[str] = set()
+
+
 class OrderLoader:
     def __init__(
         self,
         pool: AsyncConnectionPool,
         cache: OrderCache,
+        missing: MissingOrders,
         metrics: ApiMetrics,
         window_s: float,
         max_batch: int,
+        max_in_flight: int,
+        deadline_s: float,
     ) -> None:
         self._pool = pool
         self._cache = cache
+        self._missing = missing
         self._metrics = metrics
         self._window_s = window_s
         self._max_batch = max(1, max_batch)
+        self._slots = asyncio.Semaphore(max(1, max_in_flight))
+        self._deadline_s = deadline_s
         self._waiting: dict[str, asyncio.Future[CachedOrder | None]] = {}
         self._queue: list[str] = []
         self._worker: asyncio.Task | None = None
-        self._in_flight: frozenset[str] = frozenset()
-        self._changed_in_flight: set[str] = set()
+        self._lookups: dict[asyncio.Task, _Lookup] = {}
         # Off until the LISTEN connection is up: a result read before it could go stale unseen.
         self.fill_cache = False
 
     async def load(self, order_uid: str) -> CachedOrder:
+        if self._missing.known(order_uid):
+            raise OrderNotFound(order_uid)
         future = self._waiting.get(order_uid)
         if future is None:
             future = asyncio.get_running_loop().create_future()
@@ -58,20 +79,32 @@ class OrderLoader:
             self._queue.append(order_uid)
             if self._worker is None:
                 self._worker = asyncio.create_task(self._drain(), name="orderview-api-lookups")
-        entry = await asyncio.shield(future)
+        try:
+            async with asyncio.timeout(self._deadline_s):
+                entry = await asyncio.shield(future)
+        except TimeoutError:
+            raise DatabaseTimeout() from None
         if entry is None:
             raise OrderNotFound(order_uid)
         return entry
 
+    def listening(self, up: bool) -> None:
+        """LISTEN is up (results can be kept: their changes will be heard) or down."""
+        self.fill_cache = up or self.fill_cache  # the re-sync on reconnect covers cached orders
+        self._missing.trust(up)
+
     def changed(self, order_uids: Iterable[str]) -> None:
-        """Orders changed (a notification): results of the query in flight for them are stale."""
-        if self._in_flight:
-            self._changed_in_flight.update(uid for uid in order_uids if uid in self._in_flight)
+        """Orders changed (a notification): they exist, and results in flight for them are stale."""
+        uids = list(order_uids)
+        self._missing.forget(uids)
+        for lookup in self._lookups.values():
+            lookup.changed.update(uid for uid in uids if uid in lookup.uids)
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        tasks = [t for t in (self._worker, *self._lookups) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for future in self._waiting.values():
             future.cancel()
 
@@ -79,33 +112,43 @@ class OrderLoader:
         try:
             await asyncio.sleep(self._window_s)
             while self._queue:
+                await self._slots.acquire()  # misses keep gathering while every slot is busy
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
-                await self._lookup(batch)
+                task = asyncio.create_task(self._lookup(batch), name="orderview-api-lookup")
+                self._lookups[task] = _Lookup(batch)
+                task.add_done_callback(self._done)
         finally:
             self._worker = None
 
+    def _done(self, task: asyncio.Task) -> None:
+        del self._lookups[task]
+        self._slots.release()
+
     async def _lookup(self, batch: list[str]) -> None:
-        self._in_flight = frozenset(batch)
-        self._changed_in_flight.clear()
         fill_cache = self.fill_cache and self._cache.enabled
+        epoch = self._missing.epoch
         self._metrics.db_queries["lookup"].inc()
         self._metrics.lookup_batch.observe(len(batch))
         try:
-            rows = await views.snapshots_by_uid(self._pool, batch)
+            async with asyncio.timeout(self._deadline_s):
+                rows = await views.snapshots_by_uid(self._pool, batch)
             found = {uid: CachedOrder.from_snapshot(uid, body, at) for uid, body, at in rows}
-        except Exception as exc:  # each waiter gets it; api/answers.py turns it into a 503
-            log.warning("order lookup failed: %s", exc)
+        except (Exception, asyncio.CancelledError) as exc:  # each waiter gets it: a 503
+            log.warning("order lookup failed: %r", exc)
+            failure = DatabaseTimeout() if isinstance(exc, TimeoutError | asyncio.CancelledError) else exc
             for uid in batch:
                 future = self._waiting.pop(uid)
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(failure)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             return
-        finally:
-            self._in_flight = frozenset()
+        changed = self._lookups[asyncio.current_task()].changed  # type: ignore[index]
+        self._missing.add((uid for uid in batch if uid not in found and uid not in changed), epoch)
         for uid in batch:
             entry = found.get(uid)
-            if entry is not None and fill_cache and uid not in self._changed_in_flight:
+            if entry is not None and fill_cache and uid not in changed:
                 self._cache.put(entry)
             future = self._waiting.pop(uid)
             if not future.done():

@@ -15,15 +15,26 @@ import logging
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import uvloop
 from aiohttp import web
 
-from api.contexts import METRICS, SETTINGS, cache_context, freshness_context, pg_context
+from api.contexts import (
+    METRICS,
+    SCRAPE,
+    SETTINGS,
+    cache_context,
+    freshness_context,
+    pg_context,
+    scrape_context,
+)
 from api.metrics import ApiMetrics
 from api.routes import setup_routes
+from api.scrape import OwnOnly, ReplicaFiles
 from orderview import jsonlog
 from orderview.settings import Settings, get_settings
 
@@ -32,11 +43,17 @@ log = logging.getLogger("orderview.api")
 RESTART_DELAY_S = 1.0
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, replica: str = "0", metrics_dir: Path | None = None) -> web.Application:
+    """One replica's app. With `metrics_dir` (from the supervisor), /metrics shows every replica."""
     metrics = ApiMetrics()
     app = web.Application()
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    if metrics_dir is None:
+        app[SCRAPE] = OwnOnly(metrics.registry, replica)
+    else:
+        app[SCRAPE] = ReplicaFiles(metrics_dir, metrics.registry, replica)
+        app.cleanup_ctx.append(scrape_context)
     app.cleanup_ctx.append(pg_context)
     app.cleanup_ctx.append(cache_context)
     app.cleanup_ctx.append(freshness_context)
@@ -44,11 +61,13 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(
+    settings: Settings, host: str, port: int, replica: str = "0", metrics_dir: Path | None = None
+) -> None:
     """One replica, on uvloop. No access log: /metrics counts every request, and a log line
     per request would cost more than the cache hit it records."""
     web.run_app(
-        create_app(settings),
+        create_app(settings, replica, metrics_dir),
         host=host,
         port=port,
         reuse_port=True,
@@ -60,9 +79,20 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
 
 def supervise(host: str, port: int, replicas: int) -> int:
-    """Run `replicas` single-replica processes on one port; restart any that exits."""
-    command = [sys.executable, "-m", "api", "--host", host, "--port", str(port), "--replicas", "1"]
-    children = [subprocess.Popen(command) for _ in range(replicas)]
+    """Run `replicas` single-replica processes on one port; restart any that exits. They share
+    a directory of metrics files, so a scrape of any sees them all."""
+    with tempfile.TemporaryDirectory(prefix="orderview-api-metrics-") as metrics_dir:
+        return _supervise(host, port, replicas, metrics_dir)
+
+
+def _supervise(host: str, port: int, replicas: int, metrics_dir: str) -> int:
+    def command(replica: int) -> list[str]:
+        return [
+            *(sys.executable, "-m", "api", "--host", host, "--port", str(port), "--replicas", "1"),
+            *("--replica", str(replica), "--metrics-dir", metrics_dir),
+        ]
+
+    children = [subprocess.Popen(command(i)) for i in range(replicas)]
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
@@ -83,7 +113,7 @@ def supervise(host: str, port: int, replicas: int) -> int:
                     "api replica exited, restarting", extra={"pid": child.pid, "rc": child.returncode}
                 )
                 time.sleep(RESTART_DELAY_S)
-                children[i] = subprocess.Popen(command)
+                children[i] = subprocess.Popen(command(i))
     for child in children:
         try:
             child.wait(timeout=10)
@@ -93,14 +123,23 @@ def supervise(host: str, port: int, replicas: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValueError as exc:  # a bad value, or default passwords off loopback: one sentence
+        sys.exit(f"[orderview] {exc}")
     parser = argparse.ArgumentParser(prog="python -m api", description="The orderview HTTP API.")
     parser.add_argument("--host", default=settings.api_host)
     parser.add_argument("--port", type=int, default=settings.api_port)
     parser.add_argument("--replicas", type=int, default=settings.api_replicas)
+    parser.add_argument("--replica", default="0", help=argparse.SUPPRESS)  # given by the supervisor
+    parser.add_argument("--metrics-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        settings.refuse_default_passwords(**{"--host": args.host})
+    except ValueError as exc:
+        sys.exit(f"[orderview] {exc}")
     jsonlog.setup(settings.log_level)
     if args.replicas <= 1:
-        serve(settings, args.host, args.port)
+        serve(settings, args.host, args.port, args.replica, args.metrics_dir)
     else:
         sys.exit(supervise(args.host, args.port, args.replicas))

@@ -13,19 +13,28 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from api.cache import OrderCache
+from api.missing import MissingOrders
 
 # A cache hit takes tens of µs in the handler, a miss about a millisecond.
 LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _FIRST_BUCKET = LATENCY_BUCKETS[0]
-QUERY_KINDS = ("lookup", "refresh", "warm_up", "resync", "list", "ping")
+QUERY_KINDS = ("lookup", "refresh", "warm_up", "resync", "list")
 
 
 class CacheCollector(Collector):
     def __init__(self) -> None:
         self.cache: OrderCache | None = None
+        self.missing: MissingOrders | None = None
 
     def collect(self) -> Iterator[Metric]:
-        c = self.cache
+        c, m = self.cache, self.missing
+        if m is not None:
+            yield CounterMetricFamily(
+                "orderview_api_not_found_cached", "Unknown order_uids answered 404 without a query", m.hits
+            )
+            yield GaugeMetricFamily(
+                "orderview_api_not_found_entries", "order_uids remembered as absent", len(m)
+            )
         if c is None:
             return
         yield CounterMetricFamily("orderview_api_cache_hits", "Lookups served from the cache", c.hits)

@@ -68,7 +68,11 @@ SUMMARY = {
         "customer_id": {"type": "string"},
         "name": {"type": "string", "description": "delivery.name"},
         "city": {"type": "string", "description": "delivery.city"},
-        "amount": {"type": "integer", "minimum": 0, "description": "payment.amount, in minor units"},
+        "amount": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "payment.amount, in minor units of currency (1817 USD is 18.17 USD)",
+        },
         "currency": {"type": "string", "description": "payment.currency"},
         "items_count": {"type": "integer", "minimum": 0},
         "updated_at": {
@@ -252,6 +256,8 @@ def document() -> dict[str, Any]:
                 "Orders from the event log, served from an in-process cache kept fresh by "
                 'LISTEN/NOTIFY. Every error is JSON: {"error": code, "message": text}; '
                 "unknown paths answer 404 and unsupported methods 405 in that shape. "
+                "Money (amount, goods_total, delivery_cost, custom_fee, price, total_price) is an "
+                "integer in minor units of payment.currency: 1817 USD is 18.17 USD. "
                 "The viewer's assets are served under /ui/."
             ),
         },

@@ -6,7 +6,8 @@ from aiohttp import hdrs, web
 
 from api import handlers
 from api.answers import Handler, answering, fallback
-from api.contexts import METRICS
+from api.contexts import METRICS, SETTINGS
+from api.edge import Cors, HostGuard
 from api.openapi import document_bytes
 
 
@@ -14,14 +15,16 @@ def setup_routes(app: web.Application) -> None:
     metrics = app[METRICS]
     router = app.router
     openapi = document_bytes()
+    hosts, cors = HostGuard.from_settings(app[SETTINGS]), Cors.from_settings(app[SETTINGS])
 
     async def openapi_json(_request: web.Request) -> web.Response:
         return web.Response(body=openapi, headers={hdrs.CONTENT_TYPE: "application/json"})
 
     def get(path: str, handler: Handler, label: str | None = None) -> None:
-        router.add_get(path, answering(handler, metrics.route(label or path)))
+        router.add_get(path, answering(handler, metrics.route(label or path), hosts, cors))
 
-    router.add_get("/order/{order_uid}", handlers.order_handler(metrics.route("/order/{order_uid}")))
+    order = handlers.order_handler(metrics.route("/order/{order_uid}"), hosts, cors)
+    router.add_get("/order/{order_uid}", order)
     get("/orders", handlers.list_orders)
     get("/healthz", handlers.healthz)
     get("/readyz", handlers.readyz)
@@ -30,4 +33,6 @@ def setup_routes(app: web.Application) -> None:
     get("/", handlers.index)
     get("/ui/{path:.*}", handlers.ui_file, "/ui/")
     # Last: whatever matched nothing above answers a JSON 404 or 405.
-    router.add_route(hdrs.METH_ANY, "/{path:.*}", answering(fallback, metrics.route("unmatched")))
+    router.add_route(
+        hdrs.METH_ANY, "/{path:.*}", answering(fallback(cors), metrics.route("unmatched"), hosts, cors)
+    )

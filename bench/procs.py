@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,6 +33,9 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes, dict[str, str]
         return e.code, e.read(), dict(e.headers)
 
 
+_REPLICA = re.compile(r'replica="[^"]*"')
+
+
 def metric(text: str, name: str) -> float | None:
     """The value of an unlabelled sample (or the sum over labels) in Prometheus text, None if absent."""
     total, found = 0.0, False
@@ -39,6 +43,7 @@ def metric(text: str, name: str) -> float | None:
         if line.startswith("#"):
             continue
         head, _, value = line.rpartition(" ")
+        head = _REPLICA.sub("", head).replace("{,", "{").replace(",}", "}").removesuffix("{}")
         if head == name or head.startswith(name + "{"):
             total += float(value)
             found = True

@@ -120,6 +120,51 @@ def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> No
         "`python -m bench.baseline_server` (same uvloop, reuse_port, no access log, same bodies and headers)"
     )
     results.series["reads"] = {k: (combined[k].rps, combined[k].p50_ms, combined[k].p99_ms) for k in KINDS}
+    say("reads: a flood of random unknown ids")
+    _flood(results, settings, scale, wrk_path)
+
+
+def _flood(results: Results, settings: Settings, scale: Scale, wrk_path: str) -> None:
+    """Random ids no order has, round robin: the first pass asks PostgreSQL once per id (coalesced);
+    after it, the replica remembers them as absent and a flood costs no query."""
+    rng = random.Random(SEED + 1)
+    unknown = [f"flood{rng.getrandbits(64):016x}" for _ in range(scale.read_orders // 5)]
+    ids_file = env.OUT / "flood_ids.txt"
+    ids_file.write_text("\n".join(unknown) + "\n")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    api_settings = dataclasses.replace(settings, api_port=port, api_replicas=1)
+    server = Service(
+        "reads-api-flood", "api", api_settings, ("--port", str(port), "--replicas", "1"), cpus=SERVER_CPU
+    )
+    common = dict(threads=scale.wrk_threads, connections=scale.wrk_connections, cpus=WRK_CPU)
+    with server:
+        server.wait_http(f"{base}/readyz")
+        first = wrk.run(wrk_path, port, ids_file, scale.wrk_warm_seconds + 1, **common)
+        after_first = _api_metrics(base)
+        load = wrk.run(wrk_path, port, ids_file, scale.wrk_seconds, **common)
+        after = _api_metrics(base)
+    if first.requests < len(unknown):
+        results.note(
+            SECTION, f"flood: the first pass sent {first.requests:,} requests for {len(unknown):,} ids."
+        )
+    results.figure(SECTION, "flood: distinct unknown ids", len(unknown), "ids")
+    results.figure(
+        SECTION,
+        "flood: DB lookups, first pass",
+        after_first["lookups"],
+        "queries",
+        note="coalesced, one per id at most",
+    )
+    results.figure(SECTION, "flood: requests after the first pass", load.requests, "requests", note="all 404")
+    results.figure(
+        SECTION,
+        "flood: DB lookups after the first pass",
+        after["lookups"] - after_first["lookups"],
+        "queries",
+        note="unknown ids remembered until their NOTIFY (target 0)",
+    )
+    results.figure(SECTION, "flood req/s", load.rps, "req/s")
 
 
 def _combine(loads: list[wrk.Load]) -> wrk.Load:

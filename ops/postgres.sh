@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
 # PostgreSQL on loopback: the server the settings reach if there is one, else a
 # project-local cluster in .run/pg from Debian's binaries (installed if missing).
-#   ops/postgres.sh start | stop | status
+#   ops/postgres.sh start | stop | status | where
+# The local cluster asks every connection for a password (scram), sockets included, and keeps
+# its socket in a directory only its owner can enter.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-P="$RUN/pg"
-DATA="$P/data"
 export PGPASSWORD="$PG_ADMIN_PASSWORD"
+
+# Root's clusters belong to `postgres`, which must be able to reach them: under a directory it
+# cannot enter (a clone in root's 0700 home), the cluster lives in postgres's home instead.
+cluster_dir() {
+    if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 && ! runuser -u postgres -- test -x "$RUN"; then
+        local home; home=$(getent passwd postgres | cut -d: -f6)
+        echo "$home/orderview/$(printf '%s' "$RUN" | sha1sum | cut -c1-12)"
+    else
+        echo "$RUN/pg"
+    fi
+}
+P=$(cluster_dir)
+DATA="$P/data"
+SOCKETS="$P/socket"
 
 answers() {
     PGCONNECT_TIMEOUT=3 psql -X -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ADMIN_USER" -d postgres -c 'select 1' >/dev/null 2>&1
@@ -36,26 +50,43 @@ as_owner() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+own_dir() {
+    mkdir -p "$1"
+    chmod 700 "$1"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$1"; fi
+}
+
 init_cluster() {
     local bin=$1
-    say "creating a PostgreSQL cluster in .run/pg/data"
-    mkdir -p "$P"
-    [ "$(id -u)" = 0 ] && chown postgres: "$P"
+    [ "$P" = "$RUN/pg" ] || say "user postgres cannot enter $RUN: the cluster lives in $P (ops/postgres.sh where)"
+    say "creating a PostgreSQL cluster in $DATA"
+    own_dir "$P"
     local pwfile="$P/.pw"
-    printf '%s\n' "$PG_ADMIN_PASSWORD" >"$pwfile"
-    [ "$(id -u)" = 0 ] && chown postgres: "$pwfile"
+    (umask 077 && printf '%s\n' "$PG_ADMIN_PASSWORD" >"$pwfile")
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$pwfile"; fi
     as_owner "$bin/initdb" -D "$DATA" -U "$PG_ADMIN_USER" --pwfile="$pwfile" \
-        --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$P/initdb.log" 2>&1 \
+        --auth-local=scram-sha-256 --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$P/initdb.log" 2>&1 \
         || die "initdb failed; see $P/initdb.log"
     rm -f "$pwfile"
-    cat >>"$DATA/postgresql.conf" <<CONF
+}
+
+# Every start: our settings in orderview.conf (included last, so they win), and no `trust`
+# left in pg_hba.conf by a cluster made before local connections needed a password.
+configure() {
+    own_dir "$P"
+    own_dir "$SOCKETS"
+    cat >"$DATA/orderview.conf" <<CONF
 listen_addresses = '$PG_HOST'
 port = $PG_PORT
-unix_socket_directories = '$P'
+unix_socket_directories = '$SOCKETS'
+unix_socket_permissions = 0700
 max_connections = 200
 shared_buffers = 256MB
 logging_collector = off
 CONF
+    grep -qx "include 'orderview.conf'" "$DATA/postgresql.conf" || echo "include 'orderview.conf'" >>"$DATA/postgresql.conf"
+    sed -i -E '/^[[:space:]]*#/!s/[[:space:]]trust[[:space:]]*$/ scram-sha-256/' "$DATA/pg_hba.conf"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$DATA/orderview.conf" "$DATA/pg_hba.conf"; fi
 }
 
 start() {
@@ -63,10 +94,11 @@ start() {
     listening && die "a server listens on $PG_HOST:$PG_PORT but refuses user $PG_ADMIN_USER; set ORDERVIEW_PG_ADMIN_USER/PASSWORD or another ORDERVIEW_PG_PORT."
     local bin; bin=$(bindir)
     [ -f "$DATA/PG_VERSION" ] || init_cluster "$bin"
+    configure
     say "starting PostgreSQL on $PG_HOST:$PG_PORT"
     as_owner "$bin/pg_ctl" -D "$DATA" -l "$P/server.log" -w -t 60 start >/dev/null \
-        || { tail -20 "$P/server.log" >&2; die "PostgreSQL did not start; see .run/pg/server.log"; }
-    wait_for 30 answers || die "PostgreSQL started but does not accept $PG_ADMIN_USER; see .run/pg/server.log"
+        || { tail -20 "$P/server.log" >&2; die "PostgreSQL did not start; see $P/server.log"; }
+    wait_for 30 answers || die "PostgreSQL started but does not accept $PG_ADMIN_USER; see $P/server.log"
     say "PostgreSQL is up"
 }
 
@@ -80,5 +112,6 @@ case "${1:-}" in
     start) start ;;
     stop) stop ;;
     status) [ -f "$DATA/postmaster.pid" ] && echo running || echo stopped ;;
-    *) die "usage: ops/postgres.sh start|stop|status" ;;
+    where) echo "$P" ;;
+    *) die "usage: ops/postgres.sh start|stop|status|where" ;;
 esac

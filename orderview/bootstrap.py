@@ -32,6 +32,13 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 )"""
 APPLIED_MIGRATIONS = "SELECT version FROM schema_migrations"
+# The project's own tables: a DBA's table or a monitoring view in the same schema is not ours to grant.
+OWN_TABLES = """
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm') AND pg_get_userbyid(c.relowner) = current_user
+  AND c.relname <> 'schema_migrations'
+ORDER BY c.relname
+"""
 RECORD_MIGRATION = "INSERT INTO schema_migrations (version) VALUES (%s)"
 
 
@@ -84,21 +91,28 @@ def migrate(settings: Settings) -> list[str]:
 
 
 def grant_role_privileges(conn: psycopg.Connection, settings: Settings) -> None:
-    """The projector writes the read model; the API can only read it."""
-    db = sql.Identifier(settings.pg_database)
-    projector = sql.Identifier(settings.pg_projector_user)
-    api = sql.Identifier(settings.pg_api_user)
+    """The projector writes the read model; the API can only read it. Only the tables the owner
+    role owns are granted on (run as that role, it could not grant on any other)."""
+    roles = {
+        "db": sql.Identifier(settings.pg_database),
+        "projector": sql.Identifier(settings.pg_projector_user),
+        "api": sql.Identifier(settings.pg_api_user),
+    }
     for statement in [
         "REVOKE ALL ON DATABASE {db} FROM PUBLIC",
         "GRANT CONNECT ON DATABASE {db} TO {projector}, {api}",
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
         "GRANT USAGE ON SCHEMA public TO {projector}, {api}",
-        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {api}",
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {projector}",
         "REVOKE ALL ON schema_migrations FROM {projector}, {api}",
         "GRANT SELECT ON schema_migrations TO {api}",
     ]:
-        conn.execute(sql.SQL(statement).format(db=db, projector=projector, api=api))
+        conn.execute(sql.SQL(statement).format(**roles))
+    for (table,) in conn.execute(OWN_TABLES).fetchall():
+        for statement in [
+            "GRANT SELECT ON {table} TO {api}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {projector}",
+        ]:
+            conn.execute(sql.SQL(statement).format(table=sql.Identifier(table), **roles))
 
 
 async def ensure_topics(settings: Settings) -> None:

@@ -8,11 +8,16 @@ local machine after `make up`. README.md › Configuration lists them.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import sys
 from dataclasses import dataclass
 from functools import cache
 
+from psycopg.conninfo import make_conninfo
+
 PREFIX = "ORDERVIEW_"
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,12 @@ class Settings:
     pg_projector_password: str = "orderview_projector"
     pg_api_user: str = "orderview_api"
     pg_api_password: str = "orderview_api"
+    pg_connect_timeout_s: int = 5
+    # A connection that stops answering (a NAT forgot it, a failover) is declared dead within
+    # this many seconds: TCP keepalives while idle, tcp_user_timeout while data is unacknowledged.
+    pg_dead_after_s: int = 15
+    # Server-side limit of one statement of the projector (the API has its own, api_db_timeout_s).
+    projector_statement_timeout_s: float = 60.0
 
     # Projector (its /metrics and /readyz)
     projector_host: str = "127.0.0.1"
@@ -53,6 +64,16 @@ class Settings:
     cache_max_entries: int = 100_000
     cache_max_bytes: int = 256 * 1024 * 1024
     api_pool_size: int = 4
+    # Every database call of a request answers within this, or the request answers 503.
+    api_db_timeout_s: float = 3.0
+    api_miss_lookups_max: int = 2
+    # Unknown order_uids are remembered this long (and forgotten by the order's NOTIFY).
+    api_not_found_max_entries: int = 100_000
+    api_not_found_ttl_s: float = 60.0
+    # Comma-separated. Host names the API answers for (others get 421); empty: any.
+    api_allowed_hosts: str = ""
+    # Comma-separated. Origins whose pages may call the API (`*` any, `null` file pages); empty: none.
+    api_cors_origins: str = ""
     # Cache misses arriving within this window, or while a lookup is in flight, share one query
     # (0.2 ms: invisible next to the query itself, enough to gather a burst).
     api_miss_batch_window_s: float = 0.0002
@@ -78,33 +99,107 @@ class Settings:
             except ValueError:
                 what = "an integer" if kind is int else "a number"
                 raise ValueError(f"{PREFIX}{f.name.upper()} must be {what}, got {raw!r}") from None
-        return cls(**values)
+        settings = cls(**values)
+        settings.refuse_default_passwords()
+        return settings
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes another process read these same settings."""
         return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
-    def dsn(self, role: str) -> str:
-        """libpq connection string for one of the roles: admin, owner, projector, api."""
-        user, password = {
+    def dsn(self, role: str, **server_settings: str | int) -> str:
+        """libpq connection string for one of the roles: admin, owner, projector, api.
+
+        Built from parameters (quoted by psycopg), so any password works. `server_settings`
+        become `-c name=value` options of the session, after the role's own."""
+        user, password = self._credentials(role)
+        database = "postgres" if role == "admin" else self.pg_database
+        return self._dsn(database, user, password, {**self._role_settings(role), **server_settings})
+
+    def admin_dsn_for(self, database: str) -> str:
+        return self._dsn(database, self.pg_admin_user, self.pg_admin_password, {})
+
+    def _credentials(self, role: str) -> tuple[str, str]:
+        return {
             "admin": (self.pg_admin_user, self.pg_admin_password),
             "owner": (self.pg_owner_user, self.pg_owner_password),
             "projector": (self.pg_projector_user, self.pg_projector_password),
             "api": (self.pg_api_user, self.pg_api_password),
         }[role]
-        database = "postgres" if role == "admin" else self.pg_database
-        return self._dsn(database, user, password)
 
-    def admin_dsn_for(self, database: str) -> str:
-        return self._dsn(database, self.pg_admin_user, self.pg_admin_password)
+    def _role_settings(self, role: str) -> dict[str, str | int]:
+        """Deadlines of the long-running services; the bootstrap and migrations have none."""
+        seconds = {"projector": self.projector_statement_timeout_s, "api": self.api_db_timeout_s}.get(role)
+        return {} if seconds is None else {"statement_timeout": max(1, int(seconds * 1000))}
 
-    def _dsn(self, database: str, user: str, password: str) -> str:
-        return (
-            f"host={self.pg_host} port={self.pg_port} dbname={database} "
-            f"user={user} password={password} connect_timeout=5"
+    def _dsn(self, database: str, user: str, password: str, server_settings: dict[str, str | int]) -> str:
+        idle = max(1, self.pg_dead_after_s // 3)
+        options = " ".join(f"-c {name}={value}" for name, value in server_settings.items())
+        return make_conninfo(
+            "",
+            host=self.pg_host,
+            port=self.pg_port,
+            dbname=database,
+            user=user,
+            password=password,
+            connect_timeout=self.pg_connect_timeout_s,
+            keepalives=1,
+            keepalives_idle=idle,
+            keepalives_interval=max(1, (self.pg_dead_after_s - idle) // 3),
+            keepalives_count=3,
+            tcp_user_timeout=self.pg_dead_after_s * 1000,
+            **({"options": options} if options else {}),
         )
+
+    def default_passwords(self) -> list[str]:
+        """The variables of passwords still at their defaults (each equal to its user's name)."""
+        return [
+            PREFIX + f.name.upper()
+            for f in dataclasses.fields(self)
+            if f.name.endswith("_password") and getattr(self, f.name) == f.default
+        ]
+
+    def exposed_hosts(self, **listeners: str) -> list[str]:
+        """The variables among these hosts (and the configured ones) that are not loopback."""
+        hosts = {"ORDERVIEW_API_HOST": self.api_host, "ORDERVIEW_PROJECTOR_HOST": self.projector_host}
+        hosts.update({"ORDERVIEW_PG_HOST": self.pg_host}, **listeners)
+        return [name for name, host in hosts.items() if not is_loopback(host)]
+
+    def refuse_default_passwords(self, **listeners: str) -> None:
+        """Default passwords are for loopback development only."""
+        exposed, defaults = self.exposed_hosts(**listeners), self.default_passwords()
+        if exposed and defaults:
+            raise ValueError(
+                f"refusing to start: {', '.join(exposed)} is not loopback, and "
+                f"{', '.join(defaults)} still hold the default passwords; set them, or stay on 127.0.0.1."
+            )
+
+    def listed(self, name: str) -> list[str]:
+        """A comma-separated setting as a list of its non-empty items."""
+        return [item.strip() for item in getattr(self, name).split(",") if item.strip()]
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @cache
 def get_settings() -> Settings:
     return Settings.from_env()
+
+
+def main() -> None:
+    """`python -m orderview.settings`: exit 1 with one sentence if the settings are unusable."""
+    try:
+        Settings.from_env()
+    except ValueError as exc:
+        sys.exit(f"[orderview] {exc}")
+
+
+if __name__ == "__main__":
+    main()

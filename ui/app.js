@@ -2,8 +2,8 @@
 // Every value from the API is rendered as text (text nodes / textContent), never as HTML.
 //
 // Units: money fields (amount, goods_total, delivery_cost, custom_fee, price,
-// total_price) are shown as recorded, as whole amounts of payment.currency
-// (1817 with USD is "USD 1,817.00"), not divided into minor units.
+// total_price) are integers in minor units of payment.currency, as the order's schema
+// says: 1817 with USD is "USD 18.17", with JPY (no minor unit) "JPY 1,817".
 // payment_dt is Unix epoch seconds; date_created is an RFC 3339 string.
 
 const ORDER_UID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -45,13 +45,17 @@ function textValue(value) {
   return document.createTextNode(String(value));
 }
 
-function formatMoney(amount, currency) {
-  if (typeof amount !== "number" || !Number.isFinite(amount)) return String(amount ?? "");
+/** Minor units as an amount of the currency: Intl knows each currency's decimals (USD 2, JPY 0). */
+function formatMoney(minorUnits, currency) {
+  if (typeof minorUnits !== "number" || !Number.isFinite(minorUnits)) return String(minorUnits ?? "");
+  let format;
   try {
-    return new Intl.NumberFormat(undefined, { style: "currency", currency, currencyDisplay: "code" }).format(amount);
-  } catch {
-    return `${plainNumber.format(amount)} ${currency ?? ""}`.trim(); // not an ISO 4217 code
+    format = new Intl.NumberFormat(undefined, { style: "currency", currency, currencyDisplay: "code" });
+  } catch { // not an ISO 4217 code: the number as recorded, saying what it is
+    return `${plainNumber.format(minorUnits)} minor units ${currency ?? ""}`.trim();
   }
+  const decimals = format.resolvedOptions().maximumFractionDigits;
+  return format.format(minorUnits / 10 ** decimals);
 }
 
 /** A <time> element for a Date, or the raw value as text when it is not a valid date. */

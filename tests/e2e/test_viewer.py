@@ -271,9 +271,9 @@ async def test_lookup_shows_summary_delivery_payment_and_items(page, base_url, s
 
     # payment: money with its currency, payment time as a localized date
     payment = page.get_by_role("region", name="Payment")
-    await expect(payment.locator(".amount")).to_have_text(re.compile(r"Amount\s+USD\s1,817\.00"))
-    await expect(field(page, "Payment", "Goods total")).to_have_text(re.compile(r"^USD\s317\.00$"))
-    await expect(field(page, "Payment", "Delivery cost")).to_have_text(re.compile(r"^USD\s1,500\.00$"))
+    await expect(payment.locator(".amount")).to_have_text(re.compile(r"Amount\s+USD\s18\.17"))
+    await expect(field(page, "Payment", "Goods total")).to_have_text(re.compile(r"^USD\s3\.17$"))
+    await expect(field(page, "Payment", "Delivery cost")).to_have_text(re.compile(r"^USD\s15\.00$"))
     await expect(field(page, "Payment", "Custom fee")).to_have_text(re.compile(r"^USD\s0\.00$"))
     await expect(field(page, "Payment", "Provider")).to_have_text("wbpay")
     await expect(field(page, "Payment", "Bank")).to_have_text("alpha")
@@ -295,14 +295,14 @@ async def test_lookup_shows_summary_delivery_payment_and_items(page, base_url, s
             "Mascaras",
             "Vivienne Sabo",
             "0",
-            re.compile(r"USD\s453\.00"),
+            re.compile(r"USD\s4\.53"),
             "30%",
-            re.compile(r"USD\s317\.00"),
+            re.compile(r"USD\s3\.17"),
             "202",
             re.compile(r"chrt_id 9934930\s*nm_id 2389212\s*rid ab4219087a764ae0btest"),
         ]
     )
-    await expect(table.locator("tfoot tr")).to_have_text(re.compile(r"Total \(1 item\)\s*USD\s317\.00"))
+    await expect(table.locator("tfoot tr")).to_have_text(re.compile(r"Total \(1 item\)\s*USD\s3\.17"))
     await expect(page.locator("#alert")).to_be_empty()
     await screenshot(page, "desktop-reference-order")
 
@@ -531,3 +531,15 @@ async def test_the_api_page_calls_an_operation_and_shows_its_answer(page, base_u
     await expect(page.locator(".status-line").first).to_have_text(re.compile(r"^200 OK · application/json"))
     await expect(page.locator(".response pre").first).to_contain_text(f'"order_uid": "{REF_UID}"')
     await page.screenshot(path=str(SCREENSHOTS / "desktop-api-page.png"))
+
+
+async def test_money_is_shown_from_minor_units_in_each_currencys_own_decimals(page, base_url, seed_orders):
+    """The schema says minor units: 1817 is USD 18.17, and JPY, which has none, 1,817."""
+    uid = new_uid("yen")
+    order = make_order(uid)
+    order["payment"]["currency"] = "JPY"
+    await seed_orders([order])
+    await page.goto(f"{base_url}/?id={uid}")
+    payment = page.get_by_role("region", name="Payment")
+    await expect(payment.locator(".amount")).to_have_text(re.compile(r"Amount\s+JPY\s1,817$"))
+    await expect(field(page, "Payment", "Delivery cost")).to_have_text(re.compile(r"^JPY\s1,500$"))

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 
 import psycopg
 import pytest
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from api import views
@@ -20,6 +25,7 @@ from schemas import ORDER_SCHEMA
 from tests import support
 from tests.api_server import RunningApi, free_port, running_api, wait_ready
 
+ROOT = Path(__file__).resolve().parents[2]
 BAD_ORDER_UIDS = [
     "x" * 65,
     "x" * 5000,
@@ -340,19 +346,27 @@ async def test_health_readiness_and_metrics(api: RunningApi) -> None:
     status, headers, body = await get(api, "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     text = body.decode()
-    for name in (
-        'orderview_api_requests_total{route="/order/{order_uid}",status="404"}',
-        'orderview_api_request_seconds_bucket{le="0.0001",route="/order/{order_uid}",status="404"}',
-        "orderview_api_cache_hits_total",
-        "orderview_api_cache_misses_total",
-        "orderview_api_cache_evictions_total",
-        "orderview_api_cache_entries",
-        "orderview_api_cache_bytes",
-        'orderview_api_invalidations_total{action="refreshed"}',
-        'orderview_api_db_queries_total{kind="lookup"}',
-        "orderview_api_listen_connected 1.0",
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    route_404 = (("route", "/order/{order_uid}"), ("status", "404"))
+    for name, labels in (  # one replica on its own: replica="0"
+        ("orderview_api_requests_total", route_404),
+        ("orderview_api_request_seconds_bucket", (("le", "0.0001"), *route_404)),
+        ("orderview_api_cache_hits_total", ()),
+        ("orderview_api_cache_misses_total", ()),
+        ("orderview_api_cache_evictions_total", ()),
+        ("orderview_api_cache_entries", ()),
+        ("orderview_api_cache_bytes", ()),
+        ("orderview_api_not_found_cached_total", ()),
+        ("orderview_api_invalidations_total", (("action", "refreshed"),)),
+        ("orderview_api_db_queries_total", (("kind", "lookup"),)),
+        ("orderview_api_listen_connected", ()),
     ):
-        assert name in text, name
+        assert (name, tuple(sorted((*labels, ("replica", "0"))))) in samples, name
+    assert samples[("orderview_api_listen_connected", (("replica", "0"),))] == 1.0
 
 
 async def test_readiness_says_why_when_the_database_is_unreachable(settings: Settings) -> None:
@@ -401,3 +415,90 @@ async def test_the_viewer_is_served(api: RunningApi) -> None:
     assert status == 404 and json.loads(body)["error"] == "not_found"
     for escape in ("/ui/..%2Fpyproject.toml", "/ui/%2E%2E/pyproject.toml", "/ui/../pyproject.toml"):
         assert (await get(api, escape))[0] == 404, escape
+
+
+def test_the_api_refuses_to_listen_off_loopback_with_default_passwords(settings: Settings) -> None:
+    env = {**os.environ, **settings.to_env()}
+    for variable, value in [("ORDERVIEW_API_HOST", "0.0.0.0"), (None, None)]:
+        command = [sys.executable, "-m", "api", "--replicas", "1", "--port", str(free_port())]
+        if variable is None:
+            command += ["--host", "0.0.0.0"]
+        run_env = {**env, variable: value} if variable else env
+        out = subprocess.run(command, env=run_env, capture_output=True, text=True, timeout=30, cwd=ROOT)
+        assert out.returncode == 1
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("[orderview] refusing to start:"), out.stderr
+
+
+SECURITY = {
+    "Content-Security-Policy": "default-src 'self'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'; object-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def test_every_answer_carries_the_security_headers(api: RunningApi, settings: Settings) -> None:
+    order = new_order("headers")
+    await support.seed_orders(settings, [order])
+    uid = order["order_uid"]
+    _, first, _ = await get(api, f"/order/{uid}")
+    requests = [
+        (f"/order/{uid}", {}),  # a miss, then hits
+        (f"/order/{uid}", {}),
+        (f"/order/{uid}", {"If-None-Match": first["ETag"]}),
+        (f"/order/{support.unique('nobody')}", {}),
+        ("/order/bad%20id", {}),
+        ("/orders", {}),
+        ("/orders?limit=0", {}),
+        ("/", {}),
+        ("/ui/app.js", {}),
+        ("/ui/nothing.js", {}),
+        ("/openapi.json", {}),
+        ("/healthz", {}),
+        ("/readyz", {}),
+        ("/metrics", {}),
+        ("/nope", {}),
+    ]
+    for path, headers in requests:
+        status, answer, _ = await get(api, path, headers=headers)
+        assert {name: answer.get(name) for name in SECURITY} == SECURITY, (path, status)
+    assert (await get(api, "/order/x", "POST"))[1]["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_hosts_off_the_allow_list_get_421(settings: Settings) -> None:
+    order = new_order("host")
+    await support.seed_orders(settings, [order])
+    async with running_api(settings, api_allowed_hosts="localhost, 127.0.0.1") as guarded:
+        port = URL(guarded.url).port
+        for path in (f"/order/{order['order_uid']}", "/orders", "/", "/readyz"):
+            for host in ("rebind.example", f"rebind.example:{port}", "127.0.0.1.rebind.example"):
+                status, _, body = await get(guarded, path, headers={"Host": host})
+                assert (status, json.loads(body)["error"]) == (421, "misdirected_request"), (path, host)
+            for host in (f"127.0.0.1:{port}", f"LOCALHOST:{port}", "localhost"):
+                assert (await get(guarded, path, headers={"Host": host}))[0] == 200, (path, host)
+
+
+async def test_cors_answers_allowed_origins_only(api: RunningApi, settings: Settings) -> None:
+    order = new_order("cors")
+    await support.seed_orders(settings, [order])
+    path = f"/order/{order['order_uid']}"
+    shop, other = "https://shop.example", "https://evil.example"
+    preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "if-none-match"}
+    async with running_api(settings, api_cors_origins=f"{shop},null") as open_api:
+        for request_path in (path, path, "/orders", f"/order/{support.unique('nobody')}"):
+            _, headers, _ = await get(open_api, request_path, headers={"Origin": shop})
+            assert headers["Access-Control-Allow-Origin"] == shop
+            assert headers["Access-Control-Expose-Headers"] == "ETag, X-Cache"
+            assert headers["Vary"] == "Origin"
+            _, headers, _ = await get(open_api, request_path, headers={"Origin": other})
+            assert "Access-Control-Allow-Origin" not in headers
+        status, headers, _ = await get(open_api, path, "OPTIONS", headers={"Origin": "null", **preflight})
+        assert (status, headers["Access-Control-Allow-Origin"]) == (204, "null")
+        assert "GET" in headers["Access-Control-Allow-Methods"]
+        assert "if-none-match" in headers["Access-Control-Allow-Headers"]
+        status, headers, _ = await get(open_api, path, "OPTIONS", headers={"Origin": other, **preflight})
+        assert status == 403 and "Access-Control-Allow-Origin" not in headers
+    status, headers, _ = await get(api, path, "OPTIONS", headers={"Origin": shop, **preflight})
+    assert status == 405 and "Access-Control-Allow-Origin" not in headers  # none allowed by default
+    assert "Access-Control-Allow-Origin" not in (await get(api, path, headers={"Origin": shop}))[1]

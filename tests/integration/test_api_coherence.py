@@ -47,8 +47,8 @@ async def served(replica: RunningApi, uid: str) -> tuple[str, dict]:
 async def metric(replica: RunningApi, name: str) -> float:
     async with replica.client.get(f"{replica.url}/metrics") as response:
         for line in (await response.text()).splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
+            if line.startswith((name + " ", name + "{")):  # a replica of its own: one series
+                return float(line.split()[-1])
     raise AssertionError(f"no metric {name}")
 
 

@@ -56,3 +56,16 @@ def test_an_existing_order_conforms_to_the_order_schema(api_schema: schemathesis
         case = api_schema["/order/{order_uid}"][method].Case(path_parameters={"order_uid": uid})
         response = case.call_and_validate()
         assert response.status_code == 200
+
+
+def test_the_document_says_money_is_in_minor_units_as_the_schema_does() -> None:
+    from api.openapi import document
+
+    doc = document()
+    assert "minor units" in doc["info"]["description"]
+    assert (
+        "minor units" in doc["components"]["schemas"]["OrderSummary"]["properties"]["amount"]["description"]
+    )
+    payment = doc["components"]["schemas"]["Order"]["properties"]["payment"]["properties"]
+    for field in ("amount", "goods_total", "delivery_cost", "custom_fee"):
+        assert "minor units" in payment[field]["description"], field

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from psycopg import sql
 
-from orderview.bootstrap import migrate
+from orderview.bootstrap import create_database, drop_database, migrate
 from orderview.settings import Settings
 from tests import support
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,15 +155,36 @@ def test_compose_file_describes_the_same_stack_with_real_settings() -> None:
     assert {"kafka", "postgres", "bootstrap", "projector", "api", "emulator", "prometheus"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
     assert services["postgres"]["image"].startswith("postgres:")
-    assert "8081:8081" in services["api"]["ports"]
+    assert "${ORDERVIEW_PUBLISH_ADDRESS:-127.0.0.1}:8081:8081" in services["api"]["ports"]
+    for name, service in services.items():  # published on loopback unless told otherwise
+        for port in service.get("ports", []):
+            assert port.startswith("${ORDERVIEW_PUBLISH_ADDRESS:-127.0.0.1}:"), (name, port)
+    for name in ("bootstrap", "projector", "api", "emulator"):  # no default passwords to refuse
+        environment = services[name]["environment"]
+        for role in ("ADMIN", "OWNER", "PROJECTOR", "API"):
+            assert environment[f"ORDERVIEW_PG_{role}_PASSWORD"].startswith(
+                f"${{ORDERVIEW_PG_{role}_PASSWORD:?"
+            ), name
+    users = [
+        line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("USER ")
+    ]
+    assert users and users[-1] not in ("root", "0"), "the image runs as a non-root user"
+    scraped = yaml.safe_load((ROOT / "ops" / "prometheus.yml").read_text())["scrape_configs"]
+    assert {job["job_name"] for job in scraped} == {"orderview-api", "orderview-projector"}
     known = set(Settings().to_env())
     for name, service in services.items():
         for variable in service.get("environment", {}):
             if variable.startswith("ORDERVIEW_"):
                 assert variable in known, f"{name}: {variable} is not a setting"
     if (compose_cli := _docker_compose()) is not None:
+        passwords = {
+            f"ORDERVIEW_PG_{role}_PASSWORD": "x y" for role in ("ADMIN", "OWNER", "PROJECTOR", "API")
+        }
         out = subprocess.run(
-            [*compose_cli, "-f", str(ROOT / "compose.yaml"), "config", "-q"], capture_output=True, text=True
+            [*compose_cli, "-f", str(ROOT / "compose.yaml"), "config", "-q"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **passwords},
         )
         assert out.returncode == 0, out.stderr
 
@@ -183,3 +207,90 @@ def test_missing_java_is_one_clear_sentence_not_a_stack_trace(tmp_path: Path) ->
     assert out.stderr.strip().splitlines() == [
         "[orderview] Java 17+ is required to run Kafka: install it (Debian: apt-get install openjdk-17-jre-headless)."
     ]
+
+
+FOREIGN_TABLE = "dba_notes"
+
+
+def test_a_table_the_project_does_not_own_leaves_the_bootstrap_working(settings: Settings) -> None:
+    with psycopg.connect(settings.admin_dsn_for(settings.pg_database), autocommit=True) as admin:
+        admin.execute(f"CREATE TABLE {FOREIGN_TABLE} (note text)")  # owned by the superuser
+        try:
+            migrate(settings)
+            with psycopg.connect(settings.dsn("api")) as conn:
+                conn.execute("SELECT count(*) FROM order_snapshots")
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(f"SELECT * FROM {FOREIGN_TABLE}")
+        finally:
+            admin.execute(f"DROP TABLE {FOREIGN_TABLE}")
+
+
+def test_passwords_with_spaces_and_quotes_work_from_bootstrap_to_query(settings: Settings) -> None:
+    tag = support.unique("")
+    password = """p w'd "x" \\ y"""
+    odd = replace(
+        settings,
+        pg_database=f"orderview_pw_{tag}",
+        **{f"pg_{role}_user": f"orderview_{role}_{tag}" for role in ("owner", "projector", "api")},
+        **{f"pg_{role}_password": f"{password} {role}" for role in ("owner", "projector", "api")},
+    )
+    create_database(odd)
+    try:
+        for role in ("owner", "projector", "api"):
+            with psycopg.connect(odd.dsn(role)) as conn:
+                assert conn.execute("SELECT current_user").fetchone()[0] == f"orderview_{role}_{tag}"
+    finally:
+        drop_database(odd)
+        with psycopg.connect(settings.dsn("admin"), autocommit=True) as admin:
+            for role in ("api", "projector", "owner"):
+                admin.execute(
+                    sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(f"orderview_{role}_{tag}"))
+                )
+
+
+def _postgres_sh(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ROOT / "ops" / "postgres.sh"), command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_a_local_cluster_in_a_private_clone_starts_wants_passwords_and_hides_its_socket(
+    tmp_path: Path,
+) -> None:
+    """A clone under a 0700 directory (as in root's home): the cluster starts anyway; nobody
+    connects without the password, not even on its socket, which only its owner can reach."""
+    private = tmp_path / "home"
+    private.mkdir(mode=0o700)
+    port = str(free_port())
+    env = {**os.environ, "ORDERVIEW_RUN_DIR": str(private / "clone" / ".run"), "ORDERVIEW_PG_PORT": port}
+    where = _postgres_sh("where", env)
+    assert where.returncode == 0, where.stderr
+    cluster = Path(where.stdout.strip())
+    assert (cluster.is_absolute() and cluster.parent.name == "orderview") or cluster.is_relative_to(private)
+    try:
+        started = _postgres_sh("start", env)
+        assert started.returncode == 0, started.stderr
+        sockets = cluster / "socket"
+        owner = (cluster / "data").stat().st_uid
+        assert (sockets.stat().st_mode & 0o777, sockets.stat().st_uid) == (0o700, owner)
+        no_password = {k: v for k, v in env.items() if k != "PGPASSWORD"}
+        for host in (str(sockets), "127.0.0.1"):
+            refused = subprocess.run(
+                ["psql", "-X", "-w", "-h", host, "-p", port, "-U", "postgres", "-c", "select 1"],
+                env=no_password,
+                capture_output=True,
+                text=True,
+            )
+            assert refused.returncode != 0 and "password" in refused.stderr, (host, refused.stderr)
+        settings = replace(Settings(), pg_port=int(port))
+        with psycopg.connect(settings.dsn("admin")) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        stopped = _postgres_sh("stop", env)
+        if cluster.parent.name == "orderview":  # outside tmp_path: the cluster's own folder only
+            shutil.rmtree(cluster, ignore_errors=True)
+    assert stopped.returncode == 0, stopped.stderr
