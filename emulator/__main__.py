@@ -1,7 +1,8 @@
 """python -m emulator: send seeded, realistic orders (and bad ones) to the orders topic.
 
 python -m emulator --count 1000 --invalid-share 0.05 --repeat-share 0.1
-python -m emulator --count 0 --rate 50 --file ../shared/examples/order.json   # until Ctrl-C
+python -m emulator --count 0 --rate 50 --file examples/order.json   # until Ctrl-C
+python -m emulator --count 1000 --compression zstd
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from aiokafka.errors import KafkaConnectionError
 
 from emulator.orders import order_uid_of
-from emulator.send import Tally, send
+from emulator.send import CODECS, Tally, send
 from emulator.stream import Message, check_arguments, stream
 from orderview.settings import get_settings
 
@@ -41,6 +42,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         help="a JSON order to send first, bytes as is (repeatable)",
+    )
+    parser.add_argument(
+        "--compression",
+        choices=CODECS,
+        default="none",
+        help="compress the batches sent with this Kafka codec (the projector reads them all)",
     )
     parser.add_argument("--bootstrap", default=settings.kafka_bootstrap, help="Kafka bootstrap HOST:PORT")
     parser.add_argument("--topic", default=settings.orders_topic)
@@ -104,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rate=args.rate,
                 max_bytes=args.max_bytes,
                 tally=tally,
+                compression=None if args.compression == "none" else args.compression,
             )
         )
     except KafkaConnectionError as exc:

@@ -20,6 +20,7 @@ from emulator.stream import Message
 # the producer's request limit leaves room above the projector's message limit.
 REQUEST_HEADROOM = 64 * 1024
 MAX_IN_FLIGHT = 10_000
+CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
 @dataclass
@@ -71,6 +72,7 @@ async def send(
     max_bytes: int,
     tally: Tally,
     progress_to: TextIO = sys.stderr,
+    compression: str | None = None,
 ) -> bool:
     """Send until `messages` ends or SIGINT/SIGTERM; True unless interrupted."""
     stop = asyncio.Event()
@@ -80,6 +82,7 @@ async def send(
         acks="all",
         linger_ms=20,
         max_request_size=max_bytes + REQUEST_HEADROOM,
+        compression_type=compression,
     )
     try:
         await producer.start()

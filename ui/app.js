@@ -126,7 +126,7 @@ function paymentSection(payment) {
       ["Request id", payment.request_id],
       ["Payment time", timeNode(fromEpochSeconds(payment.payment_dt), payment.payment_dt)],
     ]),
-    el("p", { class: "note" }, "Amounts are shown as recorded, in whole units of the currency."));
+    el("p", { class: "note" }, "Amounts are recorded in minor units (cents) and shown in the currency’s own units."));
 }
 
 function itemRow(item, currency) {

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Page, Route, async_playwright, expect
+from playwright.async_api import Page, Route, expect
 
 from orderview.settings import Settings
 from tests import support
@@ -141,20 +141,6 @@ def seed_orders(settings: Settings):
 # ---------------------------------------------------------------------------------------------
 # Browser fixtures and helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _require_chromium() -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
-
-
-@pytest_asyncio.fixture(scope="session")
-async def browser():
-    _require_chromium()
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
 
 
 async def _new_page(browser, width: int, height: int):
@@ -543,3 +529,4 @@ async def test_money_is_shown_from_minor_units_in_each_currencys_own_decimals(pa
     payment = page.get_by_role("region", name="Payment")
     await expect(payment.locator(".amount")).to_have_text(re.compile(r"Amount\s+JPY\s1,817$"))
     await expect(field(page, "Payment", "Delivery cost")).to_have_text(re.compile(r"^JPY\s1,500$"))
+    await expect(payment.locator(".note")).to_have_text(re.compile(r"recorded in minor units"))
