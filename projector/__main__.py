@@ -4,11 +4,18 @@ import asyncio
 import sys
 
 from orderview import jsonlog
-from projector.app import app, settings
-from projector.startup import wait_for_broker
+from orderview.settings import get_settings
 
 
 def main() -> None:
+    try:
+        settings = get_settings()
+    except ValueError as exc:  # a bad value, or default passwords off loopback: one sentence
+        sys.exit(f"[orderview] {exc}")
+    # After the settings are known to be good: the app reads them when it is imported.
+    from projector.app import app
+    from projector.startup import wait_for_broker
+
     args = sys.argv[1:]
     if not args:
         jsonlog.setup(settings.log_level)

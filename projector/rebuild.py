@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import OffsetAndMetadata
 
 from orderview import jsonlog
@@ -82,21 +83,39 @@ async def rebuild(settings: Settings, truncate: bool = False) -> int:
     return replayed
 
 
-async def set_group_offsets(settings: Settings) -> None:
+async def set_group_offsets(settings: Settings, patience_s: float = 30.0) -> None:
     """Point the projectors' consumer group at the positions the read model recorded (the start
-    of the partitions it has none for), so that the next worker does not start elsewhere."""
+    of the partitions it has none for), so that the next worker does not start elsewhere.
+
+    Kafka takes such a commit only from an empty group; a worker that stopped without leaving
+    it (killed, or stopped by a failure) is still a member until its session times out."""
     recorded = {p: position.next_offset for p, position in (await read_positions(settings)).items()}
+    partitions = await partitions_of(settings.kafka_bootstrap, settings.orders_topic)
+    offsets = {
+        TopicPartition(settings.orders_topic, p): OffsetAndMetadata(recorded.get(p, 0), "")
+        for p in partitions
+    }
+    if not offsets:
+        return
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
     )
     await consumer.start()
     try:
-        partitions = await partitions_of(settings.kafka_bootstrap, settings.orders_topic)
-        tps = [TopicPartition(settings.orders_topic, p) for p in partitions]
-        if not tps:
-            return
-        consumer.assign(tps)
-        await consumer.commit({tp: OffsetAndMetadata(recorded.get(tp.partition, 0), "") for tp in tps})
+        consumer.assign(list(offsets))
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                await consumer.commit(offsets)
+                return
+            except CommitFailedError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(
+                        f"the consumer group {settings.consumer_group!r} still has members: "
+                        "stop every projector, then run the rebuild again"
+                    ) from None
+                log.warning("waiting for the projectors' consumer group to be empty")
+                await asyncio.sleep(1.0)
     finally:
         await consumer.stop()
 

@@ -4,6 +4,9 @@ nobody anticipated, services that are not there yet. Real worker processes, brok
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -15,7 +18,7 @@ from orderview.settings import Settings
 from projector import faults
 from projector.rebuild import rebuild
 from tests import support
-from tests.processes import Projector
+from tests.processes import ROOT, Projector
 from tests.readmodel import (
     committed_offsets,
     ops,
@@ -156,3 +159,15 @@ def _not_ready_for(p: Projector, what: bytes) -> bool:
     except OSError:
         return False
     return status == 503 and what in body
+
+
+def test_a_worker_refuses_to_listen_off_loopback_with_default_passwords_in_one_sentence(
+    settings: Settings,
+) -> None:
+    env = {**os.environ, **settings.to_env(), "ORDERVIEW_PROJECTOR_HOST": "0.0.0.0"}
+    out = subprocess.run(
+        [sys.executable, "-m", "projector"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[orderview] refusing to start:"), out.stderr
