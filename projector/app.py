@@ -163,8 +163,12 @@ async def project(stream: faust.StreamT) -> None:
 
 
 def update_lag(recorded: dict[int, int]) -> None:
+    assigned = app.consumer.assignment()
     for partition, next_offset in recorded.items():
-        highwater = app.consumer.highwater(TP(settings.orders_topic, partition))
+        tp = TP(settings.orders_topic, partition)
+        if tp not in assigned:  # revoked by a rebalance while its batch was written
+            continue
+        highwater = app.consumer.highwater(tp)
         if highwater is not None:
             projector.metrics.lag.labels(str(partition)).set(max(0, highwater - next_offset))
 

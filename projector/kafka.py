@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRecord, TopicPart
 from aiokafka.errors import KafkaTimeoutError
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from orderview.settings import Settings, get_settings
 from projector import faults
@@ -53,6 +54,12 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        # Faust's own seek calls aiokafka from this thread while the consumer's thread fetches;
+        # both delete from the fetcher's buffers, and the race crashed the fetcher (KeyError).
+        # seek_wait seeks on the consumer's thread.
+        await self._thread.seek_wait({partition: offset})
 
     async def perform_seek(self) -> None:
         """Faust calls this once partitions are assigned, to seek them to the group's offsets.
