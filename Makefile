@@ -1,5 +1,5 @@
 # orderview: see README.md. Every target is safe to run on a fresh machine.
-.PHONY: up down run test lint bench bench-quick
+.PHONY: up down run test lint bench bench-quick chaos
 
 up:            ## Kafka + PostgreSQL on loopback, database, roles, topics (idempotent)
 	bash ops/up.sh
@@ -25,3 +25,8 @@ bench: up      ## benchmarks against same-run baselines (< 10 min): bench/RESULT
 bench-quick: up  ## the same with smaller counts (about a minute)
 	.venv/bin/python -c 'import matplotlib' 2>/dev/null || .venv/bin/pip install -q -e '.[bench]'
 	.venv/bin/python -m bench --quick
+
+SEED ?= 1
+DURATION ?= 300
+chaos: up      ## adversarial run: hostile messages, kill -9, PostgreSQL and broker restarts (SEED=, DURATION= s)
+	.venv/bin/python -m tests.chaos --seed $(SEED) --duration $(DURATION)

@@ -1,0 +1,533 @@
+"""One chaos run: set up, send the mix while faults happen, catch up, and check what is left.
+
+The oracle is the log itself, read back at the end (committed records only): each record's
+`chaos.tag` header says what should have become of it, whatever the producer thinks it sent
+while the broker was restarting."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import aiohttp
+import orjson
+import psycopg
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import MessageSizeTooLargeError
+
+from orderview.bootstrap import create_database, drop_database
+from orderview.settings import Settings
+from projector.audit import Audit, audit
+from projector.kafka import scan
+from tests.api_server import api_process
+from tests.chaos.mix import REFUSED_CITY_RULE, TAG, Mix, Outgoing
+from tests.processes import LOGS, Projector
+from tests.readmodel import ops
+
+CODECS = (None, "gzip", "snappy", "lz4", "zstd")
+DLQ_MAX_BYTES = 2 * 1024 * 1024
+BROKER_MAX_BYTES = 4 * 1024 * 1024  # message.max.bytes of the broker ops/kafka.sh runs
+RATE = 400  # messages per second, on average
+STALL_LIMIT_S = 30.0
+CATCH_UP_S = 240.0
+
+
+@dataclass
+class Report:
+    seed: int
+    duration: float
+    sent: Counter[str] = field(default_factory=Counter)  # by kind, acknowledged by the broker
+    tags: Counter[str] = field(default_factory=Counter)
+    not_sent: Counter[str] = field(default_factory=Counter)  # refused by the client or the broker
+    aborted: int = 0
+    faults: list[tuple[float, str]] = field(default_factory=list)
+    exits: Counter[int] = field(default_factory=Counter)  # worker exit statuses (-9: killed)
+    longest_stall_s: float = 0.0
+    longest_stall_after_faults_s: float = 0.0
+    audit: Audit | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        a = self.audit
+        lines = [
+            f"chaos seed {self.seed}, {self.duration:.0f} s of traffic: "
+            f"{sum(self.sent.values()):,} messages acknowledged, {self.aborted} in aborted transactions",
+            "  sent by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(self.sent.items())),
+            "  by tag: " + ", ".join(f"{k} {n}" for k, n in sorted(self.tags.items())),
+            "  refused before the log: "
+            + (", ".join(f"{k} {n}" for k, n in sorted(self.not_sent.items())) or "none"),
+            "  faults: " + ", ".join(f"{name} at {t:.0f}s" for t, name in self.faults),
+            "  worker exits: "
+            + (", ".join(f"status {k}: {n}" for k, n in sorted(self.exits.items())) or "none"),
+            f"  longest stall: {self.longest_stall_s:.1f} s (after the last fault: {self.longest_stall_after_faults_s:.1f} s)",
+        ]
+        if a is not None:
+            lines.append(
+                f"  audit: {a.messages:,} messages in {a.seconds:.1f} s ({a.messages / a.seconds:,.0f}/s), "
+                + ", ".join(
+                    f"{k} {a.total(k):,}"
+                    for k in ("applied", "superseded", "resent", "dead_lettered", "pending", "missing")
+                )
+            )
+        lines.append("  OK" if not self.problems else "  PROBLEMS:\n    " + "\n    ".join(self.problems))
+        return "\n".join(lines)
+
+
+async def run(
+    base: Settings, seed: int, duration: float, keep: bool = False, say: Callable[[str], None] = print
+) -> Report:
+    s = _own_settings(base)
+    report = Report(seed, duration)
+    create_database(s)
+    with psycopg.connect(s.dsn("owner"), autocommit=True) as conn:
+        conn.execute(REFUSED_CITY_RULE)
+    await _create_topics(s)
+    workers = Workers(s, 2, report, say)
+    try:
+        workers.start()
+        for w in workers.procs:
+            w.wait_ready(90)
+        async with api_process(s, log_path=LOGS / "chaos-api.log") as api:
+            progress = Progress(s)
+            supervising = asyncio.create_task(workers.supervise())
+            sampling = asyncio.create_task(progress.sample())
+            try:
+                await Traffic(s, seed, duration, report, progress, workers, say).run()
+                say("traffic over; waiting for the projectors to catch up")
+                await progress.wait_caught_up(CATCH_UP_S)
+                report.audit = await _audit_until_settled(s)
+            finally:
+                progress.stop = True
+                await sampling
+            report.longest_stall_s = progress.longest
+            report.longest_stall_after_faults_s = progress.longest_after_faults
+            await _check(s, api.url, report, workers)
+            supervising.cancel()
+    finally:
+        for code in workers.stop():
+            if code not in (0, None):
+                report.problems.append(f"a worker stopped with status {code} on SIGTERM")
+        if not keep:
+            drop_database(s)
+            await _delete_topics(s)
+    return report
+
+
+def _own_settings(base: Settings) -> Settings:
+    suffix = uuid.uuid4().hex[:8]
+    return replace(
+        base,
+        pg_database=f"orderview_chaos_{suffix}",
+        orders_topic=f"orders.chaos.{suffix}",
+        dlq_topic=f"orders.dlq.chaos.{suffix}",
+        consumer_group=f"orderview-projector-chaos-{suffix}",
+        orders_partitions=3,
+        log_level="INFO",
+    )
+
+
+async def _create_topics(s: Settings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(s.orders_topic, 3, 1, topic_configs={"retention.ms": "-1"}),
+                NewTopic(
+                    s.dlq_topic,
+                    1,
+                    1,
+                    topic_configs={"retention.ms": "-1", "max.message.bytes": str(DLQ_MAX_BYTES)},
+                ),
+            ]
+        )
+    finally:
+        await admin.close()
+
+
+async def _delete_topics(s: Settings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([s.orders_topic, s.dlq_topic])
+    finally:
+        await admin.close()
+
+
+class Workers:
+    """Two projector workers, restarted a second after they stop, as `make run` does."""
+
+    def __init__(self, s: Settings, n: int, report: Report, say: Callable[[str], None]) -> None:
+        self.s, self.report, self.say = s, report, say
+        self.starts = [0] * n
+        self.procs = [self._new(i) for i in range(n)]
+        self.supervising = True
+
+    def _new(self, i: int) -> Projector:
+        self.starts[i] += 1
+        return Projector(self.s, f"chaos-worker-{i}-{self.starts[i]}")
+
+    def start(self) -> None:
+        for p in self.procs:
+            p.start()
+
+    async def supervise(self) -> None:
+        while self.supervising:
+            for i, p in enumerate(self.procs):
+                code = p.proc.poll() if p.proc else None
+                if code is not None:
+                    self.report.exits[code] += 1
+                    self.say(f"worker {i} exited with status {code}; restarting it in 1 s")
+                    await asyncio.sleep(1)
+                    self.procs[i] = self._new(i).start()
+            await asyncio.sleep(0.5)
+
+    def kill9(self, i: int) -> None:
+        p = self.procs[i]
+        if p.proc and p.proc.poll() is None:
+            p.kill9()
+
+    def stop(self) -> list[int | None]:
+        self.supervising = False
+        codes = []
+        for p in self.procs:
+            try:
+                codes.append(p.terminate(timeout=30) if p.proc else None)
+            except AssertionError:
+                codes.append(-1)
+        return codes
+
+
+class Progress:
+    """Samples each partition's recorded position against what was sent, to find stalls."""
+
+    def __init__(self, s: Settings) -> None:
+        self.s = s
+        self.sent_up_to: dict[int, int] = {}  # partition -> highest offset acknowledged
+        self.positions: dict[int, int] = {}
+        self.changed_at: dict[int, float] = {}
+        self.faults_over_at = 0.0
+        self.longest = 0.0
+        self.longest_after_faults = 0.0
+        self.stop = False
+
+    def sent(self, partition: int, offset: int) -> None:
+        self.sent_up_to[partition] = max(self.sent_up_to.get(partition, -1), offset)
+
+    def behind(self) -> list[int]:
+        return [p for p, o in self.sent_up_to.items() if self.positions.get(p, 0) <= o]
+
+    async def sample(self) -> None:
+        while not self.stop:
+            try:
+                positions = await asyncio.wait_for(asyncio.to_thread(self._read_positions), 5)
+            except Exception:  # the database is being restarted: no sample
+                positions = None
+            now = time.monotonic()
+            if positions is not None:
+                for p, o in positions.items():
+                    if o != self.positions.get(p):
+                        self.positions[p] = o
+                        self.changed_at[p] = now
+            for p in self.behind():
+                since = self.changed_at.setdefault(p, now)
+                self.longest = max(self.longest, now - since)
+                if self.faults_over_at:
+                    self.longest_after_faults = max(
+                        self.longest_after_faults, now - max(since, self.faults_over_at)
+                    )
+            await asyncio.sleep(0.5)
+
+    def _read_positions(self) -> dict[int, int]:
+        with psycopg.connect(self.s.dsn("owner")) as conn:
+            rows = conn.execute(
+                "SELECT partition, next_offset FROM applied_offsets WHERE topic = %s", [self.s.orders_topic]
+            )
+            return dict(rows.fetchall())
+
+    async def wait_caught_up(self, timeout: float) -> None:
+        for _ in range(int(timeout / 0.5)):
+            if not self.behind():
+                return
+            await asyncio.sleep(0.5)
+
+
+class Traffic:
+    """Sends the mix at about RATE messages a second for `duration`, with faults on a schedule."""
+
+    def __init__(
+        self, s: Settings, seed: int, duration: float, report: Report, progress: Progress, workers: Workers,
+        say: Callable[[str], None],
+    ) -> None:  # fmt: skip
+        self.s, self.duration, self.report, self.progress, self.workers, self.say = (
+            s, duration, report, progress, workers, say,
+        )  # fmt: skip
+        self.rng = random.Random(seed)
+        self.mix = Mix(seed, s.max_message_bytes, DLQ_MAX_BYTES, BROKER_MAX_BYTES)
+        self.producers: dict[str | None, AIOKafkaProducer] = {}
+        self.retry: deque[Outgoing] = deque()
+        self.faults = self._schedule()
+
+    def _schedule(self) -> list[tuple[float, str]]:
+        n = max(3, int(self.duration // 20))
+        kinds = ["kill_worker", "restart_postgres", "restart_broker"]
+        order = [kinds[i % 3] for i in range(n)]
+        self.rng.shuffle(order)
+        return [(self.duration * (i + 1) / (n + 1), kind) for i, kind in enumerate(order)]
+
+    async def run(self) -> None:
+        started = time.monotonic()
+        faults = asyncio.create_task(self._faults(started))
+        sent = 0
+        try:
+            while (elapsed := time.monotonic() - started) < self.duration:
+                if self.rng.random() < 0.03:
+                    await self._aborted_transaction()
+                sent += await self._chunk()
+                ahead = sent / RATE - elapsed
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            await faults
+            while self.retry:  # what the broker did not take during a restart, sent now
+                await self._chunk()
+        finally:
+            faults.cancel()
+            for producer in self.producers.values():
+                await producer.stop()
+
+    async def _faults(self, started: float) -> None:
+        for at, kind in self.faults:
+            await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+            self.report.faults.append((time.monotonic() - started, kind))
+            self.say(f"fault: {kind}")
+            if kind == "kill_worker":
+                self.workers.kill9(self.rng.randrange(len(self.workers.procs)))
+            else:
+                service = "postgres.sh" if kind == "restart_postgres" else "kafka.sh"
+                await asyncio.to_thread(ops, service, "stop")
+                await asyncio.sleep(self.rng.uniform(1, 5))
+                await asyncio.to_thread(ops, service, "start")
+        self.progress.faults_over_at = time.monotonic()
+
+    async def _chunk(self) -> int:
+        first = self.retry.popleft() if self.retry else next(self.mix)
+        if first.codec is not None:  # it needs its own batch and codec
+            batch, codec = [first], first.codec
+        else:
+            batch = [first]
+            while len(batch) < self.rng.randrange(10, 80):
+                m = self.retry.popleft() if self.retry else next(self.mix)
+                if m.codec is not None:
+                    self.retry.appendleft(m)
+                    break
+                batch.append(m)
+            codec = self.rng.choice(CODECS)
+        return await self._send(batch, codec)
+
+    async def _send(self, batch: list[Outgoing], codec: str | None) -> int:
+        try:
+            producer = await self._producer(codec)
+            futures = []
+            for m in batch:
+                try:
+                    futures.append(await producer.send(
+                        self.s.orders_topic, value=m.value, key=m.key, headers=m.kafka_headers()
+                    ))  # fmt: skip
+                except MessageSizeTooLargeError:
+                    futures.append(_failed(MessageSizeTooLargeError()))
+            async with asyncio.timeout(30):
+                results = await asyncio.gather(*futures, return_exceptions=True)
+        except Exception as exc:  # the broker is away: send them all again later
+            self.say(f"send failed ({type(exc).__name__}); will retry {len(batch)} messages")
+            await self._drop_producer(codec)
+            self.retry.extend(batch)
+            await asyncio.sleep(1)
+            return 0
+        delivered = 0
+        for m, result in zip(batch, results, strict=True):
+            if isinstance(result, MessageSizeTooLargeError):
+                self.report.not_sent[m.kind] += 1
+            elif isinstance(result, BaseException):
+                self.retry.append(m)
+            else:
+                delivered += 1
+                self.report.sent[m.kind] += 1
+                self.report.tags[m.tag] += 1
+                self.progress.sent(result.partition, result.offset)
+        if delivered < len(batch):
+            await asyncio.sleep(0.5)
+        return delivered
+
+    async def _aborted_transaction(self) -> None:
+        """Valid orders, and new versions of sent ones, in a transaction that is then aborted."""
+        orders = [self.mix.valid_order() for _ in range(self.rng.randrange(3, 15))]
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.s.kafka_bootstrap,
+            transactional_id=f"chaos-{uuid.uuid4().hex[:8]}",
+            request_timeout_ms=5000,
+        )
+        try:
+            async with asyncio.timeout(30):
+                await producer.start()
+                await producer.begin_transaction()
+                for o in orders:
+                    await producer.send(
+                        self.s.orders_topic,
+                        orjson.dumps(o),
+                        key=o["order_uid"].encode(),
+                        headers=[(TAG, b"aborted")],
+                    )
+                await producer.abort_transaction()
+            self.report.aborted += len(orders)
+        except Exception as exc:  # the broker is away; the transaction is aborted by its timeout
+            self.say(f"aborted transaction not sent ({type(exc).__name__})")
+        finally:
+            try:
+                await producer.stop()
+            except Exception:
+                pass
+
+    async def _producer(self, codec: str | None) -> AIOKafkaProducer:
+        if codec not in self.producers:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.s.kafka_bootstrap,
+                acks="all",
+                linger_ms=5,
+                compression_type=codec,
+                max_request_size=64 * 1024 * 1024,
+                request_timeout_ms=5000,
+            )
+            try:
+                async with asyncio.timeout(20):
+                    await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self.producers[codec] = producer
+        return self.producers[codec]
+
+    async def _drop_producer(self, codec: str | None) -> None:
+        producer = self.producers.pop(codec, None)
+        if producer is not None:
+            try:
+                async with asyncio.timeout(10):
+                    await producer.stop()
+            except Exception:
+                pass
+
+
+def _failed(exc: BaseException) -> asyncio.Future:
+    future = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
+
+
+async def _audit_until_settled(s: Settings) -> Audit:
+    """The audit, once nothing is pending (messages acknowledged after a send was thought lost
+    may still be on their way through the projectors)."""
+    deadline = time.monotonic() + 120
+    while True:
+        found = await audit(s)
+        if found.total("pending") == 0 or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(2)
+
+
+async def _check(s: Settings, api_url: str, report: Report, workers: Workers) -> None:
+    problems = report.problems
+    found = report.audit
+    assert found is not None
+    if found.total("missing") or found.total("pending"):
+        problems.append(
+            f"audit: {found.total('missing')} missing, {found.total('pending')} pending; first {found.missing[:10]}"
+        )
+    expected, hostile, refused, untagged = await _oracle(s)
+    letters = await _dead_letters(s)
+    for coordinates in sorted(hostile - set(letters))[:10]:
+        problems.append(f"hostile message {coordinates} has no dead letter")
+    for coordinates in sorted(refused)[:10]:
+        if letters.get(coordinates) != "db_rejected":
+            problems.append(
+                f"refused message {coordinates}: dead letter {letters.get(coordinates)!r}, not db_rejected"
+            )
+    wrongly = set(letters) - hostile - refused
+    if wrongly:
+        problems.append(
+            f"{len(wrongly)} messages dead-lettered that should have been applied: {sorted(wrongly)[:10]}"
+        )
+    if untagged:
+        problems.append(f"{untagged} records without a {TAG} header in the topic")
+    with psycopg.connect(s.dsn("owner")) as conn:
+        held = {uid for (uid,) in conn.execute("SELECT order_uid FROM order_snapshots")}
+    if held != set(expected):
+        problems.append(
+            f"read model orders != expected: {len(held - set(expected))} extra (e.g. {sorted(held - set(expected))[:3]}),"
+            f" {len(set(expected) - held)} absent (e.g. {sorted(set(expected) - held)[:3]})"
+        )
+    problems.extend(await _served_exactly(api_url, expected))
+    if report.longest_stall_after_faults_s > STALL_LIMIT_S:
+        problems.append(
+            f"a partition stood still {report.longest_stall_after_faults_s:.0f} s after the last fault"
+        )
+    for i, p in enumerate(workers.procs):
+        if p.proc is None or p.proc.poll() is not None:
+            problems.append(f"worker {i} is not running at the end")
+            continue
+        try:
+            p.wait_ready(30)
+        except AssertionError as exc:
+            problems.append(f"worker {i} is not ready at the end: {exc}")
+
+
+async def _oracle(s: Settings) -> tuple[dict[str, dict], set, set, int]:
+    """From the log: each order's last valid version, and where the hostile and refused are."""
+    expected: dict[str, dict] = {}
+    hostile: set[tuple[int, int]] = set()
+    refused: set[tuple[int, int]] = set()
+    untagged = 0
+    async for _, records in scan(s.kafka_bootstrap, s.orders_topic):
+        for r in records:
+            tag = next((v.decode() for k, v in r.headers if k == TAG), None)  # ours is the first
+            where = (r.partition, r.offset)
+            if tag == "valid":
+                expected[r.key.decode()] = orjson.loads(r.value)
+            elif tag == "hostile":
+                hostile.add(where)
+            elif tag == "refused":
+                refused.add(where)
+            else:
+                untagged += 1
+    return expected, hostile, refused, untagged
+
+
+async def _dead_letters(s: Settings) -> dict[tuple[int, int], str]:
+    letters: dict[tuple[int, int], str] = {}
+    async for _, records in scan(s.kafka_bootstrap, s.dlq_topic):
+        for r in records:
+            h = {k: v.decode() for k, v in r.headers}
+            letters[int(h["dlq.partition"]), int(h["dlq.offset"])] = h["dlq.reason"]
+    return letters
+
+
+async def _served_exactly(api_url: str, expected: dict[str, dict]) -> list[str]:
+    """GET /order/<uid> of every expected order answers 200 with exactly its last valid version."""
+    problems: list[str] = []
+    queue = list(expected.items())
+
+    async def worker(client: aiohttp.ClientSession) -> None:
+        while queue:
+            uid, document = queue.pop()
+            async with client.get(f"{api_url}/order/{uid}") as response:
+                body = await response.read()
+                if response.status != 200 or orjson.loads(body) != document:
+                    problems.append(f"GET /order/{uid}: {response.status}, not the last valid version")
+
+    async with aiohttp.ClientSession() as client:
+        await asyncio.gather(*(worker(client) for _ in range(16)))
+    return problems[:20]
