@@ -91,7 +91,8 @@ start() {
             --ignore-formatted >"$K/format.log" 2>&1 || die "formatting Kafka storage failed; see $K/format.log"
     fi
     say "starting Kafka on $KAFKA_BOOTSTRAP"
-    nohup java -Xms512m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
+    # A session of its own: the Ctrl-C of a terminal running `make run` never reaches the broker.
+    setsid nohup java -Xms512m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$K/log4j2.properties" -cp "$cp" \
         kafka.Kafka "$K/server.properties" >"$K/stdout.log" 2>&1 &
     echo $! >"$PID"

@@ -156,6 +156,8 @@ def test_compose_file_describes_the_same_stack_with_real_settings() -> None:
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
     assert services["postgres"]["image"].startswith("postgres:")
     assert "${ORDERVIEW_PUBLISH_ADDRESS:-127.0.0.1}:8081:8081" in services["api"]["ports"]
+    for name in ("kafka", "postgres", "projector", "api", "emulator"):  # a worker that stops is restarted
+        assert services[name]["restart"] == "unless-stopped", name
     for name, service in services.items():  # published on loopback unless told otherwise
         for port in service.get("ports", []):
             assert port.startswith("${ORDERVIEW_PUBLISH_ADDRESS:-127.0.0.1}:"), (name, port)
