@@ -69,24 +69,32 @@ class Audit:
 
 async def audit(settings: Settings, progress: TextIO | None = None) -> Audit:
     started = time.perf_counter()
-    # In this order, so that live projectors cannot make a message look missing: whatever is below
-    # a position read first had its dead letter acknowledged and its rows committed before.
+    # Positions first: whatever is below a position read now had its dead letter acknowledged
+    # and its rows committed before, so live projectors cannot make a message look missing.
     positions = {p: position.next_offset for p, position in (await read_positions(settings)).items()}
-    letters = await dead_lettered(settings.kafka_bootstrap, settings.dlq_topic, settings.orders_topic)
-    sources = await _snapshot_sources(settings)
+    letters, sources = await asyncio.gather(
+        dead_lettered(settings.kafka_bootstrap, settings.dlq_topic, settings.orders_topic),
+        _snapshot_sources(settings),
+    )
     found = Audit()
+    tally: Counter[tuple[int, str]] = Counter()
     resends: list[Incoming] = []  # later than their order's current version: same content?
     async for ends, records in scan(settings.kafka_bootstrap, settings.orders_topic):
-        for r in records:
-            m = Incoming(r.partition, r.offset, r.key, r.value)
-            kind = _classify(m, positions, letters, sources)
-            if kind == "resent?":
-                resends.append(m)
-            else:
-                found.add(m.partition, m.offset, kind)
+        kinds = [
+            _classify(r.partition, r.offset, r.key, r.value, positions, letters, sources) for r in records
+        ]
+        tally.update(zip([r.partition for r in records], kinds, strict=True))
+        for r, kind in zip(records, kinds, strict=True):
+            if kind == "missing":
+                found.missing.append((r.partition, r.offset))
+            elif kind == "resent?":
+                resends.append(Incoming(r.partition, r.offset, r.key, r.value))
         found.messages += len(records)
         if progress is not None:
             _show_progress(progress, found.messages, sum(ends.values()), time.perf_counter() - started)
+    for (partition, kind), n in tally.items():
+        if kind != "resent?":
+            found.counts.setdefault(partition, Counter())[kind] += n
     for m, kind in await _judge_resends(settings, resends):
         found.add(m.partition, m.offset, kind)
     found.missing.sort()
@@ -97,35 +105,40 @@ async def audit(settings: Settings, progress: TextIO | None = None) -> Audit:
 
 
 def _classify(
-    m: Incoming,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
     positions: dict[int, int],
     letters: dict[tuple[int, int], str | None],
-    sources: dict[str, tuple[int, int]],
+    sources: dict[bytes, tuple[int, int]],
 ) -> str:
-    if m.offset >= positions.get(m.partition, 0):
+    """Per message of the topic: kept lean, it runs for every one."""
+    if offset >= positions.get(partition, 0):
         return "pending"
-    if holds(letters, m):
+    if (partition, offset) in letters and holds(letters, Incoming(partition, offset, key, value)):
         return "dead_lettered"
-    try:
-        uid = m.key.decode() if m.key is not None else None
-    except UnicodeDecodeError:
-        uid = None
-    source = sources.get(uid) if uid is not None else None
+    source = sources.get(key) if key is not None else None  # type: ignore[arg-type]
     if source is None:
         return "missing"
-    if source == (m.partition, m.offset):
-        return "applied"
-    if source[0] == m.partition and source[1] > m.offset:
-        return "superseded"
+    if source[0] == partition:
+        if source[1] == offset:
+            return "applied"
+        if source[1] > offset:
+            return "superseded"
     return "resent?"
 
 
-async def _snapshot_sources(settings: Settings) -> dict[str, tuple[int, int]]:
+async def _snapshot_sources(settings: Settings) -> dict[bytes, tuple[int, int]]:
+    """order_uid (as the Kafka key it must be) -> where its current version came from."""
+    sources: dict[bytes, tuple[int, int]] = {}
     async with await psycopg.AsyncConnection.connect(_read_only(settings)) as conn:
-        cur = conn.cursor(name="orderview_audit")  # server side: a million rows stream in chunks
+        cur = conn.cursor(name="orderview_audit")  # server side: a million rows come in chunks
         async with conn.transaction():
             await cur.execute(SNAPSHOT_SOURCES)
-            return {uid: (p, o) async for uid, p, o in cur}
+            while rows := await cur.fetchmany(50_000):
+                sources.update((uid.encode(), (p, o)) for uid, p, o in rows)
+    return sources
 
 
 async def _judge_resends(settings: Settings, resends: list[Incoming]) -> Iterable[tuple[Incoming, str]]:

@@ -84,6 +84,8 @@ class BatchProjector:
         self.group = group
         self._conn: psycopg.AsyncConnection | None = None
         self._started = False
+        self._to_commit: dict[int, int] = {}  # recorded positions not yet copied to the group
+        self._committing: asyncio.Task | None = None
         # Dead letters already acknowledged by the broker for a batch still being
         # retried: a retry does not send them twice.
         self._sent: set[tuple[int, int]] = set()
@@ -104,6 +106,9 @@ class BatchProjector:
         self.readiness.set_ready()
 
     async def stop(self) -> None:
+        if self._committing is not None:
+            self._committing.cancel()
+            await asyncio.gather(self._committing, return_exceptions=True)
         await self._close_connection()
         if self._started:
             self._started = False
@@ -183,13 +188,26 @@ class BatchProjector:
 
     async def _follow(self, plan: Plan, outcome: BatchOutcome) -> None:
         """After the commit: read again from where the consumer skipped, and copy the recorded
-        positions to the consumer group's offsets."""
+        positions to the consumer group's offsets (in the background: a round trip to the
+        group coordinator per batch cost 7% of the write's time)."""
         if self.group is None:
             return
         for partition, offset in plan.seeks.items():
             await self.group.seek(partition, offset)
-        if outcome.recorded:
-            await self.group.commit(self.positions.committed_offsets(outcome.recorded))
+        if self._committing is not None and self._committing.done():
+            self._committing.result()  # a failed commit stops the worker here
+            self._committing = None
+        self._to_commit.update(self.positions.committed_offsets(outcome.recorded))
+        if self._to_commit and self._committing is None:
+            self._committing = asyncio.create_task(self._commit_group_offsets())
+
+    async def _commit_group_offsets(self) -> None:
+        """Commit the newest recorded positions until none is left: always ones a transaction
+        already committed, and in order."""
+        assert self.group is not None
+        while self._to_commit:
+            offsets, self._to_commit = self._to_commit, {}
+            await self.group.commit(offsets)
 
     async def _write(
         self, conn: psycopg.AsyncConnection, accepted: list[store.Accepted], messages: Sequence[Incoming]
