@@ -4,6 +4,7 @@ and PostgreSQL that `make test` starts; each test session gets a database of its
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest_asyncio
 from hypothesis import settings as hypothesis_settings
@@ -33,6 +34,17 @@ async def clean_settings(settings: Settings) -> AsyncIterator[Settings]:
     """The session database with an empty read model, and topics of this test's own."""
     support.truncate_read_model(settings)
     s = support.with_fresh_topics(settings)
+    await support.create_topics(s)
+    yield s
+    await support.delete_topics(s)
+
+
+@pytest_asyncio.fixture
+async def one_partition(settings: Settings) -> AsyncIterator[Settings]:
+    """Like clean_settings, with an orders topic of one partition: what comes after a message
+    is then plainly behind it."""
+    support.truncate_read_model(settings)
+    s = replace(support.with_fresh_topics(settings), orders_partitions=1)
     await support.create_topics(s)
     yield s
     await support.delete_topics(s)

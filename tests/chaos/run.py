@@ -25,6 +25,7 @@ from orderview.bootstrap import create_database, drop_database
 from orderview.settings import Settings
 from projector.audit import Audit, audit
 from projector.kafka import scan
+from tests import support
 from tests.api_server import api_process
 from tests.chaos.mix import REFUSED_CITY_RULE, TAG, Mix, Outgoing
 from tests.processes import LOGS, Projector
@@ -120,15 +121,9 @@ async def run(
 
 
 def _own_settings(base: Settings) -> Settings:
-    suffix = uuid.uuid4().hex[:8]
+    fresh = support.with_fresh_topics(base)
     return replace(
-        base,
-        pg_database=f"orderview_chaos_{suffix}",
-        orders_topic=f"orders.chaos.{suffix}",
-        dlq_topic=f"orders.dlq.chaos.{suffix}",
-        consumer_group=f"orderview-projector-chaos-{suffix}",
-        orders_partitions=3,
-        log_level="INFO",
+        fresh, pg_database=support.unique("orderview_chaos_"), orders_partitions=3, log_level="INFO"
     )
 
 

@@ -6,12 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import orjson
-import pytest_asyncio
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from orderview.settings import Settings
@@ -28,17 +25,6 @@ from tests.readmodel import (
 )
 
 NO_CODECS = Path(__file__).resolve().parents[1] / "fault_injection" / "no_codecs"
-
-
-@pytest_asyncio.fixture
-async def one_partition(settings: Settings) -> AsyncIterator[Settings]:
-    """An empty read model and topics of this test's own, the orders topic of one partition (so
-    that what comes after a message is plainly behind it)."""
-    support.truncate_read_model(settings)
-    s = replace(support.with_fresh_topics(settings), orders_partitions=1)
-    await support.create_topics(s)
-    yield s
-    await support.delete_topics(s)
 
 
 async def dead_letters(settings: Settings, n: int) -> list:

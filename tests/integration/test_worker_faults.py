@@ -7,12 +7,9 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import orjson
 import psycopg
-import pytest_asyncio
 
 from orderview.settings import Settings
 from projector import faults
@@ -28,15 +25,6 @@ from tests.readmodel import (
     snapshots,
     wait_for_orders,
 )
-
-
-@pytest_asyncio.fixture
-async def one_partition(settings: Settings) -> AsyncIterator[Settings]:
-    support.truncate_read_model(settings)
-    s = replace(support.with_fresh_topics(settings), orders_partitions=1)
-    await support.create_topics(s)
-    yield s
-    await support.delete_topics(s)
 
 
 def critical_lines(p: Projector) -> list[dict]:
