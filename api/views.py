@@ -28,7 +28,10 @@ LIMIT %(limit)s
 
 CHANGED_SINCE = "SELECT order_uid FROM order_snapshots WHERE updated_at > %(since)s"
 
-_SUMMARY_COLUMNS = """
+
+def _summaries(where: str) -> str:
+    """A page of order summaries, newest first; only the page's rows are parsed (body_json)."""
+    return f"""
 SELECT order_uid,
        body ->> 'date_created' AS date_created,
        body ->> 'customer_id' AS customer_id,
@@ -38,25 +41,16 @@ SELECT order_uid,
        body -> 'payment' ->> 'currency' AS currency,
        jsonb_array_length(body -> 'items') AS items_count,
        updated_at
-FROM order_snapshots
+FROM (SELECT order_uid, body_json::jsonb AS body, updated_at FROM order_snapshots
+      {where}
+      ORDER BY updated_at DESC, order_uid DESC
+      LIMIT %(limit)s) AS page
+ORDER BY updated_at DESC, order_uid DESC
 """
 
-RECENT_ORDERS = (
-    _SUMMARY_COLUMNS
-    + """
-ORDER BY updated_at DESC, order_uid DESC
-LIMIT %(limit)s
-"""
-)
 
-RECENT_ORDERS_BEFORE = (
-    _SUMMARY_COLUMNS
-    + """
-WHERE (updated_at, order_uid) < (%(updated_at)s, %(order_uid)s)
-ORDER BY updated_at DESC, order_uid DESC
-LIMIT %(limit)s
-"""
-)
+RECENT_ORDERS = _summaries("")
+RECENT_ORDERS_BEFORE = _summaries("WHERE (updated_at, order_uid) < (%(updated_at)s, %(order_uid)s)")
 
 DB_NOW = "SELECT now()"
 CURRENT_USER = "SELECT current_user"

@@ -14,6 +14,7 @@ SECTIONS = {
     "reads": "Reads: GET /order/{uid}",
     "ingest": "Ingest: Kafka → projector → PostgreSQL",
     "latency": "Produce → visible",
+    "mixed": "Mixed load: cached reads while the projector ingests",
     "boot": "Boot: warm-up and memory",
 }
 
