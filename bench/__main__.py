@@ -88,6 +88,8 @@ def main() -> int:
     )
     report.RESULTS_MD.write_text(report.markdown(results, machine, elapsed, settings_text))
     report.chart(results)
+    if scale is FULL and set(only) == set(SECTIONS) and not results.errors:
+        report.update_readme(results)
     say(
         f"wrote {report.RESULTS_MD.relative_to(env.ROOT)} and {report.CHART.relative_to(env.ROOT)} ({elapsed / 60:.1f} min)"
     )

@@ -64,6 +64,7 @@ def run(results: Results, scale: Scale, settings: Settings) -> None:
         raws.append(raw_scan(settings, limit))
         boots.append(boot_api(settings, limit, probe))
     empty = boot_api(settings, 0, probe)
+    api_imports = statistics.median(imports_alone() for _ in range(3))
     if any(b.entries != limit for b in boots):
         raise RuntimeError(f"the API warmed {[b.entries for b in boots]} entries, wanted {limit}")
 
@@ -79,6 +80,14 @@ def run(results: Results, scale: Scale, settings: Settings) -> None:
         "s",
         ("<=", 0.2),
         f"{count:,} orders in the database; the order is read from it (the warm-up has not reached it)",
+        baseline=f"interpreter start and the API's imports alone: {api_imports:.3f} s",
+    )
+    results.figure(
+        SECTION,
+        "API: interpreter start and imports alone",
+        api_imports,
+        "s",
+        note=f"`python -c 'import api.main'`; the largest: {IMPORT_PROFILE[0]}",
     )
     results.figure(SECTION, f"API start → ready, warming {limit:,}", warm, "s")
     results.figure(SECTION, "API start → ready, empty cache", empty.seconds, "s")
@@ -92,7 +101,12 @@ def run(results: Results, scale: Scale, settings: Settings) -> None:
     results.figure(SECTION, "raw scan, process start → done", raw_wall, "s")
     results.figure(SECTION, "raw scan, query only", raw_scan_s, "s")
     results.ratio(
-        SECTION, "raw scan / API warm boot", raw_wall / warm, (">=", 0.5), "both from process start"
+        SECTION,
+        "raw scan / API warm boot",
+        raw_wall / warm,
+        (">=", 0.5),
+        "both from process start",
+        baseline=f"raw scan of the same {limit:,} rows: {raw_wall:.2f} s",
     )
     results.ratio(
         SECTION,
@@ -145,6 +159,7 @@ def _memory(
         per_entry_rss / json_size,
         ("<=", 1.5),
         f"(RSS with {warmed.entries:,.0f} cached − RSS empty) / entries, against the mean JSON",
+        baseline=f"the order's JSON: {json_size:,.0f} B",
     )
     results.ratio(SECTION, "tracemalloc per cached order / JSON size", traced / json_size)
     results.ratio(SECTION, "cache's accounting / tracemalloc per order", per_entry_accounted / traced)
@@ -158,6 +173,7 @@ def _memory(
         "MB",
         ("<=", 150),
         "supervisor " + " + ".join(f"{v / 1e6:.0f}" for v in [supervisor, *replicas]) + " MB (replicas)",
+        baseline=f"the cached JSON itself: {PSS_REPLICAS * scale.pss_cache_entries * json_size / 1e6:.0f} MB",
     )
 
 
@@ -198,6 +214,33 @@ def boot_api(settings: Settings, entries: int, probe: str) -> Boot:
             entries=metric(text, "orderview_api_cache_entries") or 0.0,
             cache_bytes=metric(text, "orderview_api_cache_bytes") or 0.0,
         )
+
+
+IMPORT_PROFILE: list[str] = ["(not measured)"]
+
+
+def imports_alone() -> float:
+    """Seconds of `python -X importtime -c 'import api.main'`; keeps its largest imports (by
+    cumulative time, top-level packages) in IMPORT_PROFILE for the report."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import api.main"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    seconds = time.perf_counter() - started
+    tops = []
+    for line in done.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            depth = len(parts[2]) - len(parts[2].lstrip())  # 1: imported by -c, 3: by api.main
+            if depth <= 3:
+                tops.append((int(parts[1]), parts[2].strip()))
+    tops.sort(reverse=True)
+    IMPORT_PROFILE[:] = [", ".join(f"{name} {us / 1000:.0f} ms" for us, name in tops[1:7] if name)]
+    return seconds
 
 
 def replicas_pss(settings: Settings, entries: int) -> dict[int, int]:

@@ -100,6 +100,7 @@ def machine() -> dict[str, str]:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "commit": git_commit(),
         "postgres": _postgres_version(),
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 

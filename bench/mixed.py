@@ -74,7 +74,7 @@ def run(
         "cached-read p99 ingesting / idle",
         busy.p99_ms / idle.p99_ms,
         ("<=", 2.0),
-        f"baseline: the same reads idle, p99 {idle.p99_ms:.2f} ms",
+        baseline=f"the same reads idle: p99 {idle.p99_ms:.2f} ms, {idle.rps:,.0f} req/s",
     )
     if misses or idle.errors or busy.errors:
         results.note(
