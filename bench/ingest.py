@@ -23,6 +23,7 @@ from psycopg import sql
 from bench import data, mixed
 from bench.env import ROOT, say
 from bench.procs import Service, free_port, http_get, metric
+from bench.profile import PROJECTOR_PARTS, PROJECTOR_REST, Profile
 from bench.results import Results
 from bench.scale import Scale
 from orderview.settings import Settings
@@ -71,7 +72,14 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
         "ingest-projector", "projector", dataclasses.replace(settings, projector_port=free_port())
     )
     with projector:
-        rate, total_s = watch_projector(projector, n)
+        with Profile(projector.pid, "ingest-projector") as profile:
+            rate, total_s = watch_projector(projector, n)
+        results.note(
+            SECTION,
+            "Profile of the projector while measured (py-spy, CPU samples by part): "
+            + profile.describe(PROJECTOR_PARTS, PROJECTOR_REST)
+            + ".",
+        )
         count = _count_snapshots(settings)
         if count != n:
             raise RuntimeError(f"the projector made {count} snapshots of {n} orders")

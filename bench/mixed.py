@@ -15,7 +15,8 @@ import psycopg
 
 from bench import data, env, wrk
 from bench.env import say
-from bench.procs import Service, free_port, http_get, metric
+from bench.procs import Service, cpu_seconds, free_port, http_get, metric
+from bench.profile import API_PARTS, API_REST, Profile
 from bench.results import Results
 from bench.scale import Scale
 from orderview.settings import Settings
@@ -47,13 +48,18 @@ def run(
         _wait_all_cached(base, existing * api_settings.api_replicas)
         wrk.run(wrk_path, port, ids_file, 1, **load)  # unmeasured
         say(f"mixed: cached reads idle, {scale.mixed_seconds} s")
+        cpu = _cpu(api, projector)
         idle = wrk.run(wrk_path, port, ids_file, scale.mixed_seconds, **load)
+        cpu_idle = _cpu_since(cpu, api, projector, idle.seconds)
         say(f"mixed: producing {scale.mixed_orders:,} orders, then the same reads while they are ingested")
         before = _projected(projected)
         asyncio.run(produce(settings, data.valid_orders(scale.mixed_orders, seed=SEED)))
         at_start = _projected(projected)
         started = time.perf_counter()
-        busy = wrk.run(wrk_path, port, ids_file, scale.mixed_seconds, **load)
+        cpu = _cpu(api, projector)
+        with Profile(api.pid, "mixed-api", subprocesses=True) as profile:
+            busy = wrk.run(wrk_path, port, ids_file, scale.mixed_seconds, **load)
+        cpu_busy = _cpu_since(cpu, api, projector, busy.seconds)
         seconds = time.perf_counter() - started
         at_end = _projected(projected)
         misses = metric(_metrics(base), "orderview_api_cache_misses_total") or 0.0
@@ -76,6 +82,15 @@ def run(
         ("<=", 2.0),
         baseline=f"the same reads idle: p99 {idle.p99_ms:.2f} ms, {idle.rps:,.0f} req/s",
     )
+    results.figure(SECTION, "idle: API replicas' CPU", cpu_idle[0], "cores", note="utime+stime / wall")
+    results.figure(SECTION, "ingesting: API replicas' CPU", cpu_busy[0], "cores", note="utime+stime / wall")
+    results.figure(SECTION, "ingesting: projector's CPU", cpu_busy[1], "cores", note="utime+stime / wall")
+    results.note(
+        SECTION,
+        "Profile of the API replicas while ingesting (py-spy, CPU samples by part): "
+        + profile.describe(API_PARTS, API_REST)
+        + ".",
+    )
     if misses or idle.errors or busy.errors:
         results.note(
             SECTION, f"{misses:.0f} cache misses, {idle.errors + busy.errors} errors during the runs."
@@ -91,6 +106,19 @@ def run(
         "idle": (idle.rps, idle.p50_ms, idle.p99_ms),
         "ingesting": (busy.rps, busy.p50_ms, busy.p99_ms),
     }
+
+
+def _cpu(api: Service, projector: Service) -> tuple[float, float]:
+    """CPU seconds used so far by the API's replicas (and supervisor), and by the projector."""
+    return sum(cpu_seconds(pid) for pid in api.pids()), cpu_seconds(projector.pid)
+
+
+def _cpu_since(
+    before: tuple[float, float], api: Service, projector: Service, seconds: float
+) -> tuple[float, float]:
+    """Cores used on average since `before`, by the API and by the projector."""
+    now = _cpu(api, projector)
+    return (now[0] - before[0]) / seconds, (now[1] - before[1]) / seconds
 
 
 def _projected(url: str) -> float:

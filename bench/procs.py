@@ -102,6 +102,10 @@ class Service:
             time.sleep(interval)
         raise RuntimeError(f"{self.name}: no 200 from {url} after {timeout:.0f}s; see {self.log_path}")
 
+    def pids(self) -> list[int]:
+        """The process and its children (a multi-process server's replicas)."""
+        return [self.pid, *_children(self.pid)]
+
     def rss_bytes(self) -> int:
         """Resident memory of the process and its children (a multi-process server counts whole)."""
         total = 0
