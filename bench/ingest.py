@@ -184,7 +184,7 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
         f"{n:,} valid emulator orders produced to a fresh topic of {settings.orders_partitions} partitions before "
         f"measuring; projector `python -m projector` with batch_size={settings.batch_size}, "
         f"batch_wait_s={settings.batch_wait_s}; its rate from /metrics orderview_projector_projected_total "
-        "polled every 20 ms (from the first batch to the last); raw COPY into an empty database of the same "
+        "polled every 100 ms (from the first batch to the last); raw COPY into an empty database of the same "
         f"schema, {COPY_BATCH} orders per transaction, rows built before timing, psycopg text COPY into "
         "order_snapshots, orders, deliveries, payments, items, as the projector role; raw consume: aiokafka "
         "without a group from the earliest offset, no processing; Quix Streams "
@@ -323,7 +323,7 @@ def _truncate(settings: Settings) -> None:
 # --- the projector ---------------------------------------------------------------------------------
 
 
-def watch_projector(projector: Service, count: int, interval: float = 0.02) -> tuple[float, float]:
+def watch_projector(projector: Service, count: int, interval: float = 0.1) -> tuple[float, float]:
     """(orders/s from the first applied batch to the last, seconds from process start to all applied)."""
     url = f"http://127.0.0.1:{projector.settings.projector_port}/metrics"
     deadline = time.monotonic() + max(120.0, count / 500)

@@ -24,6 +24,7 @@ from orderview.settings import Settings
 SECTION = "mixed"
 SEED = 606
 CONNECTIONS = 32
+CACHE_BYTES = 2**34
 
 
 def run(
@@ -38,14 +39,17 @@ def run(
     existing = _count_snapshots(settings)
     port = free_port()
     api_settings = dataclasses.replace(
-        settings, api_port=port, cache_max_entries=existing + scale.mixed_orders
+        settings,
+        api_port=port,
+        cache_max_entries=existing + scale.mixed_orders,
+        cache_max_bytes=CACHE_BYTES,  # every order, whatever the default bound holds
     )
     base = f"http://127.0.0.1:{port}"
     projected = f"http://127.0.0.1:{projector.settings.projector_port}/metrics"
     load = dict(threads=1, connections=CONNECTIONS)
     with Service("mixed-api", "api", api_settings, ("--port", str(port))) as api:
         api.wait_http(f"{base}/readyz", timeout=600)
-        _wait_all_cached(base, existing * api_settings.api_replicas)
+        _wait_all_cached(base, existing * api_settings.api_replicas, api)
         wrk.run(wrk_path, port, ids_file, 1, **load)  # unmeasured
         say(f"mixed: cached reads idle, {scale.mixed_seconds} s")
         cpu = _cpu(api, projector)
@@ -135,10 +139,12 @@ def _metrics(base: str) -> str:
     return body.decode()
 
 
-def _wait_all_cached(base: str, entries: int, timeout: float = 300.0) -> None:
+def _wait_all_cached(base: str, entries: int, api: Service, timeout: float = 300.0) -> None:
     """Every replica warm: /readyz reaches one replica, the merged metrics count them all."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if not api.alive():
+            raise RuntimeError(f"the API exited; see {api.log_path}")
         if (metric(_metrics(base), "orderview_api_cache_entries") or 0) >= entries:
             return
         time.sleep(0.2)
