@@ -78,6 +78,7 @@ def main() -> int:
         say(f"{section} done in {time.perf_counter() - t:.0f} s")
 
     elapsed = time.perf_counter() - started
+    machine["load_after"] = env.load_average()
     print(report.table(results), flush=True)
     settings_text = _settings_text(scale)
     LAST_RUN.parent.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,7 @@ def markdown(results: Results, machine: dict[str, str], elapsed: float, settings
         f"| date | {machine['date']} |",
         f"| git commit | {machine['commit']} |",
         f"| load average before the run (1, 5, 15 min) | {machine.get('load', 'unknown')} |",
+        f"| load average at its end | {machine.get('load_after', 'unknown')} |",
         "",
         "Kafka, PostgreSQL, the service under test and the load generator share the 2 cores.",
         "",
