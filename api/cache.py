@@ -7,50 +7,40 @@ counters are plain ints read by the /metrics collector, so the hit path costs no
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from datetime import datetime
 
-from aiohttp import hdrs
-from multidict import CIMultiDict, CIMultiDictProxy
-
-from api.edge import SECURITY_HEADERS, VARY
 from api.encoding import strong_etag
 
-# Besides the body and key: the entry, its ETag, two header maps and the dict slot (measured
-# with tracemalloc at ~1 KB).
-ENTRY_OVERHEAD_BYTES = 1024
-
-_JSON = "application/json"
+# Besides the body and the key: the entry, its ETag, its time and the LRU's slot for it
+# (measured with tracemalloc: bench/boot.py reports it beside this accounting).
+ENTRY_OVERHEAD_BYTES = 320
 
 
-def _headers(etag: str, x_cache: str) -> CIMultiDictProxy[str]:
-    return CIMultiDictProxy(
-        CIMultiDict(
-            {hdrs.CONTENT_TYPE: _JSON, hdrs.ETAG: etag, "X-Cache": x_cache, **VARY, **SECURITY_HEADERS}
-        )
-    )
-
-
-@dataclass(frozen=True, slots=True)
 class CachedOrder:
-    """One order as served: its bytes, strong ETag and the response headers, computed once."""
+    """One order as served: its exact bytes, strong ETag and version time.
 
-    order_uid: str
-    body: bytes
-    etag: str
-    updated_at: datetime
-    hit_headers: CIMultiDictProxy[str] = field(repr=False, compare=False)
-    miss_headers: CIMultiDictProxy[str] = field(repr=False, compare=False)
+    No headers: every answer's headers but the ETag are the same, so the handler takes shared
+    ones (api/handlers.py) and adds the ETag; an entry holds only what differs between orders.
+    """
+
+    __slots__ = ("body", "etag", "order_uid", "updated_at")
+
+    def __init__(self, order_uid: str, body: bytes, etag: str, updated_at: datetime) -> None:
+        self.order_uid = order_uid
+        self.body = body
+        self.etag = etag
+        self.updated_at = updated_at
+
+    def __repr__(self) -> str:
+        return f"CachedOrder({self.order_uid!r}, {len(self.body)} bytes, {self.etag}, {self.updated_at})"
 
     @classmethod
     def build(cls, order_uid: str, body: bytes, updated_at: datetime) -> CachedOrder:
-        etag = strong_etag(body)
-        return cls(order_uid, body, etag, updated_at, _headers(etag, "hit"), _headers(etag, "miss"))
+        return cls(order_uid, body, strong_etag(body), updated_at)
 
-    @classmethod
-    def from_snapshot(cls, order_uid: str, body_json: str, updated_at: datetime) -> CachedOrder:
-        """From a snapshot row: body_json is the compact JSON the projector stored."""
-        return cls.build(order_uid, body_json.encode(), updated_at)
+    # A snapshot row (api/views.py) holds the bytes the API serves: the compact JSON the
+    # projector stored, fetched as bytes of exactly their size.
+    from_snapshot = build
 
     @property
     def size(self) -> int:

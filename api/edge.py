@@ -20,7 +20,7 @@ SECURITY_HEADERS = {
 }
 # Answers may differ by Origin (CORS): shared caches must keep them apart.
 VARY = {hdrs.VARY: "Origin"}
-EXPOSED = "ETag, X-Cache"
+EXPOSED = "ETag, X-Cache, Server-Timing"
 PREFLIGHT_MAX_AGE_S = "600"
 METHODS = "GET, HEAD"
 REQUEST_HEADERS = {"if-none-match", "accept", "accept-language", "content-language"}

@@ -33,6 +33,7 @@ from orderview.settings import Settings
 log = logging.getLogger("orderview.api.freshness")
 
 LISTEN_APPLICATION_NAME = "orderview-api-listen"
+WARM_UP_APPLICATION_NAME = "orderview-api-warm-up"
 CHUNK = 1000
 FIRST_RETRY_S = 0.1
 
@@ -124,7 +125,11 @@ class Freshness:
         return now
 
     async def warm_up(self) -> int:
-        """Fill the cache with the most recently updated orders, until it is full."""
+        """Fill the cache with the most recently updated orders, until it is full.
+
+        The replica serves meanwhile (misses read the database, coalesced): the warm-up reads on
+        a connection of its own, so requests never wait for the pool's, and yields to them
+        between chunks. /readyz turns ready when it is done."""
         cache = self._cache
         if not cache.enabled:
             return 0
@@ -135,9 +140,12 @@ class Freshness:
         # collections, which would otherwise walk the whole cache on the serving path.
         gc.disable()
         try:
-            async with contextlib.aclosing(
-                views.recent_snapshots(self._pool, cache.max_entries, CHUNK)
-            ) as chunks:
+            async with (
+                await psycopg.AsyncConnection.connect(
+                    self._dsn, autocommit=True, application_name=WARM_UP_APPLICATION_NAME
+                ) as conn,
+                contextlib.aclosing(views.recent_snapshots(conn, cache.max_entries, CHUNK)) as chunks,
+            ):
                 async for rows in chunks:
                     for uid, body, updated_at in rows:
                         if not cache.warm(CachedOrder.from_snapshot(uid, body, updated_at)):

@@ -8,7 +8,7 @@ from time import perf_counter
 
 import orjson
 from aiohttp import hdrs, web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api import views
@@ -24,6 +24,8 @@ from schemas import ORDER_UID_RE
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
 _valid_uid = ORDER_UID_RE.match
+X_CACHE = istr("X-Cache")
+SERVER_TIMING = istr("Server-Timing")
 _JSON_HEADERS = {hdrs.CONTENT_TYPE: "application/json"}
 _ALIVE = orjson.dumps({"status": "alive"})
 _READY = orjson.dumps({"status": "ready"})
@@ -46,12 +48,28 @@ def _etag_matches(if_none_match: str, etag: str) -> bool:
     return False
 
 
+def _answer_headers(x_cache: str) -> CIMultiDictProxy[str]:
+    """The headers every order answer from one source shares; the handler adds ETag and timing."""
+    return CIMultiDictProxy(
+        CIMultiDict({hdrs.CONTENT_TYPE: "application/json", X_CACHE: x_cache, **VARY, **SECURITY_HEADERS})
+    )
+
+
+HIT_HEADERS = _answer_headers("hit")
+MISS_HEADERS = _answer_headers("miss")
+# Server-Timing (W3C): where the answer came from and how long the server took, in ms with µs
+# precision; the viewer shows it, so a second look-up of an order shows the cache at work.
+TIMING_HIT = 'cache;desc="cache hit";dur='
+TIMING_MISS = 'db;desc="database";dur='
+
+
 def order_handler(metrics: RouteMetrics, hosts: HostGuard | None, cors: Cors | None) -> Handler:
     """GET and HEAD /order/{order_uid}: the hot path.
 
     It does itself what `answering` does for the other routes (time, count, answer exceptions
     with the same `error_answer`, Host and CORS when configured): one coroutine less per
-    request, ~0.6 µs of a ~5 µs dispatch. The security headers are in the entry's headers.
+    request, ~0.6 µs of a ~5 µs dispatch. Headers come shared (HIT_HEADERS, MISS_HEADERS, with
+    the security headers); only the ETag and Server-Timing are the entry's and the request's.
     """
     observe = metrics.observe
     refuses = hosts.refuses if hosts is not None else None
@@ -70,14 +88,17 @@ def order_handler(metrics: RouteMetrics, hosts: HostGuard | None, cors: Cors | N
                 if _valid_uid(uid) is None:
                     raise BadOrderUid()
                 entry = await app[LOADER].load(uid)
-                headers = entry.miss_headers
+                shared, timing = MISS_HEADERS, TIMING_MISS
             else:
-                headers = entry.hit_headers
+                shared, timing = HIT_HEADERS, TIMING_HIT
             if_none_match = request.headers.get(hdrs.IF_NONE_MATCH)
             if if_none_match is not None and _etag_matches(if_none_match, entry.etag):
-                response = web.Response(status=304, headers=_not_modified_headers(headers))
+                response = web.Response(status=304, headers=_not_modified_headers(shared))
             else:
-                response = web.Response(body=entry.body, headers=headers)
+                response = web.Response(body=entry.body, headers=shared)
+            headers = response.headers
+            headers[hdrs.ETAG] = entry.etag
+            headers[SERVER_TIMING] = f"{timing}{(perf_counter() - started) * 1000:.3f}"
         except Exception as exc:
             response = error_answer(request, exc)
         if apply_cors is not None:
@@ -88,8 +109,8 @@ def order_handler(metrics: RouteMetrics, hosts: HostGuard | None, cors: Cors | N
     return get_order
 
 
-def _not_modified_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
-    return {hdrs.ETAG: headers[hdrs.ETAG], "X-Cache": headers["X-Cache"], **VARY, **SECURITY_HEADERS}
+def _not_modified_headers(shared: CIMultiDictProxy[str]) -> dict[str, str]:
+    return {X_CACHE: shared[X_CACHE], **VARY, **SECURITY_HEADERS}
 
 
 async def list_orders(request: web.Request) -> web.Response:

@@ -4,16 +4,19 @@
     python -m api --port 8090 --replicas 1 one process on a chosen port
 
 Replicas are processes sharing one port through SO_REUSEPORT: the kernel spreads connections
-across them. Each has its own cache, pool and LISTEN connection; the supervisor restarts a
-replica that dies and stops them all on SIGTERM/SIGINT.
+across them. Each has its own cache, pool and LISTEN connection. They are forks of the
+supervisor, which imported everything before forking, so they share its pages (code, modules)
+and start without importing anything; the supervisor restarts a replica that dies and stops
+them all on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
+import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -78,48 +81,83 @@ def serve(
     )
 
 
-def supervise(host: str, port: int, replicas: int) -> int:
-    """Run `replicas` single-replica processes on one port; restart any that exits. They share
-    a directory of metrics files, so a scrape of any sees them all."""
+def supervise(settings: Settings, host: str, port: int, replicas: int) -> int:
+    """Run `replicas` replicas on one port, each a fork of this process; restart any that exits.
+    They share a directory of metrics files, so a scrape of any sees them all."""
     with tempfile.TemporaryDirectory(prefix="orderview-api-metrics-") as metrics_dir:
-        return _supervise(host, port, replicas, metrics_dir)
+        return _supervise(settings, host, port, replicas, Path(metrics_dir))
 
 
-def _supervise(host: str, port: int, replicas: int, metrics_dir: str) -> int:
-    def command(replica: int) -> list[str]:
-        return [
-            *(sys.executable, "-m", "api", "--host", host, "--port", str(port), "--replicas", "1"),
-            *("--replica", str(replica), "--metrics-dir", metrics_dir),
-        ]
-
-    children = [subprocess.Popen(command(i)) for i in range(replicas)]
+def _supervise(settings: Settings, host: str, port: int, replicas: int, metrics_dir: Path) -> int:
+    # Everything a replica runs is imported by now (this module's imports): forked, replicas
+    # share those pages instead of importing them each. Frozen, the parent's objects are left
+    # out of the children's collections, which would otherwise write to (and so copy) them.
+    gc.collect()
+    gc.freeze()
+    children = {_fork_replica(settings, host, port, str(i), metrics_dir): i for i in range(replicas)}
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
+        for pid in children:
+            _signal(pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("api replicas started", extra={"replicas": replicas, "port": port})
     while not stopping:
         time.sleep(0.5)
-        for i, child in enumerate(children):
-            if child.poll() is not None and not stopping:
-                log.warning(
-                    "api replica exited, restarting", extra={"pid": child.pid, "rc": child.returncode}
-                )
-                time.sleep(RESTART_DELAY_S)
-                children[i] = subprocess.Popen(command(i))
-    for child in children:
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
+        for pid, replica in list(children.items()):
+            if stopping or not _exited(pid):
+                continue
+            log.warning("api replica exited, restarting", extra={"pid": pid, "replica": replica})
+            del children[pid]
+            time.sleep(RESTART_DELAY_S)
+            children[_fork_replica(settings, host, port, str(replica), metrics_dir)] = replica
+    deadline = time.monotonic() + 10
+    while children and time.monotonic() < deadline:
+        for pid in [pid for pid in children if _exited(pid)]:
+            del children[pid]
+        time.sleep(0.05)
+    for pid in children:
+        _signal(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
     return 0
+
+
+def _fork_replica(settings: Settings, host: str, port: int, replica: str, metrics_dir: Path) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    # The child: the supervisor's signal handlers are not its own (run_app sets the loop's).
+    status = 1
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        serve(settings, host, port, replica, metrics_dir)
+        status = 0
+    except BaseException:
+        log.exception("api replica failed", extra={"replica": replica})
+    finally:
+        logging.shutdown()
+        # Never back into the supervisor's frames: its `finally` would delete the metrics files.
+        os._exit(status)
+
+
+def _exited(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == pid
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -131,8 +169,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default=settings.api_host)
     parser.add_argument("--port", type=int, default=settings.api_port)
     parser.add_argument("--replicas", type=int, default=settings.api_replicas)
-    parser.add_argument("--replica", default="0", help=argparse.SUPPRESS)  # given by the supervisor
-    parser.add_argument("--metrics-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         settings.refuse_default_passwords(**{"--host": args.host})
@@ -140,6 +176,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"[orderview] {exc}")
     jsonlog.setup(settings.log_level)
     if args.replicas <= 1:
-        serve(settings, args.host, args.port, args.replica, args.metrics_dir)
+        serve(settings, args.host, args.port)
     else:
-        sys.exit(supervise(args.host, args.port, args.replicas))
+        sys.exit(supervise(settings, args.host, args.port, args.replicas))

@@ -120,6 +120,14 @@ X_CACHE = {
     "description": "Whether this replica's cache had the order.",
     "schema": {"type": "string", "enum": ["hit", "miss"]},
 }
+SERVER_TIMING = {
+    "description": (
+        "Where the answer came from and how long the server took (W3C Server-Timing, `dur` in ms "
+        'with µs precision): `cache;desc="cache hit";dur=0.004` or `db;desc="database";dur=0.850`.'
+    ),
+    "schema": {"type": "string"},
+}
+ORDER_HEADERS = {"ETag": ETAG, "X-Cache": X_CACHE, "Server-Timing": SERVER_TIMING}
 UNAVAILABLE = _error("The database is unavailable and the order is not cached.", ["unavailable"])
 NOT_FOUND = _error("No route for this path.", ["not_found"])
 
@@ -142,7 +150,7 @@ ORDER_PARAMETERS = [
 
 
 def _order_operation(summary: str, body: bool) -> dict[str, Any]:
-    ok = _json("Order", "The order, as accepted from the event log.", {"ETag": ETAG, "X-Cache": X_CACHE})
+    ok = _json("Order", "The order, as accepted from the event log.", ORDER_HEADERS)
     if not body:
         ok = {"description": "Headers of the answer to GET.", "headers": ok["headers"]}
     return {
@@ -152,7 +160,7 @@ def _order_operation(summary: str, body: bool) -> dict[str, Any]:
             "200": ok,
             "304": {
                 "description": "Not modified: If-None-Match holds the current ETag.",
-                "headers": {"ETag": ETAG, "X-Cache": X_CACHE},
+                "headers": ORDER_HEADERS,
             },
             "400": _error("order_uid is not 1-64 of A-Z a-z 0-9 _ -.", ["bad_order_uid"]),
             "404": _error("No order with this order_uid.", ["not_found"]),

@@ -10,22 +10,28 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-Snapshot = tuple[str, str, datetime]  # order_uid, body_json (the JSON the API serves), updated_at
+Snapshot = tuple[str, bytes, datetime]  # order_uid, the JSON the API serves (body_json), updated_at
 
+# Snapshots are read in binary format, body_json as UTF-8 bytes (convert_to): the bytes the API
+# serves arrive as one exact-size bytes object, with no str decoded and encoded again on the way.
 SNAPSHOTS_BY_UID = """
-SELECT order_uid, body_json, updated_at FROM order_snapshots WHERE order_uid = ANY(%(uids)s)
+SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at FROM order_snapshots
+WHERE order_uid = ANY(%(uids)s)
 """
 
 # Warm-up: the most recently changed orders first (index order_snapshots_recent).
 RECENT_SNAPSHOTS = """
-SELECT order_uid, body_json, updated_at FROM order_snapshots
+SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at FROM order_snapshots
 ORDER BY updated_at DESC, order_uid DESC
 LIMIT %(limit)s
 """
 
 CHANGED_SINCE = "SELECT order_uid FROM order_snapshots WHERE updated_at > %(since)s"
 
-_SUMMARY_COLUMNS = """
+
+def _summaries(where: str) -> str:
+    """A page of order summaries, newest first; only the page's rows are parsed (body_json)."""
+    return f"""
 SELECT order_uid,
        body ->> 'date_created' AS date_created,
        body ->> 'customer_id' AS customer_id,
@@ -35,25 +41,16 @@ SELECT order_uid,
        body -> 'payment' ->> 'currency' AS currency,
        jsonb_array_length(body -> 'items') AS items_count,
        updated_at
-FROM order_snapshots
+FROM (SELECT order_uid, body_json::jsonb AS body, updated_at FROM order_snapshots
+      {where}
+      ORDER BY updated_at DESC, order_uid DESC
+      LIMIT %(limit)s) AS page
+ORDER BY updated_at DESC, order_uid DESC
 """
 
-RECENT_ORDERS = (
-    _SUMMARY_COLUMNS
-    + """
-ORDER BY updated_at DESC, order_uid DESC
-LIMIT %(limit)s
-"""
-)
 
-RECENT_ORDERS_BEFORE = (
-    _SUMMARY_COLUMNS
-    + """
-WHERE (updated_at, order_uid) < (%(updated_at)s, %(order_uid)s)
-ORDER BY updated_at DESC, order_uid DESC
-LIMIT %(limit)s
-"""
-)
+RECENT_ORDERS = _summaries("")
+RECENT_ORDERS_BEFORE = _summaries("WHERE (updated_at, order_uid) < (%(updated_at)s, %(order_uid)s)")
 
 DB_NOW = "SELECT now()"
 CURRENT_USER = "SELECT current_user"
@@ -62,16 +59,14 @@ PING = "SELECT 1"
 
 async def snapshots_by_uid(pool: AsyncConnectionPool, uids: Sequence[str]) -> list[Snapshot]:
     async with pool.connection() as conn:
-        cur = await conn.execute(SNAPSHOTS_BY_UID, {"uids": list(uids)})
+        cur = await conn.execute(SNAPSHOTS_BY_UID, {"uids": list(uids)}, binary=True)
         return await cur.fetchall()
 
 
-async def recent_snapshots(
-    pool: AsyncConnectionPool, limit: int, chunk: int
-) -> AsyncIterator[list[Snapshot]]:
+async def recent_snapshots(conn: AsyncConnection, limit: int, chunk: int) -> AsyncIterator[list[Snapshot]]:
     """Stream through a server-side cursor, `chunk` rows per round trip."""
-    async with pool.connection() as conn, conn.transaction():
-        cur = conn.cursor(name="orderview_warm_up")
+    async with conn.transaction():
+        cur = conn.cursor(name="orderview_warm_up", binary=True)
         await cur.execute(RECENT_SNAPSHOTS, {"limit": limit})
         while rows := await cur.fetchmany(chunk):
             yield rows

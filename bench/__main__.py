@@ -18,7 +18,7 @@ from bench.scale import FULL, QUICK, Scale
 from orderview.settings import Settings, get_settings
 
 SECTIONS = ("reads", "ingest", "boot")
-PARTS = {"ingest": ("ingest", "latency")}  # sections that report under more than one heading
+PARTS = {"ingest": ("ingest", "latency", "mixed")}  # sections that report under more than one heading
 LAST_RUN = env.OUT / "last-run.json"  # what --report re-renders
 
 
@@ -39,14 +39,14 @@ def main() -> int:
     scale = QUICK if args.quick else FULL
 
     env.require_matplotlib()
-    wrk_path = env.ensure_wrk() if "reads" in only else ""
+    wrk_path = env.ensure_wrk() if {"reads", "ingest"} & set(only) else ""
     machine = env.machine()
     results = Results(scale.name)
     started = time.perf_counter()
 
     runners: dict[str, Callable[[], None]] = {
         "reads": lambda: _reads(results, scale, wrk_path),
-        "ingest": lambda: _ingest(results, scale),
+        "ingest": lambda: _ingest(results, scale, wrk_path),
         "boot": lambda: _boot(results, scale),
     }
     for section in only:
@@ -78,6 +78,7 @@ def main() -> int:
         say(f"{section} done in {time.perf_counter() - t:.0f} s")
 
     elapsed = time.perf_counter() - started
+    machine["load_after"] = env.load_average()
     print(report.table(results), flush=True)
     settings_text = _settings_text(scale)
     LAST_RUN.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +89,8 @@ def main() -> int:
     )
     report.RESULTS_MD.write_text(report.markdown(results, machine, elapsed, settings_text))
     report.chart(results)
+    if scale is FULL and set(only) == set(SECTIONS) and not results.errors:
+        report.update_readme(results)
     say(
         f"wrote {report.RESULTS_MD.relative_to(env.ROOT)} and {report.CHART.relative_to(env.ROOT)} ({elapsed / 60:.1f} min)"
     )
@@ -128,11 +131,11 @@ def _reads(results: Results, scale: Scale, wrk_path: str) -> None:
         reads.run(results, scale, wrk_path, settings)
 
 
-def _ingest(results: Results, scale: Scale) -> None:
+def _ingest(results: Results, scale: Scale, wrk_path: str) -> None:
     from bench import ingest
 
     with env.scratch("ingest", topics=True) as settings, env.scratch("copy") as copy_settings:
-        ingest.run(results, scale, settings, copy_settings)
+        ingest.run(results, scale, settings, copy_settings, wrk_path)
 
 
 def _boot(results: Results, scale: Scale) -> None:

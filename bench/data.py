@@ -12,6 +12,7 @@ import psycopg
 from emulator import stream
 from orderview.settings import Settings
 from projector import store
+from projector.rows import Rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,16 +31,15 @@ def valid_orders(count: int, seed: int) -> list[Order]:
 def variants(base: Sequence[Order], count: int) -> Iterator[Order]:
     """`count` valid orders made from `base` under new uids (order_uid and payment.transaction change;
     the schema and the invariants still hold): fast filler for a big database."""
-    produced = 0
-    generation = 0
-    while produced < count:
-        for order in base:
-            if produced >= count:
-                return
-            uid = f"{order.uid}v{generation:x}"
-            yield Order(uid, order.value.replace(order.uid.encode(), uid.encode()))
-            produced += 1
-        generation += 1
+    for i in range(count):
+        order = base[i % len(base)]
+        uid = variant_uid(base, i)
+        yield Order(uid, order.value.replace(order.uid.encode(), uid.encode()))
+
+
+def variant_uid(base: Sequence[Order], i: int) -> str:
+    """The uid of the i-th order `variants(base, ...)` makes."""
+    return f"{base[i % len(base)].uid}v{i // len(base):x}"
 
 
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -60,75 +60,33 @@ async def load_through_projector(settings: Settings, orders: Sequence[Order], ba
 
 # --- raw COPY -----------------------------------------------------------------------------------
 
-ORDER_COLUMNS = (
-    "order_uid, track_number, entry, locale, internal_signature, customer_id, "
-    "delivery_service, shardkey, sm_id, date_created, oof_shard"
-)
-DELIVERY_COLUMNS = "order_uid, name, phone, zip, city, address, region, email"
-PAYMENT_COLUMNS = (
-    "order_uid, transaction, request_id, currency, provider, amount, payment_dt, "
-    "bank, delivery_cost, goods_total, custom_fee"
-)
-ITEM_COLUMNS = (
-    "order_uid, position, chrt_id, track_number, price, rid, name, sale, size, "
-    "total_price, nm_id, brand, status"
-)
-SNAPSHOT_COLUMNS = "order_uid, body, body_json, source_partition, source_offset"
+SNAPSHOT_COLUMNS = "order_uid, body_json, source_partition, source_offset"
+COPY_SNAPSHOTS = f"COPY order_snapshots ({SNAPSHOT_COLUMNS}) FROM STDIN"
 
 
 @dataclass(slots=True)
-class Rows:
-    """One batch of orders as rows of each table, ready to COPY."""
+class Batch:
+    """One batch of orders as rows of each table, ready to COPY: the projector's own rows
+    (projector/rows.py) and its snapshots."""
 
     snapshots: list[tuple]
-    orders: list[tuple]
-    deliveries: list[tuple]
-    payments: list[tuple]
-    items: list[tuple]
+    rows: Rows
 
 
-def rows_of(batch: Iterable[Order], first_offset: int = 0) -> Rows:
-    rows = Rows([], [], [], [], [])
+def rows_of(batch: Iterable[Order], first_offset: int = 0) -> Batch:
+    snapshots, docs = [], []
     for i, o in enumerate(batch):
-        d = orjson.loads(o.value)
-        uid = d["order_uid"]
-        text = o.value.decode()
-        rows.snapshots.append((uid, text, text, 0, first_offset + i))
-        rows.orders.append(
-            (uid, d["track_number"], d["entry"], d["locale"], d["internal_signature"], d["customer_id"],
-             d["delivery_service"], d["shardkey"], d["sm_id"], d["date_created"], d["oof_shard"])
-        )  # fmt: skip
-        v = d["delivery"]
-        rows.deliveries.append(
-            (uid, v["name"], v["phone"], v["zip"], v["city"], v["address"], v["region"], v["email"])
-        )
-        p = d["payment"]
-        rows.payments.append(
-            (uid, p["transaction"], p["request_id"], p["currency"], p["provider"], p["amount"],
-             p["payment_dt"], p["bank"], p["delivery_cost"], p["goods_total"], p["custom_fee"])
-        )  # fmt: skip
-        for position, t in enumerate(d["items"]):
-            rows.items.append(
-                (uid, position, t["chrt_id"], t["track_number"], t["price"], t["rid"], t["name"],
-                 t["sale"], t["size"], t["total_price"], t["nm_id"], t["brand"], t["status"])
-            )  # fmt: skip
-    return rows
+        snapshots.append((o.uid, o.value.decode(), 0, first_offset + i))
+        docs.append(orjson.loads(o.value))
+    return Batch(snapshots, Rows.of(docs))
 
 
-def copy_rows(conn: psycopg.Connection, rows: Rows, snapshots_only: bool = False) -> None:
+def copy_rows(conn: psycopg.Connection, batch: Batch) -> None:
     """COPY one batch into the tables (the caller owns the transaction)."""
-    tables: list[tuple[str, str, list[tuple]]] = [("order_snapshots", SNAPSHOT_COLUMNS, rows.snapshots)]
-    if not snapshots_only:
-        tables += [
-            ("orders", ORDER_COLUMNS, rows.orders),
-            ("deliveries", DELIVERY_COLUMNS, rows.deliveries),
-            ("payments", PAYMENT_COLUMNS, rows.payments),
-            ("items", ITEM_COLUMNS, rows.items),
-        ]
     with conn.cursor() as cur:
-        for table, columns, data in tables:
-            with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:  # type: ignore[arg-type]
-                for row in data:
+        for statement, rows in [(COPY_SNAPSHOTS, batch.snapshots), *batch.rows.by_statement()]:
+            with cur.copy(statement) as copy:  # type: ignore[arg-type]
+                for row in rows:
                     copy.write_row(row)
 
 
@@ -138,8 +96,7 @@ def copy_snapshots(settings: Settings, orders: Iterable[Order], batch_size: int 
     with psycopg.connect(settings.dsn("owner")) as conn:
         batch: list[tuple] = []
         for o in orders:
-            text = o.value.decode()
-            batch.append((o.uid, text, text, 0, count))
+            batch.append((o.uid, o.value.decode(), 0, count))
             count += 1
             if len(batch) >= batch_size:
                 _copy_snapshot_batch(conn, batch)
@@ -153,6 +110,6 @@ def copy_snapshots(settings: Settings, orders: Iterable[Order], batch_size: int 
 
 def _copy_snapshot_batch(conn: psycopg.Connection, batch: list[tuple]) -> None:
     with conn.transaction(), conn.cursor() as cur:
-        with cur.copy(f"COPY order_snapshots ({SNAPSHOT_COLUMNS}) FROM STDIN") as copy:  # type: ignore[arg-type]
+        with cur.copy(COPY_SNAPSHOTS) as copy:  # type: ignore[arg-type]
             for row in batch:
                 copy.write_row(row)

@@ -100,7 +100,13 @@ def machine() -> dict[str, str]:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "commit": git_commit(),
         "postgres": _postgres_version(),
+        "load": load_average(),
     }
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages: how much else ran beside the bench."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def git_commit() -> str:

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
+import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -16,9 +20,10 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from psycopg import sql
 
-from bench import data
-from bench.env import say
+from bench import data, mixed
+from bench.env import ROOT, say
 from bench.procs import Service, free_port, http_get, metric
+from bench.profile import PROJECTOR_PARTS, PROJECTOR_REST, Profile
 from bench.results import Results
 from bench.scale import Scale
 from orderview.settings import Settings
@@ -34,9 +39,10 @@ COPY_BATCH = 500
 VALIDATION_SAMPLE = 50_000
 
 
-def run(results: Results, scale: Scale, settings: Settings, copy_settings: Settings) -> None:
+def run(results: Results, scale: Scale, settings: Settings, copy_settings: Settings, wrk_path: str) -> None:
     """`settings`: the projector's database and topics, created by the caller;
-    `copy_settings`: an empty database of the same schema for the raw COPY baseline."""
+    `copy_settings`: an empty database of the same schema for the raw COPY baseline (and the
+    Quix peer's table)."""
     say(f"ingest: producing {scale.ingest_orders:,} orders")
     orders = data.valid_orders(scale.ingest_orders, seed=SEED)
     n = len(orders)
@@ -54,14 +60,26 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
     write_rate = write_path(copy_settings, orders)
     validate_rate = validation(orders[:VALIDATION_SAMPLE])
     say("ingest: BatchProjector without Faust (projector.rebuild)")
-    replay_rate = replay(dataclasses.replace(copy_settings, orders_topic=settings.orders_topic), n)
+    replay_rate = replay(
+        dataclasses.replace(copy_settings, orders_topic=settings.orders_topic, dlq_topic=settings.dlq_topic),
+        n,
+    )
+    say("ingest: Quix Streams' PostgreSQLSink on the same topic")
+    peer = quix(copy_settings, settings.orders_topic, n, scale.quix_commit_interval_s)
     say("ingest: projector")
 
     projector = Service(
         "ingest-projector", "projector", dataclasses.replace(settings, projector_port=free_port())
     )
     with projector:
-        rate, total_s = watch_projector(projector, n)
+        with Profile(projector.pid, "ingest-projector") as profile:
+            rate, total_s = watch_projector(projector, n)
+        results.note(
+            SECTION,
+            "Profile of the projector while measured (py-spy, CPU samples by part): "
+            + profile.describe(PROJECTOR_PARTS, PROJECTOR_REST)
+            + ".",
+        )
         count = _count_snapshots(settings)
         if count != n:
             raise RuntimeError(f"the projector made {count} snapshots of {n} orders")
@@ -83,7 +101,28 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
         )
         results.figure(SECTION, "projector", rate, "orders/s", note="first batch visible → all visible")
         results.figure(SECTION, "projector: process start → all visible", total_s, "s")
-        results.ratio(SECTION, "projector / raw COPY", rate / copy_rate, (">=", 0.7))
+        results.figure(
+            SECTION,
+            "Quix Streams PostgreSQLSink",
+            peer.rate,
+            "orders/s",
+            note="first batch visible → all visible; one JSONB table, no validation",
+        )
+        results.figure(SECTION, "Quix: process start → all visible", peer.total_s, "s")
+        results.ratio(
+            SECTION,
+            "projector / raw COPY",
+            rate / copy_rate,
+            (">=", 0.7),
+            baseline=f"raw COPY of the same rows, {copy_rate:,.0f} orders/s",
+        )
+        results.ratio(
+            SECTION,
+            "projector / Quix PostgreSQLSink",
+            rate / peer.rate,
+            (">=", 0.5),
+            baseline=f"Quix Streams PostgreSQLSink, same topic, {peer.rate:,.0f} orders/s",
+        )
         results.ratio(SECTION, "projector / raw consume", rate / consume_rate)
         results.figure(
             SECTION,
@@ -118,6 +157,7 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
             "raw COPY": copy_rate,
             "write path alone": write_rate,
             "without Faust": replay_rate,
+            "Quix PostgreSQLSink": peer.rate,
             "projector": rate,
         }
 
@@ -125,19 +165,33 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
         say(f"ingest: produce → visible at {half:,.0f} orders/s, then a burst")
         seconds = scale.latency_seconds
         lat = produce_to_visible(settings, count=int(half * seconds), rate=half, seed=LATENCY_SEED)
-        _report_latency(results, "half rate", lat, f"{half:,.0f} orders/s for {seconds:g} s", target_p99=1000)
+        _report_latency(
+            results,
+            "half rate",
+            lat,
+            f"{half:,.0f} orders/s for {seconds:g} s",
+            target_p99=1000,
+            baseline=f"sent at half the projector's rate, {half:,.0f} orders/s",
+        )
         burst = produce_to_visible(settings, count=scale.burst_orders, rate=None, seed=BURST_SEED)
         _report_latency(results, "full speed", burst, f"a burst of {scale.burst_orders:,} orders, unpaced")
         results.series["latency"] = {"half rate": lat.latencies_ms, "full speed": burst.latencies_ms}
+
+        say("ingest: cached reads idle and while the projector ingests")
+        mixed.run(results, scale, settings, projector, wrk_path, [o.uid for o in orders])
 
     results.settings[SECTION] = (
         f"{n:,} valid emulator orders produced to a fresh topic of {settings.orders_partitions} partitions before "
         f"measuring; projector `python -m projector` with batch_size={settings.batch_size}, "
         f"batch_wait_s={settings.batch_wait_s}; its rate from /metrics orderview_projector_projected_total "
-        "polled every 20 ms (from the first batch to the last); raw COPY into an empty database of the same "
+        "polled every 100 ms (from the first batch to the last); raw COPY into an empty database of the same "
         f"schema, {COPY_BATCH} orders per transaction, rows built before timing, psycopg text COPY into "
         "order_snapshots, orders, deliveries, payments, items, as the projector role; raw consume: aiokafka "
-        "without a group from the earliest offset, no processing"
+        "without a group from the earliest offset, no processing; Quix Streams "
+        "`python -m bench.quix_peer` (quixstreams[postgresql], PostgreSQLSink upserting one row per order_uid "
+        f"with the order in a JSONB column, commit_interval={scale.quix_commit_interval_s:g} s) on the same "
+        "topic with a group of its own, rate from its own record of each sink write (first batch visible → "
+        "all visible, as for the projector)"
     )
     results.settings[LATENCY] = (
         "the same running projector; orders produced (acks=all, linger 5 ms) with their send time "
@@ -226,6 +280,32 @@ def replay(settings: Settings, count: int) -> float:
     return count / seconds
 
 
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    rate: float  # orders/s, first batch visible → all visible
+    total_s: float  # process start → all visible
+
+
+def quix(settings: Settings, topic: str, count: int, commit_interval: float) -> Peer:
+    """Quix Streams' PostgreSQLSink draining `topic` into a table of `settings`' database."""
+    command = [sys.executable, "-m", "bench.quix_peer", "--topic", topic, "--table", "orders_quix"]
+    command += ["--group", f"{settings.consumer_group}-quix", "--count", str(count)]
+    command += ["--commit-interval", str(commit_interval)]
+    env = {**os.environ, **settings.to_env()}
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"the Quix peer failed: {done.stderr[-2000:]}")
+    wall = time.perf_counter() - started
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    writes = figures["writes"]
+    rows = sum(n for _, n in writes)
+    if rows < count or len(writes) < 2:
+        raise RuntimeError(f"the Quix peer wrote {rows} rows of {count} in {len(writes)} batches")
+    (first_at, first_rows), (last_at, _) = writes[0], writes[-1]
+    return Peer(rate=(rows - first_rows) / (last_at - first_at), total_s=min(wall, last_at))
+
+
 def validation(orders: Sequence[data.Order]) -> float:
     validator = Validator()
     check = validator.check
@@ -243,7 +323,7 @@ def _truncate(settings: Settings) -> None:
 # --- the projector ---------------------------------------------------------------------------------
 
 
-def watch_projector(projector: Service, count: int, interval: float = 0.02) -> tuple[float, float]:
+def watch_projector(projector: Service, count: int, interval: float = 0.1) -> tuple[float, float]:
     """(orders/s from the first applied batch to the last, seconds from process start to all applied)."""
     url = f"http://127.0.0.1:{projector.settings.projector_port}/metrics"
     deadline = time.monotonic() + max(120.0, count / 500)
@@ -360,7 +440,12 @@ async def _paced_produce(
 
 
 def _report_latency(
-    results: Results, label: str, lat: Latency, how: str, target_p99: float | None = None
+    results: Results,
+    label: str,
+    lat: Latency,
+    how: str,
+    target_p99: float | None = None,
+    baseline: str = "",
 ) -> None:
     if not lat.latencies_ms:
         raise RuntimeError(f"produce→visible ({label}): no order became visible")
@@ -372,6 +457,7 @@ def _report_latency(
         _percentile(values, 99),
         "ms",
         ("<=", target_p99) if target_p99 is not None else None,
+        baseline=baseline,
     )
     results.figure(LATENCY, f"{label}: max", values[-1], "ms")
     results.figure(LATENCY, f"{label}: send rate", lat.rate, "orders/s")

@@ -102,6 +102,10 @@ class Service:
             time.sleep(interval)
         raise RuntimeError(f"{self.name}: no 200 from {url} after {timeout:.0f}s; see {self.log_path}")
 
+    def pids(self) -> list[int]:
+        """The process and its children (a multi-process server's replicas)."""
+        return [self.pid, *_children(self.pid)]
+
     def rss_bytes(self) -> int:
         """Resident memory of the process and its children (a multi-process server counts whole)."""
         total = 0
@@ -113,6 +117,19 @@ class Service:
             except OSError:
                 pass
         return total
+
+    def pss_bytes(self) -> dict[int, int]:
+        """Proportional set size of the process and each of its children, by pid: pages shared
+        by n of them count 1/n to each, so the sum is what the whole server costs the machine."""
+        sizes = {}
+        for pid in [self.pid, *_children(self.pid)]:
+            try:
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        sizes[pid] = int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return sizes
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -8,12 +8,20 @@ import dataclasses
 import random
 import statistics
 import time
+import timeit
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from api.encoding import strong_etag
+from api.handlers import HIT_HEADERS, SERVER_TIMING, TIMING_HIT
 from bench import data, env, wrk
 from bench.env import say
 from bench.procs import Service, cpu_seconds, free_port, http_get, metric
+from bench.profile import API_PARTS, API_REST, Profile
 from bench.results import Results
 from bench.scale import Scale
 from orderview.settings import Settings
@@ -32,6 +40,7 @@ class Measured:
     cpu_us_per_request: float  # the server process's CPU time per request of the saturating run
     lookups: float = 0.0  # DB lookup queries during the saturating run (API only)
     misses: float = 0.0  # cache misses during the saturating run (API only)
+    profile: str = ""  # py-spy of the server during the saturating run
 
 
 def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> None:
@@ -74,14 +83,27 @@ def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> No
         if errors:
             results.note(SECTION, f"{kind}: {errors} socket errors or non-2xx answers under load.")
     hit, miss, base = combined["hit"], combined["miss"], combined["baseline"]
-    results.ratio(SECTION, "hit / baseline req/s", hit.rps / base.rps, (">=", 0.9))
-    results.ratio(SECTION, "hit / miss req/s", hit.rps / miss.rps, (">=", 5))
+    results.ratio(
+        SECTION,
+        "hit / baseline req/s",
+        hit.rps / base.rps,
+        (">=", 0.9),
+        baseline=f"a bare aiohttp handler returning the same bytes: {base.rps:,.0f} req/s",
+    )
+    results.ratio(
+        SECTION,
+        "hit / miss req/s",
+        hit.rps / miss.rps,
+        (">=", 5),
+        baseline=f"cache off: {miss.rps:,.0f} req/s",
+    )
     results.ratio(
         SECTION,
         "miss p50 / hit p50",
         miss.p50_ms / hit.p50_ms,
         (">=", 5),
         "target: hit p50 ≤ 1/5 of miss p50",
+        baseline=f"cache off: p50 {miss.p50_ms:.2f} ms",
     )
     results.ratio(
         SECTION,
@@ -107,6 +129,13 @@ def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> No
         requests / queries if queries else float("inf"),
         note="coalescing: > 1 means concurrent misses shared queries",
     )
+    for kind in ("baseline", "hit"):
+        results.note(
+            SECTION,
+            f"Profile of the {kind} server during its last measured run (py-spy, CPU samples by part): "
+            f"{measured[kind][-1].profile}.",
+        )
+    _header_costs(results, cpu["hit"])
     hit_misses = sum(m.misses for m in measured["hit"])
     if hit_misses:
         results.note(SECTION, f"the warmed cache missed {hit_misses:.0f} times during the hit runs.")
@@ -122,6 +151,47 @@ def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> No
     results.series["reads"] = {k: (combined[k].rps, combined[k].p50_ms, combined[k].p99_ms) for k in KINDS}
     say("reads: a flood of random unknown ids")
     _flood(results, settings, scale, wrk_path)
+
+
+def _header_costs(results: Results, hit_cpu_us: float) -> None:
+    """What the cache's byte saving costs a hit: its answer headers built per answer (shared
+    ones, then ETag and Server-Timing) against a header map prebuilt and kept per entry."""
+    body = b"x" * 1160
+    etag = strong_etag(body)
+    prebuilt = CIMultiDict(HIT_HEADERS)
+    prebuilt[hdrs.ETAG] = etag
+    prebuilt[SERVER_TIMING] = TIMING_HIT + "0.004"
+    proxy = CIMultiDictProxy(prebuilt)
+
+    def per_answer() -> None:
+        headers = web.Response(body=body, headers=HIT_HEADERS).headers
+        headers[hdrs.ETAG] = etag
+        headers[SERVER_TIMING] = f"{TIMING_HIT}{0.004:.3f}"
+
+    def per_entry() -> None:
+        web.Response(body=body, headers=proxy)
+
+    n = 20_000
+    built = min(timeit.repeat(per_answer, number=n, repeat=5)) / n * 1e6
+    kept = min(timeit.repeat(per_entry, number=n, repeat=5)) / n * 1e6
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    maps = [CIMultiDictProxy(CIMultiDict(prebuilt)) for _ in range(1000)]
+    per_map = (tracemalloc.get_traced_memory()[0] - before) / len(maps)
+    tracemalloc.stop()
+    results.figure(
+        SECTION, "hit answer: headers built per answer", built, "µs", note="shared + ETag + Server-Timing"
+    )
+    results.figure(
+        SECTION, "hit answer: header map prebuilt per entry", kept, "µs", note="the baseline's way"
+    )
+    results.figure(SECTION, "bytes a prebuilt header map costs an entry", per_map, "B", note="tracemalloc")
+    results.note(
+        SECTION,
+        f"The cache keeps no header map per entry: {per_map:,.0f} B saved per cached order, for "
+        f"{built - kept:.2f} µs more per hit answer ({(built - kept) / hit_cpu_us:.1%} of the "
+        f"{hit_cpu_us:.0f} µs of server CPU a hit costs in this run).",
+    )
 
 
 def _flood(results: Results, settings: Settings, scale: Scale, wrk_path: str) -> None:
@@ -209,13 +279,15 @@ def _measure(
         wrk.run(wrk_path, port, ids_file, scale.wrk_warm_seconds, **common)
         before = _api_metrics(base) if kind != "baseline" else {}
         cpu_before = cpu_seconds(server.pid)
-        load = wrk.run(wrk_path, port, ids_file, scale.wrk_seconds, **common)
+        with Profile(server.pid, f"reads-{kind}") as profile:
+            load = wrk.run(wrk_path, port, ids_file, scale.wrk_seconds, **common)
         cpu_used = cpu_seconds(server.pid) - cpu_before
         after = _api_metrics(base) if kind != "baseline" else {}
         single = wrk.run(
             wrk_path, port, ids_file, max(2, scale.wrk_seconds // 3), threads=1, connections=1, cpus=WRK_CPU
         )
     return Measured(
+        profile=profile.describe(API_PARTS, API_REST),
         load=load,
         single=single,
         cpu_us_per_request=cpu_used / load.requests * 1e6,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.results import Figure, Results
@@ -14,6 +15,7 @@ SECTIONS = {
     "reads": "Reads: GET /order/{uid}",
     "ingest": "Ingest: Kafka → projector → PostgreSQL",
     "latency": "Produce → visible",
+    "mixed": "Mixed load: cached reads while the projector ingests",
     "boot": "Boot: warm-up and memory",
 }
 
@@ -60,19 +62,21 @@ def markdown(results: Results, machine: dict[str, str], elapsed: float, settings
         f"| PostgreSQL | {machine['postgres']} |",
         f"| date | {machine['date']} |",
         f"| git commit | {machine['commit']} |",
+        f"| load average before the run (1, 5, 15 min) | {machine.get('load', 'unknown')} |",
+        f"| load average at its end | {machine.get('load_after', 'unknown')} |",
         "",
         "Kafka, PostgreSQL, the service under test and the load generator share the 2 cores.",
         "",
         "## Targets",
         "",
-        "| target | value | wanted | |",
-        "|---|---:|---|---|",
+        "| target | value | wanted | | measured against (same run) |",
+        "|---|---:|---|---|---|",
     ]
     for f in results.targets():
         out.append(f"| {SECTIONS[f.section].split(':')[0]}: {f.name} | {f.value_text()} | {f.target_text()} | "
-                   f"{'met' if f.met else '**missed**'} |")  # fmt: skip
+                   f"{'met' if f.met else '**missed**'} | {f.baseline} |")  # fmt: skip
     for section, error in results.errors.items():
-        out.append(f"| {SECTIONS.get(section, section)} | — | — | **did not finish**: {error} |")
+        out.append(f"| {SECTIONS.get(section, section)} | — | — | **did not finish**: {error} | |")
     out.append("")
     for section, title in SECTIONS.items():
         figures = [f for f in results.figures if f.section == section]
@@ -98,16 +102,137 @@ def markdown(results: Results, machine: dict[str, str], elapsed: float, settings
     return "\n".join(out)
 
 
+README = HERE.parent / "README.md"
+README_BEGIN = "<!-- bench table: written by `python -m bench` from its latest full run -->"
+README_END = "<!-- end of bench table -->"
+
+
+def readme_table(results: Results) -> str:
+    """The README's summary: the figures people ask about, each beside its baseline or target."""
+    g = results.get
+
+    def row(what: str, figure: str, ratio: str) -> str | None:
+        return f"| {what} | {figure} | {ratio} |"
+
+    def mark(section: str, name: str) -> str:
+        f = next((f for f in results.figures if f.section == section and f.name == name), None)
+        return (
+            "" if f is None or f.met is None else (" ✓" if f.met else " ✗ (target " + f.target_text() + ")")
+        )
+
+    rows = ["| | figure | against |", "|---|---|---|"]
+    if g("reads", "hit req/s") is not None:
+        rows.append(
+            row(
+                "cache-hit `GET /order`",
+                f"{g('reads', 'hit req/s'):,.0f} req/s, p50 {g('reads', 'hit p50'):.2f} ms at 32 connections",
+                f"{g('reads', 'hit / baseline req/s'):.2f}× a bare aiohttp handler returning the same bytes"
+                + mark("reads", "hit / baseline req/s"),
+            )
+        )
+        rows.append(
+            row(
+                "cache off (every read from PostgreSQL)",
+                f"{g('reads', 'miss req/s'):,.0f} req/s; {g('reads', 'miss requests per DB lookup query'):.0f} "
+                "requests per query (coalesced)",
+                f"one connection: p50 {g('reads', 'hit p50, 1 connection'):.2f} ms hit, "
+                f"{g('reads', 'miss p50, 1 connection'):.2f} ms miss",
+            )
+        )
+    if g("ingest", "projector") is not None:
+        rows.append(
+            row(
+                "ingest: Kafka → validated → 4 normalized tables + snapshot + positions",
+                f"{g('ingest', 'projector'):,.0f} orders/s",
+                f"{g('ingest', 'projector / raw COPY'):.2f}× a raw COPY of the same rows"
+                + mark("ingest", "projector / raw COPY")
+                + f"; {g('ingest', 'projector / Quix PostgreSQLSink'):.2f}× Quix Streams' PostgreSQLSink "
+                f"({g('ingest', 'Quix Streams PostgreSQLSink'):,.0f} orders/s, one JSONB table, no validation)"
+                + mark("ingest", "projector / Quix PostgreSQLSink"),
+            )
+        )
+    if g("latency", "half rate: p99") is not None:
+        rows.append(
+            row(
+                "produce → visible at half that rate",
+                f"p50 {g('latency', 'half rate: p50'):.0f} ms, p99 {g('latency', 'half rate: p99'):.0f} ms",
+                "target p99 ≤ 1 s" + mark("latency", "half rate: p99"),
+            )
+        )
+    if g("mixed", "cached-read p99 ingesting / idle") is not None:
+        rows.append(
+            row(
+                "cached reads while the projector ingests at full speed",
+                f"p99 {g('mixed', 'ingesting: p99'):.1f} ms (idle {g('mixed', 'idle: p99'):.1f} ms)",
+                f"{g('mixed', 'cached-read p99 ingesting / idle'):.2f}× idle"
+                + mark("mixed", "cached-read p99 ingesting / idle"),
+            )
+        )
+    if g("boot", "API start → first order served") is not None:
+        warm = next(
+            f
+            for f in results.figures
+            if f.section == "boot" and f.name.startswith("API start → ready, warming")
+        )
+        rows.append(
+            row(
+                "boot, 1,000,000 orders in the database" if results.scale == "full" else "boot",
+                f"first order served {g('boot', 'API start → first order served'):.2f} s after process start"
+                + mark("boot", "API start → first order served")
+                + f"; {warm.name.removeprefix('API start → ')}: {warm.value:.2f} s",
+                f"interpreter and imports alone {g('boot', 'API: interpreter start and imports alone'):.2f} s",
+            )
+        )
+        pss = next(f for f in results.figures if f.section == "boot" and f.name.startswith("API PSS"))
+        rows.append(row(
+            "memory",
+            f"{g('boot', 'memory per cached order (RSS)'):,.0f} B per cached order "
+            f"(JSON {g('boot', 'order JSON size (mean)'):,.0f} B)",
+            f"{g('boot', 'RSS per cached order / JSON size'):.2f}× its JSON" + mark("boot", "RSS per cached order / JSON size")
+            + f"; {pss.name.removeprefix('API PSS, ')}: {pss.value:.0f} MB" + mark("boot", pss.name),
+        ))  # fmt: skip
+    return "\n".join(r for r in rows if r)
+
+
+def update_readme(results: Results, path: Path = README) -> bool:
+    """Put the summary table of a full run between the README's markers; False if they are missing."""
+    text = path.read_text()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        return False
+    path.write_text(text[: begin + len(README_BEGIN)] + "\n" + readme_table(results) + "\n" + text[end:])
+    return True
+
+
 def chart(results: Results, path: Path = CHART) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    fig, axes = plt.subplots(2, 3, figsize=(18, 10))
     fig.suptitle(f"orderview bench ({results.scale} run)", fontsize=14)
-    reads = results.series.get("reads")
-    ax = axes[0][0]
+    _reads_panel(axes[0][0], results.series.get("reads"))
+    _ingest_panel(axes[0][1], results.series.get("ingest"))
+    _boot_panel(axes[0][2], results.series.get("boot"))
+    _latency_panel(axes[1][0], results.series.get("latency"))
+    _mixed_panel(axes[1][1], results.series.get("mixed"))
+    _targets_panel(axes[1][2], results.targets())
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _bars(ax, values: dict[str, float], label: Callable[[float], str], highlight: set[str]) -> None:
+    names = list(values)
+    colors = ["#2a9d8f" if n in highlight else "#999999" for n in names]
+    bars = ax.bar(names, list(values.values()), color=colors)
+    ax.tick_params(axis="x", labelsize=8, labelrotation=20)
+    for bar, v in zip(bars, values.values(), strict=True):
+        ax.annotate(label(v), (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+
+
+def _reads_panel(ax, reads: object) -> None:
     if isinstance(reads, dict):
         names = list(reads)
         bars = ax.bar(names, [reads[n][0] for n in names], color=["#888888", "#2a9d8f", "#e76f51"])
@@ -121,23 +246,25 @@ def chart(results: Results, path: Path = CHART) -> None:
     ax.set_title("Reads: GET /order/{uid}, one process")
     ax.set_ylabel("requests/s")
 
-    ingest = results.series.get("ingest")
-    ax = axes[0][1]
+
+def _ingest_panel(ax, ingest: object) -> None:
     if isinstance(ingest, dict):
-        names = list(ingest)
-        colors = ["#2a9d8f" if name == "projector" else "#999999" for name in names]
-        bars = ax.bar(names, list(ingest.values()), color=colors)
-        ax.tick_params(axis="x", labelsize=8, labelrotation=20)
-        for bar, v in zip(bars, ingest.values(), strict=True):
-            ax.annotate(
-                f"{v:,.0f}/s", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8
-            )
+        _bars(ax, ingest, lambda v: f"{v:,.0f}/s", {"projector", "Quix PostgreSQLSink"})
         ax.set_yscale("log")
-    ax.set_title("Ingest: orders/s")
+    ax.set_title("Ingest: orders/s (projector vs Quix Streams and raw baselines)")
     ax.set_ylabel("orders/s (log)")
 
-    latency = results.series.get("latency")
-    ax = axes[1][0]
+
+def _boot_panel(ax, boot: object) -> None:
+    if isinstance(boot, dict):
+        _bars(ax, boot, lambda v: f"{v:.2f} s", {"first order"})
+        ax.axhline(0.2, color="red", linestyle="--", linewidth=1, label="first order target 0.2 s")
+        ax.legend(fontsize=8)
+    ax.set_title("Boot: process start → first order served, → ready")
+    ax.set_ylabel("seconds")
+
+
+def _latency_panel(ax, latency: object) -> None:
     if isinstance(latency, dict):
         for label, values in latency.items():
             if values:
@@ -150,8 +277,22 @@ def chart(results: Results, path: Path = CHART) -> None:
     ax.set_xlabel("ms (log)")
     ax.set_ylabel("share of orders")
 
-    ax = axes[1][1]
-    targets = results.targets()
+
+def _mixed_panel(ax, mixed: object) -> None:
+    if isinstance(mixed, dict):
+        names = list(mixed)
+        xs = range(len(names))
+        ax.bar([x - 0.2 for x in xs], [mixed[n][1] for n in names], width=0.4, label="p50", color="#8ab17d")
+        ax.bar([x + 0.2 for x in xs], [mixed[n][2] for n in names], width=0.4, label="p99", color="#e76f51")
+        for x, n in zip(xs, names, strict=True):
+            ax.annotate(f"{mixed[n][0]:,.0f} req/s", (x, mixed[n][2]), ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(list(xs), names)
+        ax.legend(fontsize=8)
+    ax.set_title("Cached reads, idle vs while the projector ingests")
+    ax.set_ylabel("ms")
+
+
+def _targets_panel(ax, targets: list[Figure]) -> None:
     if targets:
         scores = [_score(f) for f in targets]
         labels = [f"{f.name}\n{f.value_text()} (want {f.target_text()})" for f in targets]
@@ -165,9 +306,6 @@ def chart(results: Results, path: Path = CHART) -> None:
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.minorticks_off()
     ax.set_title("Targets: value ÷ target (≥ 1 is met)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _score(f: Figure) -> float:

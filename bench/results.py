@@ -18,6 +18,7 @@ class Figure:
     unit: str  # RATIO for a ratio against a baseline
     target: tuple[str, float] | None = None  # e.g. (">=", 0.9)
     note: str = ""
+    baseline: str = ""  # what a target is measured against, in words and figures
 
     @property
     def met(self) -> bool | None:
@@ -62,15 +63,22 @@ class Results:
         unit: str,
         target: tuple[str, float] | None = None,
         note: str = "",
+        baseline: str = "",
     ) -> Figure:
-        f = Figure(section, name, float(value), unit, target, note)
+        f = Figure(section, name, float(value), unit, target, note, baseline)
         self.figures.append(f)
         return f
 
     def ratio(
-        self, section: str, name: str, value: float, target: tuple[str, float] | None = None, note: str = ""
+        self,
+        section: str,
+        name: str,
+        value: float,
+        target: tuple[str, float] | None = None,
+        note: str = "",
+        baseline: str = "",
     ) -> Figure:
-        return self.figure(section, name, value, RATIO, target, note)
+        return self.figure(section, name, value, RATIO, target, note, baseline)
 
     def note(self, section: str, text: str) -> None:
         self.notes.setdefault(section, []).append(text)

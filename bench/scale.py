@@ -18,6 +18,10 @@ class Scale:
     burst_orders: int  # full-speed produce→visible run
     boot_orders: int  # orders in the database at boot
     boot_cache_entries: int  # entries warmed at boot
+    pss_cache_entries: int  # entries per replica for the memory of the default two replicas
+    quix_commit_interval_s: float  # Quix Streams' checkpoint (sink flush) interval
+    mixed_orders: int  # orders the projector ingests while cached reads are measured
+    mixed_seconds: int  # one measured wrk run of the mixed-load comparison
 
 
 FULL = Scale(
@@ -32,6 +36,10 @@ FULL = Scale(
     burst_orders=20_000,
     boot_orders=1_000_000,
     boot_cache_entries=100_000,
+    pss_cache_entries=20_000,
+    quix_commit_interval_s=1.0,
+    mixed_orders=150_000,
+    mixed_seconds=8,
 )
 
 QUICK = Scale(
@@ -46,4 +54,8 @@ QUICK = Scale(
     burst_orders=5_000,
     boot_orders=100_000,
     boot_cache_entries=20_000,
+    pss_cache_entries=20_000,
+    quix_commit_interval_s=1.0,
+    mixed_orders=40_000,
+    mixed_seconds=3,
 )

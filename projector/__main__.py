@@ -3,6 +3,8 @@
 import asyncio
 import sys
 
+import uvloop
+
 from orderview import jsonlog
 from orderview.settings import get_settings
 
@@ -12,6 +14,10 @@ def main() -> None:
         settings = get_settings()
     except ValueError as exc:  # a bad value, or default passwords off loopback: one sentence
         sys.exit(f"[orderview] {exc}")
+    # uvloop: the projector's throughput depends on it (bench/findings.md). Installed before
+    # faust is imported: faust reads its own --loop option from sys.argv at import, which was too
+    # early for the one passed below, so the worker had been running on the stock loop.
+    uvloop.install()
     # After the settings are known to be good: the app reads them when it is imported.
     from projector.app import app
     from projector.startup import wait_for_broker
@@ -21,9 +27,6 @@ def main() -> None:
         jsonlog.setup(settings.log_level)
         asyncio.run(wait_for_broker(settings))
         args = [
-            # uvloop: +23% projector throughput in the bench (faust-streaming runs on it).
-            "--loop",
-            "uvloop",
             "--quiet",
             "worker",
             "--loglevel",

@@ -28,13 +28,14 @@ import psycopg
 
 from orderview import jsonlog
 from orderview.settings import Settings, get_settings
+from projector import store
 from projector.dlq import dead_lettered, holds
 from projector.kafka import scan
 from projector.messages import Incoming
 from projector.positions import read_positions
 
 SNAPSHOT_SOURCES = "SELECT order_uid, source_partition, source_offset FROM order_snapshots"
-SNAPSHOT_BODIES = "SELECT order_uid, body FROM order_snapshots WHERE order_uid = ANY(%(uids)s)"
+SNAPSHOT_BODIES = "SELECT order_uid, body_json FROM order_snapshots WHERE order_uid = ANY(%(uids)s)"
 KINDS = ("applied", "superseded", "resent", "dead_lettered", "pending", "missing")
 
 
@@ -152,7 +153,8 @@ async def _judge_resends(settings: Settings, resends: list[Incoming]) -> Iterabl
     judged = []
     for m in resends:
         try:
-            same = orjson.loads(m.value) == bodies.get(m.key.decode())  # type: ignore[arg-type, union-attr]
+            # An identical re-send is the same JSON as stored, as the projector compares them.
+            same = store.compact_json(orjson.loads(m.value)) == bodies.get(m.key.decode())  # type: ignore[arg-type, union-attr]
         except orjson.JSONDecodeError:
             same = False
         judged.append((m, "resent" if same else "missing"))

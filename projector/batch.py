@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import orjson
 import psycopg
 
 from orderview.settings import Settings
@@ -135,7 +134,7 @@ class BatchProjector:
             result = self.validator.check(m.value, m.key)
             if isinstance(result, Rejection):
                 return DeadLetter(m, result.reason, result.error, result.path)
-            body = orjson.dumps(result).decode()  # compact: the bytes the API will serve
+            body = store.compact_json(result)  # the bytes the API will serve
             return store.Accepted(result["order_uid"], body, m.partition, m.offset, result)
         except Exception as exc:
             return DeadLetter(m, "unprocessable", faults.describe(exc, limit=900), "$")

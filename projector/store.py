@@ -9,6 +9,7 @@ import orjson
 import psycopg
 
 from projector import queries
+from projector.rows import Rows
 
 # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 NOTIFY_PAYLOAD_LIMIT = 7900
@@ -25,9 +26,16 @@ class Accepted:
     document: dict | None = None  # the parsed body, when the caller has it
 
     def same_version(self, other: Accepted) -> bool:
-        if self.document is not None and other.document is not None:
-            return self.document == other.document
+        """The same JSON, as the database compares them (order_snapshots.body_json)."""
         return self.body == other.body
+
+    def parsed(self) -> dict:
+        return self.document if self.document is not None else orjson.loads(self.body)
+
+
+def compact_json(order: dict) -> str:
+    """An accepted order as stored and served: compact JSON in the sender's key order."""
+    return orjson.dumps(order).decode()
 
 
 def latest_versions(events: Sequence[Accepted]) -> list[Accepted]:
@@ -43,7 +51,7 @@ def latest_versions(events: Sequence[Accepted]) -> list[Accepted]:
 
 
 async def write_orders(conn: psycopg.AsyncConnection, events: Sequence[Accepted]) -> list[str]:
-    """Upsert the snapshots and, for the orders that changed, their normalized rows.
+    """Upsert the snapshots and, for the orders that changed, write their normalized rows.
 
     Events must be in offset order; for an order_uid seen twice the later one wins.
     Returns the order_uids whose content changed.
@@ -60,49 +68,23 @@ async def write_orders(conn: psycopg.AsyncConnection, events: Sequence[Accepted]
             "offsets": [e.offset for e in latest],
         },
     )
-    rows = await cur.fetchall()
-    new = {uid for uid, inserted in rows if inserted}
-    if new:
-        await copy_new_orders(conn, [e for e in latest if e.order_uid in new])
-    updated = [uid for uid, inserted in rows if not inserted]
-    if updated:
-        await upsert_from_snapshots(conn, updated)
-    return [uid for uid, _ in rows]
+    changed = await cur.fetchall()
+    replaced = [uid for uid, inserted in changed if not inserted]
+    if replaced:
+        await conn.execute(queries.DELETE_NORMALIZED, {"uids": replaced})
+    if changed:
+        uids = {uid for uid, _ in changed}
+        await copy_rows(conn, Rows.of(e.parsed() for e in latest if e.order_uid in uids))
+    return [uid for uid, _ in changed]
 
 
-async def copy_new_orders(conn: psycopg.AsyncConnection, events: Sequence[Accepted]) -> None:
-    """COPY the normalized rows of orders the read model did not have: nothing to replace."""
-    docs = [(e.order_uid, e.document if e.document is not None else orjson.loads(e.body)) for e in events]
+async def copy_rows(conn: psycopg.AsyncConnection, rows: Rows) -> None:
+    """COPY normalized rows of orders that have none (new, or whose old rows were deleted)."""
     async with conn.cursor() as cur:
-        async with cur.copy(queries.COPY_ORDERS) as copy:
-            for _, d in docs:
-                await copy.write_row([d[c] for c in queries.ORDER_COLUMNS])
-        async with cur.copy(queries.COPY_DELIVERIES) as copy:
-            for uid, d in docs:
-                delivery = d["delivery"]
-                await copy.write_row([uid, *(delivery[c] for c in queries.DELIVERY_COLUMNS)])
-        async with cur.copy(queries.COPY_PAYMENTS) as copy:
-            for uid, d in docs:
-                payment = d["payment"]
-                await copy.write_row([uid, *(payment[c] for c in queries.PAYMENT_COLUMNS)])
-        async with cur.copy(queries.COPY_ITEMS) as copy:
-            for uid, d in docs:
-                for position, item in enumerate(d["items"]):
-                    await copy.write_row([uid, position, *(item[c] for c in queries.ITEM_COLUMNS)])
-
-
-async def upsert_from_snapshots(conn: psycopg.AsyncConnection, order_uids: list[str]) -> None:
-    """A new version of known orders: their rows are derived again from the snapshot."""
-    params = {"uids": order_uids}
-    async with conn.pipeline():
-        for statement in (
-            queries.UPSERT_ORDERS,
-            queries.UPSERT_DELIVERIES,
-            queries.UPSERT_PAYMENTS,
-            queries.DELETE_ITEMS,
-            queries.INSERT_ITEMS,
-        ):
-            await conn.execute(statement, params)
+        for statement, table_rows in rows.by_statement():
+            async with cur.copy(statement) as copy:
+                for row in table_rows:
+                    await copy.write_row(row)
 
 
 async def notify_changed(conn: psycopg.AsyncConnection, channel: str, order_uids: Iterable[str]) -> None:

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def snapshots(settings: Settings) -> dict[str, dict]:
     with psycopg.connect(settings.dsn("owner")) as conn:
-        return {uid: body for uid, body in conn.execute("SELECT order_uid, body FROM order_snapshots")}
+        rows = conn.execute("SELECT order_uid, body_json FROM order_snapshots")
+        return {uid: orjson.loads(body) for uid, body in rows}
 
 
 def count(settings: Settings, table: str) -> int:
@@ -46,7 +47,7 @@ def read_model(settings: Settings) -> dict[str, list[tuple]]:
         "deliveries": "SELECT * FROM deliveries ORDER BY order_uid",
         "payments": "SELECT * FROM payments ORDER BY order_uid",
         "items": "SELECT * FROM items ORDER BY order_uid, position",
-        "order_snapshots": "SELECT order_uid, body, source_partition, source_offset FROM order_snapshots "
+        "order_snapshots": "SELECT order_uid, body_json, source_partition, source_offset FROM order_snapshots "
         "ORDER BY order_uid",
     }
     with psycopg.connect(settings.dsn("owner")) as conn:

@@ -12,6 +12,7 @@ const RECENT_PAGE_SIZE = 20;
 const form = document.getElementById("lookup");
 const input = document.getElementById("order-id");
 const statusBox = document.getElementById("status");
+const servedBox = document.getElementById("served");
 const alertBox = document.getElementById("alert");
 const orderView = document.getElementById("order");
 const recentList = document.getElementById("recent-list");
@@ -181,6 +182,7 @@ function renderOrder(order) {
 
 function clearMessages() {
   statusBox.replaceChildren();
+  servedBox.replaceChildren();
   alertBox.replaceChildren();
   alertBox.removeAttribute("data-kind");
   input.removeAttribute("aria-invalid");
@@ -218,6 +220,23 @@ function showMalformedId(id) {
   input.focus();
 }
 
+/**
+ * Where the server took the order from and how long it took, from its Server-Timing header
+ * (`cache;desc="cache hit";dur=0.004`, dur in ms): { source, micros }, or null without one.
+ */
+function servedFrom(header) {
+  const match = /^\s*(cache|db)\b[^,]*?;\s*dur=([0-9.]+)/.exec(header ?? "");
+  if (!match) return null;
+  return { source: match[1] === "cache" ? "the cache" : "the database", micros: Number(match[2]) * 1000 };
+}
+
+function showServed(served) {
+  if (!served) return;
+  const time = served.micros < 1000 ? `${Math.max(1, Math.round(served.micros))} µs`
+    : `${(served.micros / 1000).toFixed(1)} ms`;
+  servedBox.append("Served from ", el("strong", {}, served.source), ` in ${time} of server time.`);
+}
+
 /** Fetch one order; resolves to an outcome { kind, ... } instead of throwing (except on abort). */
 async function fetchOrder(id, signal) {
   let response;
@@ -233,7 +252,9 @@ async function fetchOrder(id, signal) {
   if (!response.ok) return { kind: "unexpected", status: response.status };
   try {
     const order = await response.json();
-    if (order && typeof order === "object" && !Array.isArray(order)) return { kind: "ok", order };
+    if (order && typeof order === "object" && !Array.isArray(order)) {
+      return { kind: "ok", order, served: servedFrom(response.headers.get("Server-Timing")) };
+    }
   } catch (error) {
     if (signal.aborted) throw error;
   }
@@ -265,6 +286,7 @@ async function showOrder(id) {
   switch (outcome.kind) {
     case "ok":
       clearMessages();
+      showServed(outcome.served);
       return renderOrder(outcome.order);
     case "not-found":
       return showProblem("not-found", "Order not found.", `There is no order with id “${id}”.`);

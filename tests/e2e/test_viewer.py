@@ -530,3 +530,24 @@ async def test_money_is_shown_from_minor_units_in_each_currencys_own_decimals(pa
     await expect(payment.locator(".amount")).to_have_text(re.compile(r"Amount\s+JPY\s1,817$"))
     await expect(field(page, "Payment", "Delivery cost")).to_have_text(re.compile(r"^JPY\s1,500$"))
     await expect(payment.locator(".note")).to_have_text(re.compile(r"recorded in minor units"))
+
+
+async def test_looking_an_order_up_twice_shows_the_cache_at_work(page, base_url, seed_orders):
+    order = make_order(new_uid("twice"))
+    await seed_orders([order])
+    await page.goto(base_url + "/")
+    served = page.locator("#served")
+
+    await look_up(page, order["order_uid"])
+    await expect(order_heading(page, order["order_uid"])).to_be_visible()
+    await expect(served).to_have_text(
+        re.compile(r"^Served from the database in \d+(\.\d)? (µs|ms) of server time\.$")
+    )
+
+    await page.goto(base_url + "/")
+    await look_up(page, order["order_uid"])
+    await expect(order_heading(page, order["order_uid"])).to_be_visible()
+    await expect(served).to_have_text(
+        re.compile(r"^Served from the cache in \d+(\.\d)? (µs|ms) of server time\.$")
+    )
+    await screenshot(page, "served-from-cache")

@@ -85,6 +85,57 @@ async def test_warm_up_fills_the_cache_before_ready(settings: Settings) -> None:
         assert lookups(fresh) == before == 0
 
 
+async def test_a_replica_serves_orders_from_the_database_while_its_cache_warms(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order = new_order("early")
+    await support.seed_orders(settings, [order])
+    release = asyncio.Event()
+    warm_up = views.recent_snapshots
+
+    async def held_warm_up(*args: object) -> AsyncIterator[list[views.Snapshot]]:
+        await release.wait()
+        async for rows in warm_up(*args):  # type: ignore[arg-type]
+            yield rows
+
+    monkeypatch.setattr(views, "recent_snapshots", held_warm_up)
+    async with running_api(settings, ready=False) as fresh:
+        path = f"/order/{order['order_uid']}"
+        await support.wait_until(
+            lambda: readiness_is(fresh, "warming the cache"), interval=0.01, message="the warm-up to start"
+        )
+        status, headers, body = await get(fresh, path)
+        assert (status, headers["X-Cache"], json.loads(body)) == (200, "miss", order)
+        assert await readiness(fresh) == "warming the cache"
+        release.set()
+        await wait_ready(fresh.client, fresh.url)
+        assert (await get(fresh, path))[1]["X-Cache"] == "hit"
+
+
+async def readiness(api: RunningApi) -> str:
+    status, _, body = await get(api, "/readyz")
+    return "ready" if status == 200 else json.loads(body)["reason"]
+
+
+async def readiness_is(api: RunningApi, what: str) -> bool:
+    return await readiness(api) == what
+
+
+async def test_server_timing_says_where_the_answer_came_from_and_how_long_it_took(
+    api: RunningApi, settings: Settings
+) -> None:
+    order = new_order("timing")
+    await support.seed_orders(settings, [order])
+    path = f"/order/{order['order_uid']}"
+    sources = []
+    for _ in range(2):
+        status, headers, _ = await get(api, path)
+        name, description, duration = headers["Server-Timing"].split(";")
+        assert status == 200 and float(duration.removeprefix("dur=")) >= 0
+        sources.append((name, description))
+    assert sources == [("db", 'desc="database"'), ("cache", 'desc="cache hit"')]
+
+
 async def test_a_miss_reads_the_database_then_the_cache_serves_it(
     api: RunningApi, settings: Settings
 ) -> None:
@@ -489,7 +540,7 @@ async def test_cors_answers_allowed_origins_only(api: RunningApi, settings: Sett
         for request_path in (path, path, "/orders", f"/order/{support.unique('nobody')}"):
             _, headers, _ = await get(open_api, request_path, headers={"Origin": shop})
             assert headers["Access-Control-Allow-Origin"] == shop
-            assert headers["Access-Control-Expose-Headers"] == "ETag, X-Cache"
+            assert headers["Access-Control-Expose-Headers"] == "ETag, X-Cache, Server-Timing"
             assert headers["Vary"] == "Origin"
             _, headers, _ = await get(open_api, request_path, headers={"Origin": other})
             assert "Access-Control-Allow-Origin" not in headers

@@ -152,12 +152,17 @@ def test_etag_is_strong_and_derived_from_the_bytes() -> None:
     )
     assert a.etag == b.etag != c.etag
     assert a.etag.startswith('"') and a.etag.endswith('"') and not a.etag.startswith("W/")
-    assert a.hit_headers["ETag"] == a.etag and a.hit_headers["X-Cache"] == "hit"
-    assert a.miss_headers["X-Cache"] == "miss"
 
 
 def test_cached_bytes_are_the_stored_json_exactly() -> None:
     stored = orjson.dumps(reference_order()).decode()
-    entry = CachedOrder.from_snapshot(reference_order()["order_uid"], stored, T0)
+    entry = CachedOrder.from_snapshot(reference_order()["order_uid"], stored.encode(), T0)
     assert entry.body == stored.encode()
     assert list(json.loads(entry.body)) == list(json.loads(reference_order_bytes())), "the sender's key order"
+
+
+def test_an_entry_holds_only_what_differs_between_orders() -> None:
+    """No per-entry headers or dict: the answer's shared headers live in the handler."""
+    e = entry("a")
+    assert not hasattr(e, "__dict__")
+    assert set(CachedOrder.__slots__) == {"order_uid", "body", "etag", "updated_at"}

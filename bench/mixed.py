@@ -1,0 +1,158 @@
+"""Mixed load: cached reads while the projector ingests at full speed, against the same reads idle.
+
+The API runs as deployed (`python -m api`, its default replicas, nothing pinned) on the ingest
+benchmark's database with every order cached; wrk reads them idle, then again while the running
+projector drains a burst produced just before; same run, same ids, same wrk settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import psycopg
+
+from bench import data, env, wrk
+from bench.env import say
+from bench.procs import Service, cpu_seconds, free_port, http_get, metric
+from bench.profile import API_PARTS, API_REST, Profile
+from bench.results import Results
+from bench.scale import Scale
+from orderview.settings import Settings
+
+SECTION = "mixed"
+SEED = 606
+CONNECTIONS = 32
+CACHE_BYTES = 2**34
+
+
+def run(
+    results: Results, scale: Scale, settings: Settings, projector: Service, wrk_path: str, ids: list[str]
+) -> None:
+    """`settings`: the ingest benchmark's database and topic; `projector` is running on them."""
+    from bench.ingest import produce  # the ingest benchmark's producer
+
+    ids_file = env.OUT / "mixed_ids.txt"
+    ids_file.parent.mkdir(parents=True, exist_ok=True)
+    ids_file.write_text("\n".join(ids) + "\n")
+    existing = _count_snapshots(settings)
+    port = free_port()
+    api_settings = dataclasses.replace(
+        settings,
+        api_port=port,
+        cache_max_entries=existing + scale.mixed_orders,
+        cache_max_bytes=CACHE_BYTES,  # every order, whatever the default bound holds
+    )
+    base = f"http://127.0.0.1:{port}"
+    projected = f"http://127.0.0.1:{projector.settings.projector_port}/metrics"
+    load = dict(threads=1, connections=CONNECTIONS)
+    with Service("mixed-api", "api", api_settings, ("--port", str(port))) as api:
+        api.wait_http(f"{base}/readyz", timeout=600)
+        _wait_all_cached(base, existing * api_settings.api_replicas, api)
+        wrk.run(wrk_path, port, ids_file, 1, **load)  # unmeasured
+        say(f"mixed: cached reads idle, {scale.mixed_seconds} s")
+        cpu = _cpu(api, projector)
+        idle = wrk.run(wrk_path, port, ids_file, scale.mixed_seconds, **load)
+        cpu_idle = _cpu_since(cpu, api, projector, idle.seconds)
+        say(f"mixed: producing {scale.mixed_orders:,} orders, then the same reads while they are ingested")
+        before = _projected(projected)
+        asyncio.run(produce(settings, data.valid_orders(scale.mixed_orders, seed=SEED)))
+        at_start = _projected(projected)
+        started = time.perf_counter()
+        cpu = _cpu(api, projector)
+        with Profile(api.pid, "mixed-api", subprocesses=True) as profile:
+            busy = wrk.run(wrk_path, port, ids_file, scale.mixed_seconds, **load)
+        cpu_busy = _cpu_since(cpu, api, projector, busy.seconds)
+        seconds = time.perf_counter() - started
+        at_end = _projected(projected)
+        misses = metric(_metrics(base), "orderview_api_cache_misses_total") or 0.0
+    if at_end >= before + scale.mixed_orders:
+        results.note(SECTION, "the projector finished the burst before the reads did: raise mixed_orders.")
+    rate = (at_end - at_start) / seconds
+    results.figure(SECTION, "idle: req/s", idle.rps, "req/s")
+    results.figure(SECTION, "idle: p50", idle.p50_ms, "ms")
+    results.figure(SECTION, "idle: p99", idle.p99_ms, "ms")
+    results.figure(SECTION, "ingesting: req/s", busy.rps, "req/s")
+    results.figure(SECTION, "ingesting: p50", busy.p50_ms, "ms")
+    results.figure(SECTION, "ingesting: p99", busy.p99_ms, "ms")
+    results.figure(
+        SECTION, "projector while reads ran", rate, "orders/s", note="orders applied during the run"
+    )
+    results.ratio(
+        SECTION,
+        "cached-read p99 ingesting / idle",
+        busy.p99_ms / idle.p99_ms,
+        ("<=", 2.0),
+        baseline=f"the same reads idle: p99 {idle.p99_ms:.2f} ms, {idle.rps:,.0f} req/s",
+    )
+    results.figure(SECTION, "idle: API replicas' CPU", cpu_idle[0], "cores", note="utime+stime / wall")
+    results.figure(SECTION, "ingesting: API replicas' CPU", cpu_busy[0], "cores", note="utime+stime / wall")
+    results.figure(SECTION, "ingesting: projector's CPU", cpu_busy[1], "cores", note="utime+stime / wall")
+    results.note(
+        SECTION,
+        "Profile of the API replicas while ingesting (py-spy, CPU samples by part): "
+        + profile.describe(API_PARTS, API_REST)
+        + ".",
+    )
+    if misses or idle.errors or busy.errors:
+        results.note(
+            SECTION, f"{misses:.0f} cache misses, {idle.errors + busy.errors} errors during the runs."
+        )
+    results.settings[SECTION] = (
+        f"`python -m api` with its default {api_settings.api_replicas} replicas, unpinned, every order of the "
+        f"ingest database cached ({len(ids):,} ids read); wrk -t1 -c{CONNECTIONS} -d{scale.mixed_seconds}s -s "
+        "bench/ids.lua after an unmeasured 1 s run, idle; then "
+        f"{scale.mixed_orders:,} new orders produced to the topic of the running projector and the same wrk "
+        "run while it ingests them"
+    )
+    results.series[SECTION] = {
+        "idle": (idle.rps, idle.p50_ms, idle.p99_ms),
+        "ingesting": (busy.rps, busy.p50_ms, busy.p99_ms),
+    }
+
+
+def _cpu(api: Service, projector: Service) -> tuple[float, float]:
+    """CPU seconds used so far by the API's replicas (and supervisor), and by the projector."""
+    return sum(cpu_seconds(pid) for pid in api.pids()), cpu_seconds(projector.pid)
+
+
+def _cpu_since(
+    before: tuple[float, float], api: Service, projector: Service, seconds: float
+) -> tuple[float, float]:
+    """Cores used on average since `before`, by the API and by the projector."""
+    now = _cpu(api, projector)
+    return (now[0] - before[0]) / seconds, (now[1] - before[1]) / seconds
+
+
+def _projected(url: str) -> float:
+    status, body, _ = http_get(url)
+    if status != 200:
+        raise RuntimeError(f"the projector's /metrics answered {status}")
+    return metric(body.decode(), "orderview_projector_projected_total") or 0.0
+
+
+def _metrics(base: str) -> str:
+    status, body, _ = http_get(f"{base}/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    return body.decode()
+
+
+def _wait_all_cached(base: str, entries: int, api: Service, timeout: float = 300.0) -> None:
+    """Every replica warm: /readyz reaches one replica, the merged metrics count them all."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not api.alive():
+            raise RuntimeError(f"the API exited; see {api.log_path}")
+        if (metric(_metrics(base), "orderview_api_cache_entries") or 0) >= entries:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the replicas did not cache {entries:,} entries in all after {timeout:.0f}s")
+
+
+def _count_snapshots(settings: Settings) -> int:
+    with psycopg.connect(settings.dsn("api")) as conn:
+        row = conn.execute("SELECT count(*) FROM order_snapshots").fetchone()
+        assert row is not None
+        return row[0]
