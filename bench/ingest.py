@@ -27,6 +27,7 @@ from bench.profile import PROJECTOR_PARTS, PROJECTOR_REST, Profile
 from bench.results import Results
 from bench.scale import Scale
 from orderview.settings import Settings
+from projector.audit import audit
 from projector.rebuild import TRUNCATE_READ_MODEL, rebuild
 from projector.validate import Validator
 
@@ -83,6 +84,25 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
         count = _count_snapshots(settings)
         if count != n:
             raise RuntimeError(f"the projector made {count} snapshots of {n} orders")
+        say("ingest: the audit of the topic the projector drained")
+        audited = asyncio.run(audit(settings))
+        if audited.total("missing") or audited.messages != n:
+            raise RuntimeError(f"the audit found {audited.total('missing')} missing of {audited.messages}")
+        audit_rate = audited.messages / audited.seconds
+        results.figure(
+            SECTION,
+            "audit (python -m projector.audit)",
+            audit_rate,
+            "messages/s",
+            (">=", 50_000),
+            note=f"{n:,} messages reconciled with the read model and the DLQ, none missing",
+        )
+        results.ratio(
+            SECTION,
+            "audit / raw consume",
+            audit_rate / consume_rate,
+            baseline=f"raw aiokafka consume of the same topic, {consume_rate:,.0f} orders/s",
+        )
         results.figure(SECTION, "raw aiokafka consume", consume_rate, "orders/s")
         results.figure(SECTION, "raw COPY (500/transaction)", copy_rate, "orders/s")
         results.figure(
