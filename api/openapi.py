@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from api.cursor import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT
+from api.edge import EXPOSED, METHODS, PREFLIGHT_MAX_AGE_S, REQUEST_HEADERS
 from schemas import ORDER_SCHEMA, ORDER_UID_PATTERN
 
 
@@ -127,9 +128,71 @@ SERVER_TIMING = {
     ),
     "schema": {"type": "string"},
 }
-ORDER_HEADERS = {"ETag": ETAG, "X-Cache": X_CACHE, "Server-Timing": SERVER_TIMING}
+ALLOW_ORIGIN = {
+    "description": "When the request's Origin is in ORDERVIEW_API_CORS_ORIGINS: that origin, or `*`.",
+    "schema": {"type": "string"},
+}
+EXPOSE_HEADERS = {
+    "description": "With Access-Control-Allow-Origin: the headers a page may read.",
+    "schema": {"type": "string", "const": EXPOSED},
+}
+ORDER_HEADERS = {
+    "ETag": ETAG,
+    "X-Cache": X_CACHE,
+    "Server-Timing": SERVER_TIMING,
+    "Access-Control-Allow-Origin": ALLOW_ORIGIN,
+    "Access-Control-Expose-Headers": EXPOSE_HEADERS,
+}
 UNAVAILABLE = _error("The database is unavailable and the order is not cached.", ["unavailable"])
 NOT_FOUND = _error("No route for this path.", ["not_found"])
+MISDIRECTED = _error(
+    "The Host header names no host of ORDERVIEW_API_ALLOWED_HOSTS (only when that allow-list is set).",
+    ["misdirected_request"],
+)
+NOT_ALLOWED = _error(
+    "Not a preflight this API answers (no Origin or Access-Control-Request-Method, or CORS is off).",
+    ["method_not_allowed"],
+)
+NOT_ALLOWED["headers"] = {"Allow": {"description": "The methods of this path.", "schema": {"type": "string"}}}
+
+
+def _preflight(path: str) -> dict[str, Any]:
+    """OPTIONS as a browser sends it before a cross-origin GET, answered by api/answers.fallback."""
+    parameters = [p for p in ORDER_PARAMETERS if p["in"] == "path"] if "{" in path else []
+    return {
+        "summary": "CORS preflight (when ORDERVIEW_API_CORS_ORIGINS is set)",
+        "parameters": [
+            *parameters,
+            {"name": "Origin", "in": "header", "required": True, "schema": {"type": "string"}},
+            {
+                "name": "Access-Control-Request-Method",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "Access-Control-Request-Headers",
+                "in": "header",
+                "required": False,
+                "description": f"Allowed: {', '.join(sorted(REQUEST_HEADERS))}.",
+                "schema": {"type": "string"},
+            },
+        ],
+        "responses": {
+            "204": {
+                "description": f"Allowed: this origin may send {METHODS} with the listed headers.",
+                "headers": {
+                    "Access-Control-Allow-Origin": ALLOW_ORIGIN,
+                    "Access-Control-Allow-Methods": {"schema": {"type": "string", "const": METHODS}},
+                    "Access-Control-Allow-Headers": {"schema": {"type": "string"}},
+                    "Access-Control-Max-Age": {"schema": {"type": "string", "const": PREFLIGHT_MAX_AGE_S}},
+                },
+            },
+            "403": _error("This origin, method or header is not allowed.", ["cors_refused"]),
+            "405": NOT_ALLOWED,
+        },
+    }
+
 
 ORDER_PARAMETERS = [
     {
@@ -202,7 +265,7 @@ PATHS: dict[str, Any] = {
                 "400": _error("limit or before is not usable.", ["bad_limit", "bad_cursor"]),
                 "503": UNAVAILABLE,
             },
-        }
+        },
     },
     "/healthz": {
         "get": {
@@ -253,7 +316,27 @@ PATHS: dict[str, Any] = {
 }
 
 
-def document() -> dict[str, Any]:
+CROSS_ORIGIN_PATHS = ("/order/{order_uid}", "/orders")
+
+
+def paths(cors: bool, host_check: bool) -> dict[str, Any]:
+    """The operations of this deployment: OPTIONS answers preflights only when CORS origins are
+    set, and 421 stands before every operation only when the Host allow-list is."""
+    result = {path: dict(operations) for path, operations in PATHS.items()}
+    if cors:
+        for path in CROSS_ORIGIN_PATHS:
+            result[path]["options"] = _preflight(path)
+    if host_check:
+        for operations in result.values():
+            for method, operation in operations.items():
+                operations[method] = {
+                    **operation,
+                    "responses": {**operation["responses"], "421": MISDIRECTED},
+                }
+    return result
+
+
+def document(cors: bool = False, host_check: bool = False) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
@@ -266,13 +349,15 @@ def document() -> dict[str, Any]:
                 "unknown paths answer 404 and unsupported methods 405 in that shape. "
                 "Money (amount, goods_total, delivery_cost, custom_fee, price, total_price) is an "
                 "integer in minor units of payment.currency: 1817 USD is 18.17 USD. "
-                "The viewer's assets are served under /ui/."
+                "The viewer's assets are served under /ui/. Pages of other origins may read "
+                "the orders when ORDERVIEW_API_CORS_ORIGINS lists them (OPTIONS answers their "
+                "preflight); with ORDERVIEW_API_ALLOWED_HOSTS set, any other Host gets 421."
             ),
         },
-        "paths": PATHS,
+        "paths": paths(cors, host_check),
         "components": {"schemas": COMPONENTS},
     }
 
 
-def document_bytes() -> bytes:
-    return orjson.dumps(document())
+def document_bytes(cors: bool = False, host_check: bool = False) -> bytes:
+    return orjson.dumps(document(cors, host_check))

@@ -14,8 +14,8 @@ from api.openapi import document_bytes
 def setup_routes(app: web.Application) -> None:
     metrics = app[METRICS]
     router = app.router
-    openapi = document_bytes()
     hosts, cors = HostGuard.from_settings(app[SETTINGS]), Cors.from_settings(app[SETTINGS])
+    openapi = document_bytes(cors=cors is not None, host_check=hosts is not None)
 
     async def openapi_json(_request: web.Request) -> web.Response:
         return web.Response(body=openapi, headers={hdrs.CONTENT_TYPE: "application/json"})

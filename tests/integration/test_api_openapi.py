@@ -6,6 +6,7 @@ The API runs as a subprocess: schemathesis calls it synchronously, from this tes
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
@@ -25,6 +26,18 @@ async def api_schema(settings: Settings) -> AsyncIterator[schemathesis.schemas.B
     await support.seed_orders(settings, [support.reference_order()])
     async with api_process(settings) as api:
         yield schemathesis.openapi.from_url(api.url + "/openapi.json")
+
+
+@pytest_asyncio.fixture(scope="module")
+async def guarded_schema(settings: Settings) -> AsyncIterator[schemathesis.schemas.BaseSchema]:
+    """The API with its Host allow-list and a CORS origin set."""
+    guarded = dataclasses.replace(settings, api_allowed_hosts="127.0.0.1", api_cors_origins=SHOP)
+    await support.seed_orders(settings, [support.reference_order()])
+    async with api_process(guarded) as api:
+        yield schemathesis.openapi.from_url(api.url + "/openapi.json")
+
+
+SHOP = "https://shop.example"
 
 
 def fuzz(operation: schemathesis.APIOperation, mode: GenerationMode) -> None:
@@ -69,3 +82,43 @@ def test_the_document_says_money_is_in_minor_units_as_the_schema_does() -> None:
     payment = doc["components"]["schemas"]["Order"]["properties"]["payment"]["properties"]
     for field in ("amount", "goods_total", "delivery_cost", "custom_fee"):
         assert "minor units" in payment[field]["description"], field
+
+
+def test_preflights_conform_to_the_document(guarded_schema: schemathesis.schemas.BaseSchema) -> None:
+    uid = support.reference_order()["order_uid"]
+    for path, parameters in (("/order/{order_uid}", {"order_uid": uid}), ("/orders", {})):
+        fuzz(guarded_schema[path]["OPTIONS"], GenerationMode.POSITIVE)
+        for origin, method, status in (
+            (SHOP, "GET", 204),
+            ("https://evil.example", "GET", 403),
+            (SHOP, "DELETE", 403),
+        ):
+            headers = {"Origin": origin, "Access-Control-Request-Method": method}
+            case = guarded_schema[path]["OPTIONS"].Case(path_parameters=parameters, headers=headers)
+            assert case.call_and_validate().status_code == status, (path, origin, method)
+
+
+def test_a_host_off_the_allow_list_gets_the_documented_421(
+    guarded_schema: schemathesis.schemas.BaseSchema,
+) -> None:
+    uid = support.reference_order()["order_uid"]
+    for path, parameters in (("/order/{order_uid}", {"order_uid": uid}), ("/orders", {}), ("/healthz", {})):
+        case = guarded_schema[path]["GET"].Case(
+            path_parameters=parameters, headers={"Host": "rebound.example"}
+        )
+        response = case.call_and_validate()
+        assert response.status_code == 421, path
+        assert response.json()["error"] == "misdirected_request"
+
+
+def test_the_document_has_preflights_and_421_only_where_configured() -> None:
+    from api.openapi import document
+
+    plain, guarded = document(), document(cors=True, host_check=True)
+    assert not any("options" in operations for operations in plain["paths"].values())
+    assert not any("421" in op["responses"] for ops in plain["paths"].values() for op in ops.values())
+    assert {path for path, ops in guarded["paths"].items() if "options" in ops} == {
+        "/order/{order_uid}",
+        "/orders",
+    }
+    assert all("421" in op["responses"] for ops in guarded["paths"].values() for op in ops.values())
