@@ -33,6 +33,11 @@ EXIT_UNTRUSTED_POSITION = 65
 EVENT_FAULTS = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded)
 
 
+class SkippedRecords(Exception):
+    """The consumer delivered a record without the committed records before it: applying the
+    batch would record a position past records never applied."""
+
+
 class UntrustedPosition(Exception):
     """A recorded position that the log cannot have produced: the topic was recreated or
     truncated, or the read model belongs to another log."""

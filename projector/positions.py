@@ -27,6 +27,12 @@ in projector/kafka.py):
    records in between, `plan` seeks back, and what was fetched meanwhile is discarded until the
    first record after the position arrives again.
 
+5. Unbroken: a batch is applied from the recorded position on, each offset once, in order, and
+   never past a record the consumer did not deliver. Offsets may jump over what read_committed
+   does not return (transaction markers, aborted records); when they jump, the log is asked
+   whether a committed record lies in between, and if one does, the worker stops (SkippedRecords)
+   and reads again from the recorded position when restarted, whatever made the consumer skip.
+
 Messages below the recorded position are redeliveries (a batch fetched before a rebalance, a
 start while the database was unreachable): skipped and counted.
 """
@@ -43,7 +49,7 @@ import psycopg
 
 from orderview.settings import Settings
 from projector import queries
-from projector.faults import UntrustedPosition
+from projector.faults import SkippedRecords, UntrustedPosition
 from projector.messages import Incoming
 
 log = logging.getLogger("orderview.projector")
@@ -211,10 +217,32 @@ class Positions:
                 plan.discarded += len(messages)
                 return
             plan.verified[partition] = (messages[0].generation, time.monotonic())
-        plan.last_seen[partition] = messages[-1].offset
-        fresh = [m for m in messages if m.offset >= position.next_offset]
+        plan.last_seen[partition] = max(m.offset for m in messages)
+        fresh = await self._unbroken(partition, messages, position.next_offset)
         plan.skipped += len(messages) - len(fresh)
         plan.fresh += fresh
+
+    async def _unbroken(self, partition: int, messages: list[Incoming], next_offset: int) -> list[Incoming]:
+        """The messages to apply (rule 5): from `next_offset` on, each offset once and in order
+        (a batch can hold a redelivery beside the first delivery), none past a skipped record."""
+        fresh: list[Incoming] = []
+        expected = next_offset
+        for m in messages:
+            if m.offset < expected:
+                continue
+            if m.offset > expected:
+                record = await self.log.first_record(partition, expected)
+                if record is None or record.offset != m.offset:
+                    raise SkippedRecords(
+                        f"the consumer delivered offset {m.offset} of partition {partition} of "
+                        f"{self.topic!r} without the records from offset {expected} (the log "
+                        f"holds {'none' if record is None else f'offset {record.offset}'} there); "
+                        f"nothing of the batch is recorded, and the next start reads again from "
+                        f"offset {next_offset}"
+                    )
+            fresh.append(m)
+            expected = m.offset + 1
+        return fresh
 
     def _needs_verifying(self, partition: int, generation: int | None, first: int | None) -> bool:
         """On the first batch of a consumer generation, when offsets go backwards (`first` is

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from projector.faults import UntrustedPosition
+from projector.faults import SkippedRecords, UntrustedPosition
 from projector.messages import Incoming
 from projector.positions import LogRecord, Plan, Position, Positions
 
@@ -148,3 +148,29 @@ async def test_messages_of_an_aborted_transaction_leave_a_gap_that_is_not_a_skip
         Positions(TOPIC, log), [m for m in messages if m.offset >= 13], applied_up_to(log_of(20), 5)
     )
     assert [m.offset for m in plan.fresh] == list(range(13, 20)) and plan.seeks == {}
+
+
+async def test_a_record_the_consumer_skipped_stops_the_batch_before_any_position_passes_it():
+    messages = log_of(30)
+    positions = Positions(TOPIC, MemoryLog(messages))
+    await planned(positions, messages[:10], {})
+    with pytest.raises(SkippedRecords, match="without the records from offset 17"):
+        await planned(positions, messages[10:17] + messages[18:25], applied_up_to(messages, 10))
+
+
+async def test_a_batch_that_starts_after_a_skipped_record_is_not_applied():
+    messages = log_of(30)
+    positions = Positions(TOPIC, MemoryLog(messages))
+    await planned(positions, messages[:10], {})
+    with pytest.raises(SkippedRecords, match="from offset 10"):
+        await planned(positions, messages[11:20], applied_up_to(messages, 10))
+
+
+async def test_a_redelivery_beside_the_first_delivery_in_one_batch_is_applied_once_in_order():
+    messages = log_of(30)
+    positions = Positions(TOPIC, MemoryLog(messages))
+    await planned(positions, messages[:10], {})
+    # fetched before a rebalance, then again from the position the consumer was sought to
+    plan = await planned(positions, messages[10:20] + messages[5:25], applied_up_to(messages, 10))
+    assert [m.offset for m in plan.fresh] == list(range(10, 25))
+    assert plan.skipped == 15
