@@ -59,6 +59,9 @@ logger.kafka.name = kafka
 logger.kafka.level = warn
 logger.apache.name = org.apache.kafka
 logger.apache.level = warn
+# Why and when consumer groups rebalance: few lines, and what explains a stalled partition.
+logger.groups.name = org.apache.kafka.coordinator.group
+logger.groups.level = info
 PROPS
 }
 
