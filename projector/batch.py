@@ -32,11 +32,15 @@ from projector.validate import Rejection, Validator
 
 log = logging.getLogger("orderview.projector")
 
+COMMIT_RETRY_S = 0.5
+
 
 class Group(Protocol):
     """The worker's consumer group, as far as positions go."""
 
-    async def commit(self, offsets: dict[int, int]) -> None: ...
+    async def commit(self, offsets: dict[int, int]) -> bool:
+        """Whether the offsets were sent; False when the group cannot take them now."""
+        ...
 
     async def seek(self, partition: int, offset: int) -> None: ...
 
@@ -206,7 +210,9 @@ class BatchProjector:
         assert self.group is not None
         while self._to_commit:
             offsets, self._to_commit = self._to_commit, {}
-            await self.group.commit(offsets)
+            if not await self.group.commit(offsets):  # the group rebalances: again soon
+                self._to_commit = {**offsets, **self._to_commit}
+                await asyncio.sleep(COMMIT_RETRY_S)
 
     async def _write(
         self, conn: psycopg.AsyncConnection, accepted: list[store.Accepted], messages: Sequence[Incoming]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -33,6 +33,7 @@ log = logging.getLogger("orderview.projector")
 SCHEME = "orderview-kafka"
 READ_COMMITTED = "read_committed"
 LOOKUP_TIMEOUT_S = 10.0
+REBALANCE_POLL_S = 0.5
 
 
 def broker_url(bootstrap: str) -> str:
@@ -98,8 +99,41 @@ class _Consumer(faust_aiokafka.Consumer):
         sought = {assigned[p]: offset for p, offset in targets.items()}
         for tp, offset in sought.items():
             await self.seek(tp, offset)
-        # The group's offsets say the same from now on, for tools that show lag.
-        await self._commit(sought)
+        self._copy_to_group(sought)
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        """Commit to the group, never moving a partition back from an offset this worker sent:
+        the copy of the positions sought and the first batch's commit may cross."""
+        sent: dict[TP, int] = self.__dict__.setdefault("_sent_offsets", {})
+        ahead = {tp: o for tp, o in offsets.items() if o > sent.get(tp, -1)}
+        if not ahead:
+            return True
+        before = {tp: sent.get(tp, -1) for tp in ahead}
+        sent.update(ahead)  # before sending: a commit that starts later sees it
+        done = False
+        try:
+            done = await super()._commit(ahead)
+        finally:
+            for tp, o in ahead.items():
+                if not done and sent.get(tp) == o:  # not sent after all
+                    sent[tp] = before[tp]
+        return done
+
+    def _copy_to_group(self, offsets: dict[TP, int]) -> None:
+        """The group's offsets say the same as the positions sought (for tools that show lag),
+        once the rebalance is over: a commit that reaches the coordinator after the group's
+        generation moved on fails with IllegalGeneration, and aiokafka answers that by joining
+        again, which moves the generation on again (projector/app.py, FaustGroup.commit)."""
+        previous = getattr(self, "_copying", None)
+        if previous is not None:
+            previous.cancel()
+
+        async def copy() -> None:
+            while self.app.rebalancing:  # noqa: ASYNC110 (Faust has a flag, no event)
+                await asyncio.sleep(REBALANCE_POLL_S)
+            await self._commit(offsets)
+
+        self._copying = asyncio.ensure_future(copy())
 
 
 class Transport(faust_aiokafka.Transport):
