@@ -93,17 +93,10 @@ class FaustGroup:
         self.topic = topic
 
     async def commit(self, offsets: dict[int, int]) -> bool:
-        # Not while the group rebalances: a commit that reaches the coordinator after the
-        # group's generation moved on fails with IllegalGeneration, and aiokafka answers that
-        # by making this member join again, which moves the generation on again, and so on
-        # (a CI run of the chaos test showed three such rebalances in a row after a kill -9).
-        # The offsets are a copy of the database's positions; they wait for the next batch.
-        if self.app.rebalancing:
-            return False
         # Consumer._commit is the step Faust's own commit() ends in; commit() itself would
-        # commit acknowledged events, and this worker acknowledges none.
-        await self.app.consumer._commit({TP(self.topic, p): o for p, o in offsets.items()})
-        return True
+        # commit acknowledged events, and this worker acknowledges none. Ours refuses while
+        # the group rebalances (projector/kafka.py).
+        return await self.app.consumer._commit({TP(self.topic, p): o for p, o in offsets.items()})
 
     async def seek(self, partition: int, offset: int) -> None:
         await self.app.consumer.seek(TP(self.topic, partition), offset)

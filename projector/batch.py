@@ -24,15 +24,13 @@ import psycopg
 from orderview.settings import Settings
 from projector import faults, store
 from projector.dlq import DeadLetter, DeadLetterQueue
-from projector.kafka import KafkaLog
+from projector.kafka import COMMIT_RETRY_S, KafkaLog
 from projector.messages import Incoming
 from projector.metrics import ProjectorMetrics, Readiness
 from projector.positions import Plan, Positions
 from projector.validate import Rejection, Validator
 
 log = logging.getLogger("orderview.projector")
-
-COMMIT_RETRY_S = 0.5
 
 
 class Group(Protocol):
@@ -210,7 +208,7 @@ class BatchProjector:
         assert self.group is not None
         while self._to_commit:
             offsets, self._to_commit = self._to_commit, {}
-            if not await self.group.commit(offsets):  # the group rebalances: again soon
+            if not await self.group.commit(offsets):  # not taken now: again soon
                 self._to_commit = {**offsets, **self._to_commit}
                 await asyncio.sleep(COMMIT_RETRY_S)
 

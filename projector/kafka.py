@@ -33,7 +33,7 @@ log = logging.getLogger("orderview.projector")
 SCHEME = "orderview-kafka"
 READ_COMMITTED = "read_committed"
 LOOKUP_TIMEOUT_S = 10.0
-REBALANCE_POLL_S = 0.5
+COMMIT_RETRY_S = 0.5  # a commit refused while the group rebalances is tried again after this
 
 
 def broker_url(bootstrap: str) -> str:
@@ -102,8 +102,18 @@ class _Consumer(faust_aiokafka.Consumer):
         self._copy_to_group(sought)
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
-        """Commit to the group, never moving a partition back from an offset this worker sent:
-        the copy of the positions sought and the first batch's commit may cross."""
+        """Commit to the group, or False if it cannot take the offsets now (try again later).
+
+        Not while the group rebalances: a commit that reaches the coordinator after the group's
+        generation moved on fails with IllegalGeneration, and aiokafka answers that by making
+        this member join again, which moves the generation on again, and so on (a CI run of the
+        chaos test showed three such rebalances in a row after a kill -9). The offsets are a
+        copy of the database's positions: they can wait.
+
+        Never moving a partition back from an offset this worker sent: the copy of the
+        positions sought and the first batch's commit may cross."""
+        if self.app.rebalancing:
+            return False
         sent: dict[TP, int] = self.__dict__.setdefault("_sent_offsets", {})
         ahead = {tp: o for tp, o in offsets.items() if o > sent.get(tp, -1)}
         if not ahead:
@@ -121,17 +131,14 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def _copy_to_group(self, offsets: dict[TP, int]) -> None:
         """The group's offsets say the same as the positions sought (for tools that show lag),
-        once the rebalance is over: a commit that reaches the coordinator after the group's
-        generation moved on fails with IllegalGeneration, and aiokafka answers that by joining
-        again, which moves the generation on again (projector/app.py, FaustGroup.commit)."""
+        once the group takes them (`_commit`)."""
         previous = getattr(self, "_copying", None)
         if previous is not None:
             previous.cancel()
 
         async def copy() -> None:
-            while self.app.rebalancing:  # noqa: ASYNC110 (Faust has a flag, no event)
-                await asyncio.sleep(REBALANCE_POLL_S)
-            await self._commit(offsets)
+            while not await self._commit(offsets):  # noqa: ASYNC110 (a retry, not a wait for a flag)
+                await asyncio.sleep(COMMIT_RETRY_S)
 
         self._copying = asyncio.ensure_future(copy())
 
