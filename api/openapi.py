@@ -27,8 +27,8 @@ def _json(schema_name: str, description: str, headers: dict | None = None) -> di
     return response
 
 
-def _error(description: str, codes: list[str]) -> dict[str, Any]:
-    return {
+def _error(description: str, codes: list[str], headers: dict | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
         "description": description,
         "content": {
             "application/json": {
@@ -38,6 +38,9 @@ def _error(description: str, codes: list[str]) -> dict[str, Any]:
             }
         },
     }
+    if headers:
+        response["headers"] = headers
+    return response
 
 
 def order_schema() -> dict[str, Any]:
@@ -152,8 +155,8 @@ MISDIRECTED = _error(
 NOT_ALLOWED = _error(
     "Not a preflight this API answers (no Origin or Access-Control-Request-Method, or CORS is off).",
     ["method_not_allowed"],
+    {"Allow": {"description": "The methods of this path.", "schema": {"type": "string"}}},
 )
-NOT_ALLOWED["headers"] = {"Allow": {"description": "The methods of this path.", "schema": {"type": "string"}}}
 
 
 def _preflight(path: str) -> dict[str, Any]:

@@ -93,3 +93,5 @@ async def api_process(
             except TimeoutError:
                 process.kill()
                 await process.wait()
+        if output is not None:
+            output.close()

@@ -4,6 +4,7 @@ and PostgreSQL that `make test` starts; each test session gets a database of its
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import pytest_asyncio
@@ -29,22 +30,26 @@ async def settings() -> AsyncIterator[Settings]:
     await support.delete_topics(s)
 
 
-@pytest_asyncio.fixture
-async def clean_settings(settings: Settings) -> AsyncIterator[Settings]:
-    """The session database with an empty read model, and topics of this test's own."""
+@asynccontextmanager
+async def own_topics(settings: Settings, **changes: object) -> AsyncIterator[Settings]:
+    """The session database with an empty read model, and topics of the caller's own."""
     support.truncate_read_model(settings)
-    s = support.with_fresh_topics(settings)
+    s = replace(support.with_fresh_topics(settings), **changes)
     await support.create_topics(s)
     yield s
     await support.delete_topics(s)
+
+
+@pytest_asyncio.fixture
+async def clean_settings(settings: Settings) -> AsyncIterator[Settings]:
+    """The session database with an empty read model, and topics of this test's own."""
+    async with own_topics(settings) as s:
+        yield s
 
 
 @pytest_asyncio.fixture
 async def one_partition(settings: Settings) -> AsyncIterator[Settings]:
     """Like clean_settings, with an orders topic of one partition: what comes after a message
     is then plainly behind it."""
-    support.truncate_read_model(settings)
-    s = replace(support.with_fresh_topics(settings), orders_partitions=1)
-    await support.create_topics(s)
-    yield s
-    await support.delete_topics(s)
+    async with own_topics(settings, orders_partitions=1) as s:
+        yield s
