@@ -17,7 +17,7 @@ from psycopg import sql
 from orderview.bootstrap import create_database, drop_database, migrate
 from orderview.settings import Settings
 from tests import support
-from tests.processes import free_port
+from tests.processes import free_port, free_port_pair
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,8 +111,9 @@ def test_make_up_twice_is_a_no_op_and_make_down_leaves_nothing_of_ours() -> None
     env = {
         **os.environ,
         "ORDERVIEW_RUN_DIR": str(run_dir),
-        "ORDERVIEW_KAFKA_BOOTSTRAP": "127.0.0.1:19092",
-        "ORDERVIEW_PG_PORT": "15432",
+        # Free ports, not fixed ones: another checkout's test run may use any fixed pair.
+        "ORDERVIEW_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port_pair()}",
+        "ORDERVIEW_PG_PORT": str(free_port()),
     }
 
     def make(target: str) -> subprocess.CompletedProcess:
@@ -136,7 +137,8 @@ def test_make_up_twice_is_a_no_op_and_make_down_leaves_nothing_of_ours() -> None
 
 
 def _processes_in(run_dir: Path) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    # -ww: without a terminal, ps cuts lines at 80 columns, and a long clone path hid the run folder.
+    out = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if str(run_dir) in line]
 
 
