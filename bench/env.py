@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
-from aiokafka.admin import AIOKafkaAdminClient
 
+from orderview import kafka_clients
 from orderview.bootstrap import create_database, drop_database, ensure_topics
 from orderview.settings import Settings, get_settings
 
@@ -45,7 +45,7 @@ def create_topics(settings: Settings) -> None:
 
 def delete_topics(settings: Settings) -> None:
     async def delete() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        admin = kafka_clients.admin(settings)
         await admin.start()
         try:
             existing = set(await admin.list_topics())

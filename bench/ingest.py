@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from psycopg import sql
 
 from bench import data, mixed
@@ -26,6 +26,7 @@ from bench.procs import Service, free_port, http_get, metric
 from bench.profile import PROJECTOR_PARTS, PROJECTOR_REST, Profile
 from bench.results import Results
 from bench.scale import Scale
+from orderview import kafka_clients
 from orderview.settings import Settings
 from projector.audit import audit
 from projector.rebuild import TRUNCATE_READ_MODEL, rebuild
@@ -224,8 +225,8 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
 
 
 def _producer(settings: Settings, linger_ms: int) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    return kafka_clients.producer(
+        settings,
         acks="all",
         linger_ms=linger_ms,
         max_batch_size=512 * 1024,
@@ -248,9 +249,9 @@ async def produce(settings: Settings, orders: Sequence[data.Order]) -> float:
 async def raw_consume(settings: Settings, count: int, timeout: float = 120.0) -> float:
     """Messages/s of a bare aiokafka consumer reading the topic from the start in batches of
     settings.batch_size (as the projector takes them), from the first fetch to the last message."""
-    consumer = AIOKafkaConsumer(
+    consumer = kafka_clients.consumer(
+        settings,
         settings.orders_topic,
-        bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         fetch_max_bytes=64 * 1024 * 1024,

@@ -12,6 +12,7 @@ import asyncio
 import random
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from aiokafka.errors import KafkaConnectionError
@@ -106,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(
             send(
                 messages,
-                bootstrap=args.bootstrap,
+                settings=replace(get_settings(), kafka_bootstrap=args.bootstrap),
                 topic=args.topic,
                 rate=args.rate,
                 max_bytes=args.max_bytes,

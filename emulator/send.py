@@ -15,6 +15,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from emulator.stream import Message
+from orderview import kafka_clients
+from orderview.settings import Settings
 
 # Oversize messages must get past the client to reach the projector (which rejects them):
 # the producer's request limit leaves room above the projector's message limit.
@@ -66,7 +68,7 @@ class Tally:
 async def send(
     messages: Iterable[Message],
     *,
-    bootstrap: str,
+    settings: Settings,
     topic: str,
     rate: float,
     max_bytes: int,
@@ -77,8 +79,8 @@ async def send(
     """Send until `messages` ends or SIGINT/SIGTERM; True unless interrupted."""
     stop = asyncio.Event()
     _on_signals(stop.set)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = kafka_clients.producer(
+        settings,
         acks="all",
         linger_ms=20,
         max_request_size=max_bytes + REQUEST_HEADROOM,

@@ -14,10 +14,11 @@ import logging
 from pathlib import Path
 
 import psycopg
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from psycopg import sql
 
+from orderview import kafka_clients
 from orderview.settings import Settings, get_settings
 
 log = logging.getLogger("orderview.bootstrap")
@@ -117,7 +118,7 @@ def grant_role_privileges(conn: psycopg.Connection, settings: Settings) -> None:
 
 async def ensure_topics(settings: Settings) -> None:
     """`orders` is the event log: never deleted by age. The DLQ keeps what it is given too."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = kafka_clients.admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

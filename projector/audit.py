@@ -74,13 +74,13 @@ async def audit(settings: Settings, progress: TextIO | None = None) -> Audit:
     # and its rows committed before, so live projectors cannot make a message look missing.
     positions = {p: position.next_offset for p, position in (await read_positions(settings)).items()}
     letters, sources = await asyncio.gather(
-        dead_lettered(settings.kafka_bootstrap, settings.dlq_topic, settings.orders_topic),
+        dead_lettered(settings),
         _snapshot_sources(settings),
     )
     found = Audit()
     tally: Counter[tuple[int, str]] = Counter()
     resends: list[Incoming] = []  # later than their order's current version: same content?
-    async for ends, records in scan(settings.kafka_bootstrap, settings.orders_topic):
+    async for ends, records in scan(settings, settings.orders_topic):
         kinds = [
             _classify(r.partition, r.offset, r.key, r.value, positions, letters, sources) for r in records
         ]

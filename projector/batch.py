@@ -79,8 +79,8 @@ class BatchProjector:
         self.metrics = metrics or ProjectorMetrics()
         self.readiness = Readiness(self.metrics)
         self.validator = Validator(max_bytes=settings.max_message_bytes)
-        self.dlq = dlq or DeadLetterQueue(settings.kafka_bootstrap, settings.dlq_topic, settings.orders_topic)
-        self.kafka_log = KafkaLog(settings.kafka_bootstrap, settings.orders_topic)
+        self.dlq = dlq or DeadLetterQueue(settings)
+        self.kafka_log = KafkaLog(settings, settings.orders_topic)
         self.positions = Positions(settings.orders_topic, self.kafka_log)
         self.group = group
         self._conn: psycopg.AsyncConnection | None = None

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
+from orderview import kafka_clients
+from orderview.settings import Settings
 from projector.kafka import scan
 from projector.messages import Incoming
 
@@ -83,16 +85,16 @@ def truncated(
 class DeadLetterQueue:
     """Produces with acks=all and waits for every acknowledgement before returning."""
 
-    def __init__(self, bootstrap: str, dlq_topic: str, source_topic: str) -> None:
-        self.bootstrap = bootstrap
-        self.dlq_topic = dlq_topic
-        self.source_topic = source_topic
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dlq_topic = settings.dlq_topic
+        self.source_topic = settings.orders_topic
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
         # aiokafka binds to the running loop: the producer is made here, not in __init__.
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+        producer = kafka_clients.producer(
+            self.settings,
             acks="all",
             # Not idempotent: a record the broker refuses would leave a gap in the sequence
             # numbers of an idempotent producer. Readers dedupe by the source coordinates anyway.
@@ -168,13 +170,12 @@ class DeadLetterQueue:
         return self._producer
 
 
-async def dead_lettered(
-    bootstrap: str, dlq_topic: str, source_topic: str
-) -> dict[tuple[int, int], str | None]:
+async def dead_lettered(settings: Settings) -> dict[tuple[int, int], str | None]:
     """What the DLQ holds for one source topic: (partition, offset) of each dead letter, with the
     SHA-256 of the original value when the letter carries it."""
     found: dict[tuple[int, int], str | None] = {}
-    async for _, records in scan(bootstrap, dlq_topic):
+    source_topic = settings.orders_topic
+    async for _, records in scan(settings, settings.dlq_topic):
         for record in records:
             headers = dict(record.headers)
             if headers.get("dlq.topic") != source_topic.encode():

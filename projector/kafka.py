@@ -17,12 +17,13 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from orderview import kafka_clients
 from orderview.settings import Settings, get_settings
 from projector import faults
 from projector.messages import digest
@@ -78,10 +79,10 @@ class _Consumer(faust_aiokafka.Consumer):
         assigned = {tp.partition: tp for tp in self.assignment() if tp.topic == settings.orders_topic}
         if not assigned:
             return
-        kafka_log = KafkaLog(settings.kafka_bootstrap, settings.orders_topic)
+        kafka_log = KafkaLog(settings, settings.orders_topic)
         try:
             await kafka_log.start()
-            existing = await partitions_of(settings.kafka_bootstrap, settings.orders_topic)
+            existing = await partitions_of(settings, settings.orders_topic)
             targets = await seek_targets(settings, kafka_log, sorted(assigned), existing)
         except faults.UntrustedPosition as exc:
             faults.stop_worker(str(exc), status=faults.EXIT_UNTRUSTED_POSITION)
@@ -153,15 +154,15 @@ TRANSPORTS.aliases.setdefault(SCHEME, f"{__name__}:Transport")
 class KafkaLog:
     """Looks records of one topic up by partition and offset; committed records only."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.settings = settings
         self.topic = topic
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
         # aiokafka binds to the running loop: the consumer is made here, not in __init__.
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+        self._consumer = kafka_clients.consumer(
+            self.settings,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level=READ_COMMITTED,
@@ -211,13 +212,13 @@ class KafkaLog:
 
 
 async def scan(
-    bootstrap: str, topic: str, max_records: int = 10_000
+    settings: Settings, topic: str, max_records: int = 10_000
 ) -> AsyncIterator[tuple[dict[int, int], list[ConsumerRecord]]]:
     """Every committed record of `topic` from its start to its end at the time of the call, in
     chunks; each chunk comes with the end offsets (for progress)."""
-    consumer = AIOKafkaConsumer(
+    consumer = kafka_clients.consumer(
+        settings,
         topic,
-        bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level=READ_COMMITTED,
@@ -243,9 +244,9 @@ async def scan(
         await consumer.stop()
 
 
-async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+async def partitions_of(settings: Settings, topic: str) -> list[int]:
     """The partitions of a topic, from the broker's metadata ([] when it does not exist)."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    client = kafka_clients.client(settings)
     await client.bootstrap()
     try:
         await client.add_topic(topic)
@@ -257,10 +258,10 @@ async def partitions_of(bootstrap: str, topic: str) -> list[int]:
 
 async def verify_all_positions(settings: Settings) -> None:
     """Check every recorded position of the orders topic against the log (UntrustedPosition)."""
-    kafka_log = KafkaLog(settings.kafka_bootstrap, settings.orders_topic)
+    kafka_log = KafkaLog(settings, settings.orders_topic)
     await kafka_log.start()
     try:
-        existing = await partitions_of(settings.kafka_bootstrap, settings.orders_topic)
+        existing = await partitions_of(settings, settings.orders_topic)
         await seek_targets(settings, kafka_log, existing, existing)
     finally:
         await kafka_log.stop()

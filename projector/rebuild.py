@@ -18,11 +18,11 @@ import time
 from collections.abc import Sequence
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import OffsetAndMetadata
 
-from orderview import jsonlog
+from orderview import jsonlog, kafka_clients
 from orderview.settings import Settings, get_settings
 from projector.batch import BatchProjector
 from projector.dlq import DeadLetter, DeadLetterQueue, dead_lettered, holds
@@ -67,13 +67,13 @@ async def rebuild(settings: Settings, truncate: bool = False) -> int:
                 raise SystemExit(
                     f"the read model holds {count} orders: stop the projectors and use --truncate"
                 )
-    held = await dead_lettered(settings.kafka_bootstrap, settings.dlq_topic, settings.orders_topic)
-    dlq = DeadLetterQueue(settings.kafka_bootstrap, settings.dlq_topic, settings.orders_topic)
+    held = await dead_lettered(settings)
+    dlq = DeadLetterQueue(settings)
     projector = BatchProjector(settings, dlq=NewDeadLetters(dlq, held))  # type: ignore[arg-type]
     await projector.start()
     replayed = 0
     try:
-        async for _, records in scan(settings.kafka_bootstrap, settings.orders_topic, settings.batch_size):
+        async for _, records in scan(settings, settings.orders_topic, settings.batch_size):
             batch = [Incoming(r.partition, r.offset, r.key, r.value, r.timestamp) for r in records]
             await projector.process(batch)
             replayed += len(batch)
@@ -90,16 +90,14 @@ async def set_group_offsets(settings: Settings, patience_s: float = 30.0) -> Non
     Kafka takes such a commit only from an empty group; a worker that stopped without leaving
     it (killed, or stopped by a failure) is still a member until its session times out."""
     recorded = {p: position.next_offset for p, position in (await read_positions(settings)).items()}
-    partitions = await partitions_of(settings.kafka_bootstrap, settings.orders_topic)
+    partitions = await partitions_of(settings, settings.orders_topic)
     offsets = {
         TopicPartition(settings.orders_topic, p): OffsetAndMetadata(recorded.get(p, 0), "")
         for p in partitions
     }
     if not offsets:
         return
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
-    )
+    consumer = kafka_clients.consumer(settings, group_id=settings.consumer_group, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(list(offsets))

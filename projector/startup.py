@@ -12,8 +12,8 @@ import logging
 
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaClient
 
+from orderview import kafka_clients
 from orderview.settings import Settings
 from projector import faults
 from projector.batch import backoff_seconds
@@ -40,7 +40,7 @@ async def wait_for_broker(settings: Settings) -> None:
     try:
         attempt = 0
         while True:
-            client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
+            client = kafka_clients.client(settings, request_timeout_ms=5000)
             try:
                 await client.bootstrap()
                 return

@@ -10,10 +10,11 @@ from pathlib import Path
 import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
 
+from orderview import kafka_clients
 from orderview.settings import Settings
 from tests import support
 
@@ -81,9 +82,7 @@ def orders(prefix: str, n: int) -> list[tuple[bytes, bytes]]:
 @contextlib.asynccontextmanager
 async def projector_group(settings: Settings) -> AsyncIterator[tuple[AIOKafkaConsumer, list, dict]]:
     """A client in the projector's consumer group (without joining it): its partitions and ends."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group, enable_auto_commit=False
-    )
+    consumer = kafka_clients.consumer(settings, group_id=settings.consumer_group, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(settings.orders_topic, p) for p in range(settings.orders_partitions)]
@@ -108,7 +107,7 @@ async def set_group_offsets(settings: Settings, where: str) -> int:
 
 async def recreate_orders_topic(settings: Settings) -> None:
     """Delete the orders topic and create it again, empty, as people do in development."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = kafka_clients.admin(settings)
     await admin.start()
     try:
         await admin.delete_topics([settings.orders_topic])

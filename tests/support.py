@@ -11,10 +11,9 @@ from pathlib import Path
 
 import orjson
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
+from orderview import kafka_clients
 from orderview.bootstrap import ensure_topics
 from orderview.settings import Settings, get_settings
 from projector import store
@@ -60,7 +59,7 @@ async def create_topics(settings: Settings) -> None:
 
 
 async def delete_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = kafka_clients.admin(settings)
     await admin.start()
     try:
         await admin.delete_topics([settings.orders_topic, settings.dlq_topic])
@@ -77,8 +76,8 @@ async def produce(
     partition: int | None = None,
 ) -> list[RecordMetadata]:
     """Send (key, value) pairs to the orders topic, acks=all; return where each went."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    producer = kafka_clients.producer(
+        settings,
         acks="all",
         linger_ms=5,
         max_request_size=64 * 1024 * 1024,
@@ -97,9 +96,7 @@ async def produce(
 
 async def produce_aborted(settings: Settings, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
     """Send (key, value) pairs in a Kafka transaction, then abort it; return how many."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, transactional_id=unique("orderview-test-aborted-")
-    )
+    producer = kafka_clients.producer(settings, transactional_id=unique("orderview-test-aborted-"))
     await producer.start()
     try:
         await producer.begin_transaction()
@@ -115,9 +112,9 @@ async def read_topic(
     settings: Settings, topic: str, count: int, timeout: float = 30.0
 ) -> list[ConsumerRecord]:
     """Read `count` records from the start of a topic (no group), or fail after `timeout`."""
-    consumer = AIOKafkaConsumer(
+    consumer = kafka_clients.consumer(
+        settings,
         topic,
-        bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         fetch_max_bytes=64 * 1024 * 1024,

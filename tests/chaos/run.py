@@ -18,9 +18,10 @@ import aiohttp
 import orjson
 import psycopg
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import MessageSizeTooLargeError
 
+from orderview import kafka_clients
 from orderview.bootstrap import create_database, drop_database
 from orderview.settings import Settings
 from projector.audit import Audit, audit
@@ -128,7 +129,7 @@ def _own_settings(base: Settings) -> Settings:
 
 
 async def _create_topics(s: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    admin = kafka_clients.admin(s)
     await admin.start()
     try:
         await admin.create_topics(
@@ -147,7 +148,7 @@ async def _create_topics(s: Settings) -> None:
 
 
 async def _delete_topics(s: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    admin = kafka_clients.admin(s)
     await admin.start()
     try:
         await admin.delete_topics([s.orders_topic, s.dlq_topic])
@@ -362,8 +363,8 @@ class Traffic:
     async def _aborted_transaction(self) -> None:
         """Valid orders, and new versions of sent ones, in a transaction that is then aborted."""
         orders = [self.mix.valid_order() for _ in range(self.rng.randrange(3, 15))]
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.s.kafka_bootstrap,
+        producer = kafka_clients.producer(
+            self.s,
             transactional_id=f"chaos-{uuid.uuid4().hex[:8]}",
             request_timeout_ms=5000,
         )
@@ -390,8 +391,8 @@ class Traffic:
 
     async def _producer(self, codec: str | None) -> AIOKafkaProducer:
         if codec not in self.producers:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.s.kafka_bootstrap,
+            producer = kafka_clients.producer(
+                self.s,
                 acks="all",
                 linger_ms=5,
                 compression_type=codec,
@@ -486,7 +487,7 @@ async def _oracle(s: Settings) -> tuple[dict[str, dict], set, set, int]:
     hostile: set[tuple[int, int]] = set()
     refused: set[tuple[int, int]] = set()
     untagged = 0
-    async for _, records in scan(s.kafka_bootstrap, s.orders_topic):
+    async for _, records in scan(s, s.orders_topic):
         for r in records:
             tag = next((v.decode() for k, v in r.headers if k == TAG), None)  # ours is the first
             where = (r.partition, r.offset)
@@ -503,7 +504,7 @@ async def _oracle(s: Settings) -> tuple[dict[str, dict], set, set, int]:
 
 async def _dead_letters(s: Settings) -> dict[tuple[int, int], str]:
     letters: dict[tuple[int, int], str] = {}
-    async for _, records in scan(s.kafka_bootstrap, s.dlq_topic):
+    async for _, records in scan(s, s.dlq_topic):
         for r in records:
             h = {k: v.decode() for k, v in r.headers}
             letters[int(h["dlq.partition"]), int(h["dlq.offset"])] = h["dlq.reason"]

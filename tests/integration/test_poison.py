@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from orderview import kafka_clients
 from orderview.settings import Settings
 from tests import support
 from tests.processes import Projector
@@ -76,7 +77,7 @@ async def test_a_dead_letter_the_broker_refuses_for_its_size_is_sent_truncated_w
     one_partition: Settings,
 ) -> None:
     s = one_partition
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    admin = kafka_clients.admin(s)
     await admin.start()
     try:  # a DLQ topic that takes records of 64 KiB at most
         await admin.delete_topics([s.dlq_topic])
