@@ -55,6 +55,10 @@ class Settings:
     batch_wait_s: float = 0.05
     max_message_bytes: int = 1024 * 1024
     db_retry_max_s: float = 5.0
+    # This many valid orders in a row refused by the database with the same error (a migration
+    # gone wrong: a NOT NULL column without a default, a CHECK every order fails) stop the worker
+    # instead of dead-lettering the stream.
+    db_refusals_in_a_row: int = 10
     notify_channel: str = "order_changed"
 
     # API

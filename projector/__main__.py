@@ -18,8 +18,7 @@ def main() -> None:
     # faust is imported: faust reads its own --loop option from sys.argv at import, which was too
     # early for the one passed below, so the worker had been running on the stock loop.
     uvloop.install()
-    # After the settings are known to be good: the app reads them when it is imported.
-    from projector.app import app
+    from projector.app import create_app
     from projector.startup import wait_for_broker
 
     args = sys.argv[1:]
@@ -33,7 +32,7 @@ def main() -> None:
             settings.log_level.lower(),
         ]
     sys.argv = [sys.argv[0], *args]
-    app.main()
+    create_app(settings).main()
 
 
 if __name__ == "__main__":

@@ -21,68 +21,85 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import faust
-from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 from faust.types import TP
 from mode import CrashingSupervisor, Service
 from mode.utils.trees import NodeT
 from prometheus_client import generate_latest
 
 from orderview import jsonlog
-from orderview.settings import get_settings
+from orderview.settings import Settings
 from projector import faults
-from projector.batch import BatchProjector, Prepared
-from projector.kafka import broker_url, verify_all_positions
+from projector.batch import BatchProjector
+from projector.judge import Prepared
+from projector.kafka import broker_url
 from projector.messages import Incoming
 
 log = logging.getLogger("orderview.projector")
 
-settings = get_settings()
 # prometheus_client's CONTENT_TYPE_LATEST names a charset, which aiohttp wants apart.
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 # After SIGTERM, a worker still running this much later exits anyway: whatever it was waiting
 # for (a lost database, a broker) is not worth more, and nothing unrecorded is committed.
 SHUTDOWN_DEADLINE_S = 15.0
 
-app = faust.App(
-    settings.consumer_group,
-    broker=broker_url(settings.kafka_bootstrap),
-    store="memory://",
-    autodiscover=False,
-    topic_allow_declare=False,
-    topic_disable_leader=True,
-    # Positions are always set explicitly (projector/kafka.py): one that leaves the log is an error.
-    consumer_auto_offset_reset="none",
-    producer_acks=-1,
-    # A killed worker's partitions move to the others after 10 s, not Faust's default 60 s.
-    broker_session_timeout=10.0,
-    broker_heartbeat_interval=2.0,
-    # On SIGTERM, do not wait for a batch that may be retrying against a lost database:
-    # it is cancelled, unrecorded, and read again by the next owner.
-    stream_wait_empty=False,
-    stream_buffer_maxsize=max(4096, settings.batch_size * 4),
-    consumer_max_fetch_size=8 * 1024 * 1024,
-    # Partitions added to the topic, or the topic recreated, are noticed within 30 s, not 5 min.
-    consumer_metadata_max_age_ms=30_000,
-    web_port=settings.projector_port,
-    web_bind=settings.projector_host,
-    web_host=settings.projector_host,
-    logging_config=jsonlog.logging_config(settings.log_level),
-    # Nothing of ours is kept on disk (the read model is in PostgreSQL); Faust wants a folder anyway.
-    datadir=str(Path(tempfile.gettempdir()) / "orderview-faust" / settings.consumer_group),
-)
 
-orders = app.topic(
-    settings.orders_topic,
-    key_type=bytes,
-    value_type=bytes,
-    key_serializer="raw",
-    value_serializer="raw",
-    partitions=settings.orders_partitions,
-)
+def create_app(settings: Settings) -> faust.App:
+    """A projector worker: the Faust app, its agent, its pages, and the BatchProjector it feeds
+    (`app.projector`, which the consumer asks where to seek, projector/kafka.py)."""
+    app = faust.App(
+        settings.consumer_group,
+        broker=broker_url(settings.kafka_bootstrap),
+        store="memory://",
+        autodiscover=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        # Positions are always set explicitly (projector/kafka.py). A position that leaves the log
+        # under the consumer is reset to the log's start and checked there (projector/positions.py:
+        # records deleted before they were applied are reported; another incarnation stops).
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        # A killed worker's partitions move to the others after 10 s, not Faust's default 60 s.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
+        # On SIGTERM, do not wait for a batch that may be retrying against a lost database:
+        # it is cancelled, unrecorded, and read again by the next owner.
+        stream_wait_empty=False,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        # Partitions added to the topic, or the topic recreated, are noticed within 30 s, not 5 min.
+        consumer_metadata_max_age_ms=30_000,
+        web_port=settings.projector_port,
+        web_bind=settings.projector_host,
+        web_host=settings.projector_host,
+        logging_config=jsonlog.logging_config(settings.log_level),
+        # Nothing of ours is kept on disk (the read model is in PostgreSQL); Faust wants a folder anyway.
+        datadir=str(Path(tempfile.gettempdir()) / "orderview-faust" / settings.consumer_group),
+    )
+    Path(app.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
+    orders = app.topic(
+        settings.orders_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.orders_partitions,
+    )
+    projector = BatchProjector(settings, group=FaustGroup(app, settings.orders_topic))
+    app.projector = projector
+    app.agent(orders, name="project", concurrency=1, supervisor_strategy=CrashingSupervisor)(
+        Agent(app, projector).run
+    )
+    setup_pages(app, projector)
 
-Path(app.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
+    @app.on_worker_init.connect
+    def start_watchdog(_app: faust.App, **_kwargs: object) -> None:
+        if not any(isinstance(t, Watchdog) for t in threading.enumerate()):  # the signal comes twice
+            Watchdog(app).start()
+
+    return app
 
 
 class FaustGroup:
@@ -102,9 +119,6 @@ class FaustGroup:
         await self.app.consumer.seek(TP(self.topic, partition), offset)
 
 
-projector = BatchProjector(settings, group=FaustGroup(app, settings.orders_topic))
-
-
 def incoming(message: faust.types.tuples.Message) -> Incoming:
     return Incoming(
         message.partition,
@@ -113,13 +127,16 @@ def incoming(message: faust.types.tuples.Message) -> Incoming:
         message.value,
         round(message.timestamp * 1000),
         message.generation_id,
+        tuple(message.headers or ()),
     )
 
 
-def fail(exc: BaseException) -> None:
+def fail(exc: BaseException) -> NoReturn:
     """Stop the worker for a failure of the agent or of a batch being written."""
     if isinstance(exc, faults.UntrustedPosition):
         faults.stop_worker(str(exc), status=faults.EXIT_UNTRUSTED_POSITION)
+    if isinstance(exc, faults.SystemicRefusal | faults.SkippedRecords):
+        faults.stop_worker(str(exc), exc)
     faults.stop_worker("a batch could not be projected", exc)
 
 
@@ -129,49 +146,73 @@ def _fail_if_failed(task: asyncio.Task) -> None:
         fail(task.exception())
 
 
-async def write(batch: list[Incoming], prepared: Prepared) -> None:
-    outcome = await projector.process(batch, prepared)
-    update_lag(outcome.recorded)
+class Agent:
+    """The agent's body: one batch is written while the next is taken and judged, so PostgreSQL
+    and Python work at the same time, and batches still commit in order."""
 
+    def __init__(self, app: faust.App, projector: BatchProjector) -> None:
+        self.app = app
+        self.projector = projector
 
-@app.agent(orders, concurrency=1, supervisor_strategy=CrashingSupervisor)
-async def project(stream: faust.StreamT) -> None:
-    """One batch is written while the next is taken and judged: PostgreSQL and Python work at
-    the same time, and batches still commit in order."""
-    writing: asyncio.Task | None = None
-    try:
-        await projector.start()
-        async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
-            batch = [incoming(e.message) for e in events]
-            prepared = projector.prepare(batch)
+    async def run(self, stream: faust.StreamT) -> None:
+        projector, settings = self.projector, self.projector.settings
+        writing: asyncio.Task | None = None
+        try:
+            await projector.start()
+            async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
+                batch = [incoming(e.message) for e in events]
+                prepared = projector.prepare(batch)
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(self.write(batch, prepared))
+                writing.add_done_callback(_fail_if_failed)
             if writing is not None:
                 await writing
-            writing = asyncio.create_task(write(batch, prepared))
-            writing.add_done_callback(_fail_if_failed)
-        if writing is not None:
-            await writing
-    except asyncio.CancelledError:
-        raise
-    except BaseException as exc:
-        fail(exc)
-    finally:
-        projector.readiness.set_not_ready("the projector agent is not running")
-        if writing is not None and not writing.done():
-            writing.remove_done_callback(_fail_if_failed)
-            writing.cancel()
-            await asyncio.gather(writing, return_exceptions=True)
-        await projector.stop()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            fail(exc)
+        finally:
+            projector.readiness.set_not_ready("the projector agent is not running", "agent")
+            if writing is not None and not writing.done():
+                writing.remove_done_callback(_fail_if_failed)
+                writing.cancel()
+                await asyncio.gather(writing, return_exceptions=True)
+            await projector.stop()
+
+    async def write(self, batch: list[Incoming], prepared: Prepared) -> None:
+        outcome = await self.projector.process(batch, prepared)
+        self.update_lag(outcome.recorded)
+
+    def update_lag(self, recorded: dict[int, int]) -> None:
+        consumer = self.app.consumer
+        assigned = consumer.assignment()
+        for partition, next_offset in recorded.items():
+            tp = TP(self.projector.topic, partition)
+            if tp not in assigned:  # revoked by a rebalance while its batch was written
+                continue
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                self.projector.metrics.lag.labels(str(partition)).set(max(0, highwater - next_offset))
 
 
-def update_lag(recorded: dict[int, int]) -> None:
-    assigned = app.consumer.assignment()
-    for partition, next_offset in recorded.items():
-        tp = TP(settings.orders_topic, partition)
-        if tp not in assigned:  # revoked by a rebalance while its batch was written
-            continue
-        highwater = app.consumer.highwater(tp)
-        if highwater is not None:
-            projector.metrics.lag.labels(str(partition)).set(max(0, highwater - next_offset))
+def setup_pages(app: faust.App, projector: BatchProjector) -> None:
+    """/metrics, /readyz and /healthz on the worker's own port."""
+
+    @app.page("/metrics")
+    async def metrics(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        return web.bytes(generate_latest(projector.metrics.registry), content_type=PROMETHEUS_TEXT)
+
+    @app.page("/readyz")
+    async def readyz(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        reason = projector.readiness.reason
+        if reason is None:
+            return web.json({"status": "ready"})
+        return web.json({"status": "not ready", "reason": reason}, status=503)
+
+    @app.page("/healthz")
+    async def healthz(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        return web.json({"status": "alive"})
 
 
 class Watchdog(threading.Thread):
@@ -192,27 +233,12 @@ class Watchdog(threading.Thread):
             time.sleep(self.interval_s)
             crashed = self._crashed_service()
             if crashed is not None:
-                reason = crashed.crash_reason
-                if isinstance(reason, OffsetOutOfRangeError | NoOffsetForPartitionError):
-                    self._explain_lost_position(reason)
-                faults.stop_worker(f"Faust's {crashed.label} crashed", reason)
+                faults.stop_worker(f"Faust's {crashed.label} crashed", crashed.crash_reason)
             if stopping_since is None and self.app.should_stop:
                 stopping_since = time.monotonic()
             if stopping_since is not None and time.monotonic() - stopping_since > SHUTDOWN_DEADLINE_S:
                 log.warning("shutdown took over %.0f s; exiting without waiting more", SHUTDOWN_DEADLINE_S)
                 faults.stop_worker("shutdown deadline passed", status=0)
-
-    @staticmethod
-    def _explain_lost_position(reason: BaseException) -> None:
-        """The consumer's position left the log under it: the topic was deleted, truncated or
-        recreated. Say which, by checking the recorded positions against the log now."""
-        log.error("the consumer lost its position in the log: %r; checking the recorded positions", reason)
-        try:
-            asyncio.run(asyncio.wait_for(verify_all_positions(settings), timeout=20))
-        except faults.UntrustedPosition as exc:
-            faults.stop_worker(str(exc), status=faults.EXIT_UNTRUSTED_POSITION)
-        except Exception as exc:  # the check is a courtesy: the worker stops either way
-            log.warning("could not check the recorded positions: %s", faults.describe(exc))
 
     def _crashed_service(self) -> Service | None:
         try:
@@ -231,27 +257,3 @@ def _services(faust_app: faust.App) -> Iterator[Service]:
         service = item.data if isinstance(item, NodeT) else item
         if isinstance(service, Service):
             yield service
-
-
-@app.on_worker_init.connect
-def start_watchdog(_app: faust.App, **_kwargs: object) -> None:
-    if not any(isinstance(t, Watchdog) for t in threading.enumerate()):  # the signal comes twice
-        Watchdog(app).start()
-
-
-@app.page("/metrics")
-async def metrics(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
-    return web.bytes(generate_latest(projector.metrics.registry), content_type=PROMETHEUS_TEXT)
-
-
-@app.page("/readyz")
-async def readyz(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
-    reason = projector.readiness.reason
-    if reason is None:
-        return web.json({"status": "ready"})
-    return web.json({"status": "not ready", "reason": reason}, status=503)
-
-
-@app.page("/healthz")
-async def healthz(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
-    return web.json({"status": "alive"})

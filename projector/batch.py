@@ -1,12 +1,10 @@
-"""One batch of messages from the orders topic → one PostgreSQL transaction.
+"""One batch of messages from the orders topic → one PostgreSQL transaction, retried until durable.
 
-Before the transaction, each message is judged alone (`prepare`): whatever goes wrong while
-decoding, validating or explaining one message becomes that message's dead letter, so nothing
-a message holds can raise out of the batch. Inside the transaction: lock and check the recorded
-positions (projector/positions.py), dead-letter the bad messages (awaited, acks=all), write the
-good ones, record the next positions and NOTIFY the changed orders. An outage of the database or
-the broker rolls back and retries the same batch with capped, jittered backoff; any other error
-propagates, and the worker stops (projector/faults.py).
+Each message is judged alone before the transaction (projector/judge.py); the transaction follows
+the commit protocol (projector/checkpoint.py). An outage of the database or the broker, or a
+missing topic, rolls back and retries the same batch with capped, jittered backoff, saying what
+is wrong in /readyz (once a minute in the log); any other error propagates, and the worker stops
+(projector/faults.py).
 """
 
 from __future__ import annotations
@@ -16,49 +14,24 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
 import psycopg
 
+from orderview.jsonlog import OncePer
 from orderview.settings import Settings
-from projector import faults, store
-from projector.dlq import DeadLetter, DeadLetterQueue
-from projector.kafka import COMMIT_RETRY_S, KafkaLog
+from projector import faults, topics
+from projector.checkpoint import Checkpoint, Group, LettersBlocked, Outcome
+from projector.dlq import DeadLetterQueue
+from projector.judge import Judge, Prepared
+from projector.kafka import KafkaLog
 from projector.messages import Incoming
 from projector.metrics import ProjectorMetrics, Readiness
-from projector.positions import Plan, Positions
-from projector.validate import Rejection, Validator
+from projector.positions import Positions
 
 log = logging.getLogger("orderview.projector")
 
-
-class Group(Protocol):
-    """The worker's consumer group, as far as positions go."""
-
-    async def commit(self, offsets: dict[int, int]) -> bool:
-        """Whether the offsets were sent; False when the group cannot take them now."""
-        ...
-
-    async def seek(self, partition: int, offset: int) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A batch judged ahead of its transaction (which may skip some as redeliveries)."""
-
-    accepted: dict[tuple[int, int], store.Accepted]
-    dead: dict[tuple[int, int], DeadLetter]
-
-
-@dataclass(frozen=True, slots=True)
-class BatchOutcome:
-    applied: int
-    changed: list[str]
-    dead_letters: list[DeadLetter]
-    skipped: int
-    discarded: int
-    recorded: dict[int, int]  # partition -> next offset recorded
+# How often a running worker asks whether its topics still exist.
+TOPIC_CHECK_EVERY_S = 10.0
 
 
 def backoff_seconds(attempt: int, cap: float, base: float = 0.1) -> float:
@@ -78,21 +51,19 @@ class BatchProjector:
         self.topic = settings.orders_topic
         self.metrics = metrics or ProjectorMetrics()
         self.readiness = Readiness(self.metrics)
-        self.validator = Validator(max_bytes=settings.max_message_bytes)
+        self.judge = Judge(settings.max_message_bytes)
         self.dlq = dlq or DeadLetterQueue(settings)
         self.kafka_log = KafkaLog(settings, settings.orders_topic)
-        self.positions = Positions(settings.orders_topic, self.kafka_log)
-        self.group = group
+        self.positions = Positions(settings.orders_topic, self.kafka_log, self.metrics)
+        self.checkpoint = Checkpoint(settings, self.positions, self.dlq, group)
         self._conn: psycopg.AsyncConnection | None = None
         self._started = False
-        self._to_commit: dict[int, int] = {}  # recorded positions not yet copied to the group
-        self._committing: asyncio.Task | None = None
-        # Dead letters already acknowledged by the broker for a batch still being
-        # retried: a retry does not send them twice.
-        self._sent: set[tuple[int, int]] = set()
+        self._watching: asyncio.Task | None = None
+        self._say = OncePer(60.0)
 
     async def start(self) -> None:
-        """Reach the broker and the database, waiting (not ready) while either is down."""
+        """Reach the broker, the database and both topics, waiting (not ready) while any is
+        missing; then keep an eye on the topics."""
         attempt = 0
         while True:
             try:
@@ -101,15 +72,19 @@ class BatchProjector:
                     await self.kafka_log.start()
                     self._started = True
                 await self._connection()
+                await self.check_topics()
                 break
             except Exception as exc:
-                await self._wait_out(exc, attempt := attempt + 1)
-        self.readiness.set_ready()
+                await self._wait_out(exc, attempt := attempt + 1, source="start")
+        self.readiness.set_ready("start")
+        self._watching = asyncio.create_task(self._watch_topics())
 
     async def stop(self) -> None:
-        if self._committing is not None:
-            self._committing.cancel()
-            await asyncio.gather(self._committing, return_exceptions=True)
+        if self._watching is not None:
+            self._watching.cancel()
+            await asyncio.gather(self._watching, return_exceptions=True)
+            self._watching = None
+        await self.checkpoint.stop()
         await self._close_connection()
         if self._started:
             self._started = False
@@ -118,157 +93,96 @@ class BatchProjector:
 
     def prepare(self, batch: Sequence[Incoming]) -> Prepared:
         """Judge every message of a batch: pure CPU, done while the previous batch is written."""
-        accepted: dict[tuple[int, int], store.Accepted] = {}
-        dead: dict[tuple[int, int], DeadLetter] = {}
-        for m in batch:
-            verdict = self._judge(m)
-            if isinstance(verdict, DeadLetter):
-                dead[m.partition, m.offset] = verdict
-            else:
-                accepted[m.partition, m.offset] = verdict
-        return Prepared(accepted, dead)
+        return self.judge.prepare(batch)
 
-    def _judge(self, m: Incoming) -> store.Accepted | DeadLetter:
-        """One message's verdict. Anything that goes wrong while judging it is its own fault and
-        becomes its dead letter (`unprocessable`, with the exception's type): one message can
-        never raise out of its batch, whatever it holds."""
-        try:
-            result = self.validator.check(m.value, m.key)
-            if isinstance(result, Rejection):
-                return DeadLetter(m, result.reason, result.error, result.path)
-            body = store.compact_json(result)  # the bytes the API will serve
-            return store.Accepted(result["order_uid"], body, m.partition, m.offset, result)
-        except Exception as exc:
-            return DeadLetter(m, "unprocessable", faults.describe(exc, limit=900), "$")
+    async def check_topics(self) -> None:
+        """TopicMissing for the orders or the dead-letter topic if either does not exist (a DLQ
+        without a partition to write to counts as missing)."""
+        names = {self.settings.orders_topic: "orders", self.settings.dlq_topic: "dead-letter"}
+        found = await self.kafka_log.describe_topics(list(names))
+        missing = [name for name in names if not _usable(found[name])]
+        for name in names:
+            self.metrics.topic_missing.labels(name).set(1 if name in missing else 0)
+        if missing:
+            raise faults.TopicMissing(missing[0], names[missing[0]])
 
-    async def process(self, batch: Sequence[Incoming], prepared: Prepared | None = None) -> BatchOutcome:
+    async def process(self, batch: Sequence[Incoming], prepared: Prepared | None = None) -> Outcome:
         """Apply the batch, retrying through outages until it is durable (or the task is
-        cancelled); then commit the group's offsets to the positions it recorded."""
+        cancelled). While dead letters cannot be sent, what comes before the first of them in
+        each partition is applied, and the rest waits."""
         prepared = prepared or self.prepare(batch)
         started = time.perf_counter()
         attempt = 0
+        cut: dict[int, int] | None = None
+        blocked: LettersBlocked | None = None
         while True:
             try:
                 conn = await self._connection()
-                outcome, plan = await self._apply(conn, batch, prepared)
-                break
+                outcome, plan = await self.checkpoint.write(conn, batch, prepared, cut)
+            except LettersBlocked as exc:
+                if cut is None and any(m.offset < exc.cut.get(m.partition, m.offset + 1) for m in batch):
+                    cut, blocked = exc.cut, exc  # what precedes the first dead letters: at once
+                    continue
+                cut = None
+                await self._wait_out(exc.cause, attempt := attempt + 1)
+                continue
             except Exception as exc:
                 await self._close_connection()
+                cut = None
                 await self._wait_out(exc, attempt := attempt + 1)
                 self.metrics.db_retries.inc()
-        self._sent.clear()
-        self.positions.settle(plan)
-        await self._follow(plan, outcome)
-        self.readiness.set_ready()
-        self._record(batch, outcome, time.perf_counter() - started)
-        return outcome
+                continue
+            self.checkpoint.settle(plan, outcome)
+            await self.checkpoint.follow(plan, outcome)
+            if cut is None:
+                self._record(len(batch), outcome, time.perf_counter() - started)
+                self.readiness.set_ready()
+                return outcome
+            rest = [m for m in batch if m.partition in cut and m.offset >= cut[m.partition]]
+            self._record(len(batch) - len(rest), outcome, time.perf_counter() - started)
+            batch, cut = rest, None
+            assert blocked is not None
+            await self._wait_out(blocked.cause, attempt := attempt + 1)
 
-    async def _apply(
-        self, conn: psycopg.AsyncConnection, batch: Sequence[Incoming], prepared: Prepared
-    ) -> tuple[BatchOutcome, Plan]:
-        async with conn.transaction():
-            recorded = await self.positions.lock(conn, sorted({m.partition for m in batch}))
-            plan = await self.positions.plan(batch, recorded)
-            keys = [(m.partition, m.offset) for m in plan.fresh]
-            accepted = [prepared.accepted[k] for k in keys if k in prepared.accepted]
-            dead = [prepared.dead[k] for k in keys if k in prepared.dead]
-            await self._dead_letter(dead)
-            changed, rejected = await self._write(conn, accepted, plan.fresh)
-            await self._dead_letter(rejected)
-            next_offsets = await self.positions.record(conn, plan.fresh)
-            await store.notify_changed(conn, self.settings.notify_channel, changed)
-        outcome = BatchOutcome(
-            applied=len(accepted) - len(rejected),
-            changed=changed,
-            dead_letters=dead + rejected,
-            skipped=plan.skipped,
-            discarded=plan.discarded,
-            recorded=next_offsets,
-        )
-        return outcome, plan
-
-    async def _follow(self, plan: Plan, outcome: BatchOutcome) -> None:
-        """After the commit: read again from where the consumer skipped, and copy the recorded
-        positions to the consumer group's offsets (in the background: a round trip to the
-        group coordinator per batch cost 7% of the write's time)."""
-        if self.group is None:
-            return
-        for partition, offset in plan.seeks.items():
-            await self.group.seek(partition, offset)
-        if self._committing is not None and self._committing.done():
-            self._committing.result()  # a failed commit stops the worker here
-            self._committing = None
-        self._to_commit.update(self.positions.committed_offsets(outcome.recorded))
-        if self._to_commit and self._committing is None:
-            self._committing = asyncio.create_task(self._commit_group_offsets())
-
-    async def _commit_group_offsets(self) -> None:
-        """Commit the newest recorded positions until none is left: always ones a transaction
-        already committed, and in order."""
-        assert self.group is not None
-        while self._to_commit:
-            offsets, self._to_commit = self._to_commit, {}
-            if not await self.group.commit(offsets):  # not taken now: again soon
-                self._to_commit = {**offsets, **self._to_commit}
-                await asyncio.sleep(COMMIT_RETRY_S)
-
-    async def _write(
-        self, conn: psycopg.AsyncConnection, accepted: list[store.Accepted], messages: Sequence[Incoming]
-    ) -> tuple[list[str], list[DeadLetter]]:
-        """Write all at once; if the database refuses, find the events it refuses."""
-        try:
-            async with conn.transaction():
-                return await store.write_orders(conn, accepted), []
-        except faults.EVENT_FAULTS:
-            pass
-        original = {(m.partition, m.offset): m for m in messages}
-        changed: list[str] = []
-        rejected: list[DeadLetter] = []
-        for event in accepted:
+    async def _watch_topics(self) -> None:
+        """A topic deleted while the worker runs is said in /readyz and once a minute in the log."""
+        while True:
+            await asyncio.sleep(TOPIC_CHECK_EVERY_S)
             try:
-                async with conn.transaction():
-                    changed += await store.write_orders(conn, [event])
-            except faults.EVENT_FAULTS as exc:
-                error = exc.diag.message_primary or str(exc)
-                rejected.append(
-                    DeadLetter(original[event.partition, event.offset], "db_rejected", error, "$")
-                )
-        return list(dict.fromkeys(changed)), rejected
+                await self.check_topics()
+            except faults.TopicMissing as exc:
+                self.readiness.set_not_ready(str(exc), "topics")
+                if self._say(str(exc)):
+                    log.error("%s", exc, extra={"topic": exc.topic})
+                continue
+            except Exception as exc:  # an outage: said by whatever waits for it
+                if self._say(("topics", type(exc))):
+                    log.warning("could not check the topics: %s", faults.describe(exc))
+                continue
+            self.readiness.set_ready("topics")
 
-    async def _dead_letter(self, letters: list[DeadLetter]) -> None:
-        todo = [d for d in letters if (d.message.partition, d.message.offset) not in self._sent]
-        await self.dlq.send(todo)
-        for d in todo:
-            self._sent.add((d.message.partition, d.message.offset))
-            log.info(
-                "dead-lettered",
-                extra={
-                    "partition": d.message.partition,
-                    "offset": d.message.offset,
-                    "reason": d.reason,
-                    "path": d.path,
-                },
-            )
-
-    async def _wait_out(self, exc: Exception, attempt: int) -> None:
+    async def _wait_out(self, exc: Exception, attempt: int, source: str = "batch") -> None:
         """Wait before another attempt if `exc` is an outage; re-raise anything else."""
         reason = faults.outage(exc)
         if reason is None:
             raise exc
-        self.readiness.set_not_ready(reason)
-        log.warning("cannot make progress, retrying", extra={"attempt": attempt, "reason": reason})
+        self.readiness.set_not_ready(reason, source)
+        if self._say(reason):
+            log.warning("cannot make progress, retrying", extra={"attempt": attempt, "reason": reason})
         await asyncio.sleep(backoff_seconds(attempt, self.settings.db_retry_max_s))
 
-    def _record(self, batch: Sequence[Incoming], outcome: BatchOutcome, seconds: float) -> None:
+    def _record(self, consumed: int, outcome: Outcome, seconds: float) -> None:
         m = self.metrics
-        m.consumed.inc(len(batch))
+        m.consumed.inc(consumed)
         m.projected.inc(outcome.applied)
         m.changed.inc(len(outcome.changed))
         m.redeliveries.inc(outcome.skipped)
         m.discarded.inc(outcome.discarded)
+        m.stale_versions.inc(outcome.stale)
+        m.redrives_skipped.inc(outcome.redrives_skipped)
         for d in outcome.dead_letters:
             m.dead_lettered.labels(d.reason).inc()
-        m.batch_size.observe(len(batch))
+        m.batch_size.observe(consumed)
         m.batch_seconds.observe(seconds)
         for partition, next_offset in outcome.recorded.items():
             m.last_applied_offset.labels(str(partition)).set(next_offset - 1)
@@ -285,3 +199,7 @@ class BatchProjector:
                 await conn.close()
             except Exception:  # a dead connection may fail to close; it is gone either way
                 pass
+
+
+def _usable(topic: topics.Topic | None) -> bool:
+    return topic is not None and bool(topic.partitions)

@@ -1,11 +1,19 @@
 """The dead-letter topic: each bad message's key and bytes, with why, where from, and a digest.
 
 Every dead letter carries headers `dlq.reason`, `dlq.error`, `dlq.path`, its source
-`dlq.topic`/`dlq.partition`/`dlq.offset`, and the original value's `dlq.original_size` and
-`dlq.original_sha256`. Dead letters are compressed (gzip). One the broker still refuses for its
-size is sent again truncated — a prefix of the value (and of a long key), `dlq.truncated: true`
-— so a bad message never blocks the messages behind it; the source topic keeps the original
-forever, and the coordinates and digest find it there.
+`dlq.topic`/`dlq.partition`/`dlq.offset`/`dlq.timestamp`, and the original value's
+`dlq.original_size` and `dlq.original_sha256`; the original's own headers follow, each renamed
+`dlq.header.<name>` (python -m projector.redrive gives them back their names). Dead letters are
+compressed (gzip). One the broker still refuses for its size is sent again truncated — a prefix
+of the value (and of a long key), without the original's headers, `dlq.truncated: true` — so a bad
+message never blocks the messages behind it; the source topic keeps the original, and the
+coordinates and digest find it there.
+
+Each letter is sent once per process: the producer is idempotent (the broker drops a batch the
+client sends again after a lost acknowledgement), and a letter acknowledged while its batch is
+retried is remembered and not sent again (`settle` forgets them once their position is recorded). A
+crash between a letter's acknowledgement and its batch's commit sends it again after the restart:
+readers deduplicate by the source coordinates.
 """
 
 from __future__ import annotations
@@ -13,20 +21,31 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError, OutOfOrderSequenceNumber
 
 from orderview import kafka_clients
 from orderview.settings import Settings
+from projector import topics
+from projector.faults import TopicMissing
 from projector.kafka import scan
 from projector.messages import Incoming
 
 log = logging.getLogger("orderview.projector")
 
-REASONS = ("too_large", "decode", "schema", "invariant", "db_rejected", "unprocessable")
+REASONS = (
+    "too_large",
+    "decode",
+    "schema",
+    "invariant",
+    "stale_version",
+    "db_rejected",
+    "unprocessable",
+)
 # Headers are for people and tools reading the DLQ; a bounded error keeps them small.
 MAX_ERROR_CHARS = 1000
 # The client refuses records over this before compressing; the broker's limit applies to the
@@ -35,6 +54,9 @@ MAX_REQUEST_BYTES = 64 * 1024 * 1024
 # A refused dead letter is sent again with at most this much of its value, then less.
 TRUNCATED_VALUE_BYTES = (64 * 1024, 1024, 0)
 TRUNCATED_KEY_BYTES = 1024
+ORIGINAL_HEADER = "dlq.header."
+# Whether the DLQ topic exists is asked again at most this often while letters are sent.
+TOPIC_CHECK_EVERY_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +65,10 @@ class DeadLetter:
     reason: str  # one of REASONS
     error: str
     path: str
+
+    @property
+    def source(self) -> tuple[int, int]:
+        return self.message.partition, self.message.offset
 
 
 class DeadLetterRefused(Exception):
@@ -59,12 +85,20 @@ def dlq_headers(letter: DeadLetter, source_topic: str) -> list[tuple[str, bytes]
         ("dlq.partition", str(m.partition).encode()),
         ("dlq.offset", str(m.offset).encode()),
     ]
+    if m.timestamp_ms is not None:
+        headers.append(("dlq.timestamp", str(m.timestamp_ms).encode()))
     if m.value is not None:
         headers += [
             ("dlq.original_size", str(len(m.value)).encode()),
             ("dlq.original_sha256", hashlib.sha256(m.value).hexdigest().encode()),
         ]
     return headers
+
+
+def letter_headers(letter: DeadLetter, source_topic: str) -> list[tuple[str, bytes]]:
+    """Ours, then the original's under `dlq.header.<name>`."""
+    own = [(ORIGINAL_HEADER + name, value) for name, value in letter.message.headers]
+    return dlq_headers(letter, source_topic) + own
 
 
 def truncated(
@@ -83,22 +117,22 @@ def truncated(
 
 
 class DeadLetterQueue:
-    """Produces with acks=all and waits for every acknowledgement before returning."""
+    """Produces with acks=all, idempotently, and waits for every acknowledgement."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.dlq_topic = settings.dlq_topic
         self.source_topic = settings.orders_topic
         self._producer: AIOKafkaProducer | None = None
+        self._acknowledged: set[tuple[int, int]] = set()  # source coordinates, until `settle`
+        self._checked_at = -TOPIC_CHECK_EVERY_S
 
     async def start(self) -> None:
         # aiokafka binds to the running loop: the producer is made here, not in __init__.
         producer = kafka_clients.producer(
             self.settings,
             acks="all",
-            # Not idempotent: a record the broker refuses would leave a gap in the sequence
-            # numbers of an idempotent producer. Readers dedupe by the source coordinates anyway.
-            enable_idempotence=False,
+            enable_idempotence=True,
             # gzip: every Kafka client reads it without an extra library.
             compression_type="gzip",
             max_request_size=MAX_REQUEST_BYTES,
@@ -113,13 +147,45 @@ class DeadLetterQueue:
 
     async def stop(self) -> None:
         if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    async def check_topic(self) -> None:
+        """TopicMissing unless the DLQ topic exists, with a leader for each partition."""
+        self._checked_at = time.monotonic()
+        found = (await topics.describe(self._started().client, [self.dlq_topic]))[self.dlq_topic]
+        if found is None or not found.partitions:
+            raise TopicMissing(self.dlq_topic, "dead-letter")
 
     async def send(self, letters: Sequence[DeadLetter]) -> None:
-        """Send every letter, truncating those the broker refuses for their size."""
-        if not letters:
+        """Send every letter not acknowledged yet, truncating those the broker refuses for
+        their size; each acknowledged one is remembered until `settle`."""
+        todo = [d for d in letters if d.source not in self._acknowledged]
+        if not todo:
             return
+        if time.monotonic() - self._checked_at > TOPIC_CHECK_EVERY_S:
+            await self.check_topic()
+        try:
+            while todo:
+                refused, again = await self._send_all(todo)
+                if refused or again:
+                    # A refused record leaves a gap in an idempotent producer's sequence numbers:
+                    # the broker refuses everything after it. A new producer starts a new sequence.
+                    await self._renew()
+                for letter in refused:
+                    await self._send_truncated(letter)
+                todo = again
+        except Exception:
+            self._checked_at = -TOPIC_CHECK_EVERY_S  # a topic deleted meanwhile is said next time
+            raise
+
+    def settle(self, recorded: dict[int, int]) -> None:
+        """Positions were recorded (partition -> next offset): letters below them are durable and
+        will not be asked for again; those above, of a batch applied in part, are still kept."""
+        self._acknowledged = {(p, o) for p, o in self._acknowledged if o >= recorded.get(p, 0)}
+
+    async def _send_all(self, letters: Sequence[DeadLetter]) -> tuple[list[DeadLetter], list[DeadLetter]]:
+        """Send at once; return those refused for their size and those to send again."""
         producer = self._started()
         pending: list[tuple[DeadLetter, asyncio.Future]] = []
         refused: list[DeadLetter] = []
@@ -127,29 +193,40 @@ class DeadLetterQueue:
             m = letter.message
             try:
                 future = await producer.send(
-                    self.dlq_topic, value=m.value, key=m.key, headers=dlq_headers(letter, self.source_topic)
+                    self.dlq_topic,
+                    value=m.value,
+                    key=m.key,
+                    headers=letter_headers(letter, self.source_topic),
                 )
-            except MessageSizeTooLargeError:
+            except MessageSizeTooLargeError:  # by the client, before a sequence number is taken
                 refused.append(letter)
             else:
                 pending.append((letter, future))
         results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+        again: list[DeadLetter] = []
+        failed: BaseException | None = None
         for (letter, _), result in zip(pending, results, strict=True):
             if isinstance(result, MessageSizeTooLargeError):
                 refused.append(letter)
+            elif isinstance(result, OutOfOrderSequenceNumber):
+                again.append(letter)
             elif isinstance(result, BaseException):
-                raise result
-        for letter in refused:
-            await self._send_truncated(letter)
+                failed = failed or result
+            else:
+                self._acknowledged.add(letter.source)
+        if failed is not None:
+            raise failed
+        return refused, again
 
     async def _send_truncated(self, letter: DeadLetter) -> None:
-        producer = self._started()
         for size in TRUNCATED_VALUE_BYTES:
             key, value, headers = truncated(letter, self.source_topic, size)
             try:
-                await (await producer.send(self.dlq_topic, value=value, key=key, headers=headers))
+                await (await self._started().send(self.dlq_topic, value=value, key=key, headers=headers))
             except MessageSizeTooLargeError:
+                await self._renew()
                 continue
+            self._acknowledged.add(letter.source)
             log.warning(
                 "dead letter refused for its size, sent truncated",
                 extra={
@@ -165,6 +242,10 @@ class DeadLetterQueue:
             "check the topic's max.message.bytes"
         )
 
+    async def _renew(self) -> None:
+        await self.stop()
+        await self.start()
+
     def _started(self) -> AIOKafkaProducer:
         assert self._producer is not None, "start() first"
         return self._producer
@@ -174,11 +255,11 @@ async def dead_lettered(settings: Settings) -> dict[tuple[int, int], str | None]
     """What the DLQ holds for one source topic: (partition, offset) of each dead letter, with the
     SHA-256 of the original value when the letter carries it."""
     found: dict[tuple[int, int], str | None] = {}
-    source_topic = settings.orders_topic
+    source_topic = settings.orders_topic.encode()
     async for _, records in scan(settings, settings.dlq_topic):
         for record in records:
             headers = dict(record.headers)
-            if headers.get("dlq.topic") != source_topic.encode():
+            if headers.get("dlq.topic") != source_topic:
                 continue
             try:
                 coordinates = (int(headers["dlq.partition"]), int(headers["dlq.offset"]))

@@ -38,13 +38,32 @@ class SkippedRecords(Exception):
     batch would record a position past records never applied."""
 
 
+class SystemicRefusal(Exception):
+    """The database refuses every valid order the same way: its fault, not the orders'."""
+
+
+class TopicMissing(Exception):
+    """A topic the worker needs does not exist: not a fault of the worker's, which waits, not
+    ready, saying which topic and how to create it."""
+
+    def __init__(self, topic: str, role: str) -> None:
+        self.topic = topic
+        super().__init__(
+            f"the {role} topic {topic!r} does not exist: create it (python -m orderview.bootstrap "
+            f"creates the orders and dead-letter topics with the project's settings)"
+        )
+
+
 class UntrustedPosition(Exception):
     """A recorded position that the log cannot have produced: the topic was recreated or
     truncated, or the read model belongs to another log."""
 
 
 def outage(exc: BaseException) -> str | None:
-    """What is down, when `exc` means the database or the broker is unreachable or slow."""
+    """What is down, when `exc` means the database or the broker is unreachable or slow, or a
+    topic is missing."""
+    if isinstance(exc, TopicMissing):
+        return str(exc)
     if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, EVENT_FAULTS):
         return f"database unavailable: {describe(exc)}"
     if isinstance(exc, KafkaError) and (

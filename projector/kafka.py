@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from orderview import kafka_clients
-from orderview.settings import Settings, get_settings
-from projector import faults
+from orderview.settings import Settings
+from projector import faults, topics
 from projector.messages import digest
 from projector.positions import LogRecord, seek_targets
 
@@ -75,7 +76,8 @@ class _Consumer(faust_aiokafka.Consumer):
         truncated or recreated between two metadata refreshes — stops the worker instead of
         being quietly moved."""
         await super().perform_seek()
-        settings = get_settings()
+        projector = self.app.projector  # projector/app.py: create_app
+        settings = projector.settings
         assigned = {tp.partition: tp for tp in self.assignment() if tp.topic == settings.orders_topic}
         if not assigned:
             return
@@ -83,7 +85,9 @@ class _Consumer(faust_aiokafka.Consumer):
         try:
             await kafka_log.start()
             existing = await partitions_of(settings, settings.orders_topic)
-            targets = await seek_targets(settings, kafka_log, sorted(assigned), existing)
+            targets = await seek_targets(
+                settings, kafka_log, sorted(assigned), existing, projector.metrics, projector.positions.said
+            )
         except faults.UntrustedPosition as exc:
             faults.stop_worker(str(exc), status=faults.EXIT_UNTRUSTED_POSITION)
         except Exception as exc:
@@ -158,9 +162,17 @@ class KafkaLog:
         self.settings = settings
         self.topic = topic
         self._consumer: AIOKafkaConsumer | None = None
+        self._client: AIOKafkaClient | None = None
 
     async def start(self) -> None:
-        # aiokafka binds to the running loop: the consumer is made here, not in __init__.
+        # aiokafka binds to the running loop: the clients are made here, not in __init__.
+        self._client = kafka_clients.client(self.settings, request_timeout_ms=10_000)
+        try:
+            await self._client.bootstrap()
+        except BaseException:
+            await self._client.close()
+            self._client = None
+            raise
         self._consumer = kafka_clients.consumer(
             self.settings,
             enable_auto_commit=False,
@@ -175,6 +187,9 @@ class KafkaLog:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def first_record(self, partition: int, offset: int) -> LogRecord | None:
         """The first committed record at or after `offset`, or None if there is none yet."""
@@ -205,6 +220,30 @@ class KafkaLog:
                 return (await consumer.beginning_offsets([tp]))[tp]
         except TimeoutError:
             raise KafkaTimeoutError(f"no answer for the start of {self.topic}[{partition}]") from None
+
+    async def end_offset(self, partition: int) -> int:
+        """The offset the partition's next record will get."""
+        consumer = self._started()
+        tp = TopicPartition(self.topic, partition)
+        try:
+            async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+                return (await consumer.end_offsets([tp]))[tp]
+        except TimeoutError:
+            raise KafkaTimeoutError(f"no answer for the end of {self.topic}[{partition}]") from None
+
+    async def topic_id(self) -> uuid.UUID | None:
+        """The topic's incarnation now; None when it does not exist."""
+        found = (await self.describe_topics([self.topic]))[self.topic]
+        return found.id if found is not None else None
+
+    async def describe_topics(self, names: Sequence[str]) -> dict[str, topics.Topic | None]:
+        """What the broker says of these topics now (None for one that does not exist)."""
+        assert self._client is not None, "start() first"
+        try:
+            async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+                return await topics.describe(self._client, names)
+        except TimeoutError:
+            raise KafkaTimeoutError(f"no answer for the metadata of {', '.join(names)}") from None
 
     def _started(self) -> AIOKafkaConsumer:
         assert self._consumer is not None, "start() first"
@@ -244,24 +283,17 @@ async def scan(
         await consumer.stop()
 
 
-async def partitions_of(settings: Settings, topic: str) -> list[int]:
-    """The partitions of a topic, from the broker's metadata ([] when it does not exist)."""
-    client = kafka_clients.client(settings)
+async def describe_topics(settings: Settings, names: Sequence[str]) -> dict[str, topics.Topic | None]:
+    """What the broker says of these topics now (None for one that does not exist)."""
+    client = kafka_clients.client(settings, request_timeout_ms=10_000)
     await client.bootstrap()
     try:
-        await client.add_topic(topic)
-        await client.force_metadata_update()
-        return sorted(client.cluster.partitions_for_topic(topic) or ())
+        return await topics.describe(client, names)
     finally:
         await client.close()
 
 
-async def verify_all_positions(settings: Settings) -> None:
-    """Check every recorded position of the orders topic against the log (UntrustedPosition)."""
-    kafka_log = KafkaLog(settings, settings.orders_topic)
-    await kafka_log.start()
-    try:
-        existing = await partitions_of(settings, settings.orders_topic)
-        await seek_targets(settings, kafka_log, existing, existing)
-    finally:
-        await kafka_log.stop()
+async def partitions_of(settings: Settings, topic: str) -> list[int]:
+    """The partitions of a topic, from the broker's metadata ([] when it does not exist)."""
+    found = (await describe_topics(settings, [topic]))[topic]
+    return list(found.partitions) if found is not None else []

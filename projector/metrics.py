@@ -47,24 +47,64 @@ class ProjectorMetrics:
             "orderview_projector_last_applied_offset", "Last offset applied", ["partition"], registry=r
         )
         self.ready = Gauge("orderview_projector_ready", "1 when the projector can make progress", registry=r)
+        self.stale_versions = Counter(
+            "orderview_projector_stale_versions",
+            "Versions not applied because the read model holds a newer one (dead-lettered as stale_version)",
+            registry=r,
+        )
+        self.records_lost = Counter(
+            "orderview_projector_records_lost",
+            "Records deleted from the log (retention, delete-records) before they were applied",
+            ["reason"],
+            registry=r,
+        )
+        self.applied_deleted = Counter(
+            "orderview_projector_applied_record_deleted",
+            "Times the last record applied in a partition was found deleted since (expected)",
+            ["reason"],
+            registry=r,
+        )
+        self.topic_missing = Gauge(
+            "orderview_projector_topic_missing",
+            "1 while a topic the projector needs does not exist",
+            ["topic"],
+            registry=r,
+        )
+        self.redrives_skipped = Counter(
+            "orderview_projector_redrives_skipped",
+            "Redriven dead letters seen again after their first copy was processed",
+            registry=r,
+        )
+
+    # projector.positions.Observer
+    def lost(self, partition: int, first: int, end: int) -> None:
+        self.records_lost.labels("deleted_before_applied").inc(end - first)
+
+    def applied_record_deleted(self, partition: int, reason: str) -> None:
+        self.applied_deleted.labels(reason).inc()
 
 
 class Readiness:
-    """Ready until something stops progress; `reason` says what."""
+    """Ready while nothing stops progress; `reason` says what does. Each source (the batch being
+    written, the topics, the agent) sets and clears its own reason."""
 
     def __init__(self, metrics: ProjectorMetrics) -> None:
         self._metrics = metrics
-        self.reason: str | None = "starting"
+        self._reasons: dict[str, str] = {"start": "starting"}
         metrics.ready.set(0)
 
     @property
+    def reason(self) -> str | None:
+        return next(iter(self._reasons.values()), None)
+
+    @property
     def ready(self) -> bool:
-        return self.reason is None
+        return not self._reasons
 
-    def set_ready(self) -> None:
-        self.reason = None
-        self._metrics.ready.set(1)
+    def set_ready(self, source: str = "batch") -> None:
+        self._reasons.pop(source, None)
+        self._metrics.ready.set(0 if self._reasons else 1)
 
-    def set_not_ready(self, reason: str) -> None:
-        self.reason = reason
+    def set_not_ready(self, reason: str, source: str = "batch") -> None:
+        self._reasons[source] = reason
         self._metrics.ready.set(0)

@@ -17,10 +17,14 @@ in projector/kafka.py):
    Faust commits nothing itself: the agent takes events with `noack_take` and never
    acknowledges them. A crash between the two commits leaves Kafka behind, never ahead.
 3. Trusted: before a partition's messages are applied or skipped — on its first batch in each
-   consumer generation, and whenever its offsets go backwards — `plan` checks what the recorded
-   position points to: the record just before it must be the one applied (same timestamp, same
-   SHA-256 of key and value). A topic recreated or truncated fails the check and the worker
-   stops with what to do (UntrustedPosition): a position is never a reason to skip blindly.
+   consumer generation, whenever its offsets go backwards, and every VERIFY_EVERY_S — `plan`
+   checks what the recorded position points to. The topic must be the incarnation the position
+   was recorded in (Kafka's topic id), and the record just before the position must be the one
+   applied (same timestamp, same SHA-256 of key and value), or gone: compaction and retention
+   delete records without changing the offsets of the others, which is expected (logged once and
+   counted). Another topic id, another record at that offset, or a log that ends before it, and
+   the worker stops with what to do (UntrustedPosition): a position is never a reason to skip
+   blindly.
 4. Sought: when partitions are assigned, the consumer seeks each to its recorded position
    (projector/kafka.py), whatever the group's offsets say. If the database could not be read at
    that moment and the consumer starts past the recorded position while the log still holds
@@ -34,13 +38,17 @@ in projector/kafka.py):
    and reads again from the recorded position when restarted, whatever made the consumer skip.
 
 Messages below the recorded position are redeliveries (a batch fetched before a rebalance, a
-start while the database was unreachable): skipped and counted.
+start while the database was unreachable): skipped and counted. Records deleted by retention (or
+the admin API's delete-records) before they were applied are a loss the projector cannot prevent:
+the partition goes on from the first record the log still holds, and the loss is logged and
+counted (`Observer.lost`) wherever it is found — at assignment, or where offsets jump.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
@@ -49,12 +57,16 @@ import psycopg
 
 from orderview.settings import Settings
 from projector import queries
-from projector.faults import SkippedRecords, UntrustedPosition
+from projector.faults import SkippedRecords, TopicMissing, UntrustedPosition
 from projector.messages import Incoming
 
 log = logging.getLogger("orderview.projector")
 
-REBUILD = "python -m projector.rebuild --truncate"
+REBUILD = (
+    "python -m projector.rebuild --keep replays the topic over the read model and keeps the orders "
+    "whose records the log no longer holds; --truncate starts from empty tables, losing those "
+    "orders, and refuses while the log no longer starts at offset 0 of every partition"
+)
 # A partition's position is checked again at least this often: a topic deleted and created again
 # between two metadata refreshes causes no rebalance.
 VERIFY_EVERY_S = 30.0
@@ -67,6 +79,7 @@ class Position:
     next_offset: int = 0
     last_timestamp: int | None = None
     last_digest: bytes | None = None  # None: nothing applied, or recorded before digests were
+    topic_id: uuid.UUID | None = None  # the topic's incarnation; None: recorded before ids were
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +95,43 @@ class Log(Protocol):
     async def first_record(self, partition: int, offset: int) -> LogRecord | None: ...
 
     async def start_offset(self, partition: int) -> int: ...
+
+    async def end_offset(self, partition: int) -> int: ...
+
+    async def topic_id(self) -> uuid.UUID | None:
+        """The incarnation of the topic now (None: it does not exist)."""
+        ...
+
+
+class Observer(Protocol):
+    """Told of what the log deleted (projector/metrics.py counts it)."""
+
+    def lost(self, partition: int, first: int, end: int) -> None:
+        """Offsets [first, end) were deleted before they were applied."""
+        ...
+
+    def applied_record_deleted(self, partition: int, reason: str) -> None:
+        """The last record applied was deleted afterwards ("compaction" or "retention")."""
+        ...
+
+
+@dataclass
+class Said:
+    """Deletions already logged and counted, once each: (partition, offset applied) and
+    (partition, end of a loss). Shared by the checks of one worker."""
+
+    deleted: set[tuple[int, int]] = field(default_factory=set)
+    lost: set[tuple[int, int]] = field(default_factory=set)
+
+
+class Quiet:
+    """An Observer that counts nothing (tools that do not export metrics)."""
+
+    def lost(self, partition: int, first: int, end: int) -> None:
+        pass
+
+    def applied_record_deleted(self, partition: int, reason: str) -> None:
+        pass
 
 
 @dataclass
@@ -111,18 +161,26 @@ async def read_positions(settings: Settings) -> dict[int, Position]:
 
 
 def _positions(rows: list[tuple]) -> dict[int, Position]:
-    return {p: Position(offset, ts, bytes(d) if d is not None else None) for p, offset, ts, d in rows}
+    return {
+        p: Position(offset, ts, bytes(d) if d is not None else None, topic_id)
+        for p, offset, ts, d, topic_id in rows
+    }
 
 
 async def seek_targets(
-    settings: Settings, kafka_log: Log, assigned: Sequence[int], existing: Sequence[int]
+    settings: Settings,
+    kafka_log: Log,
+    assigned: Sequence[int],
+    existing: Sequence[int],
+    observer: Observer | None = None,
+    said: Said | None = None,
 ) -> dict[int, int]:
     """Where each assigned partition is to be read from: its recorded position, once verified
     (UntrustedPosition if it cannot be, or if the read model has positions for partitions the
     topic does not have). Records deleted by retention before they were applied are gone: the
-    partition is read from its first record still held, and that is logged as the loss it is."""
+    partition is read from its first record still held, and that is reported as the loss it is."""
     recorded = await read_positions(settings)
-    checker = Positions(settings.orders_topic, kafka_log)
+    checker = Positions(settings.orders_topic, kafka_log, observer, said)
     gone = sorted(set(recorded) - set(existing))
     if gone:
         checker.untrusted(gone[0], "the topic has no such partition any more")
@@ -131,19 +189,20 @@ async def seek_targets(
         position = recorded.get(partition, Position())
         await checker.verify(partition, position)
         start = await kafka_log.start_offset(partition)
-        if start > position.next_offset:
-            log.error(
-                "records deleted by retention before they were applied",
-                extra={"partition": partition, "from": position.next_offset, "to": start},
-            )
+        checker.report_lost(partition, position.next_offset, start)
         targets[partition] = max(position.next_offset, start)
     return targets
 
 
 class Positions:
-    def __init__(self, topic: str, log: Log) -> None:
+    def __init__(
+        self, topic: str, log: Log, observer: Observer | None = None, said: Said | None = None
+    ) -> None:
         self.topic = topic
         self.log = log
+        self.observer = observer or Quiet()
+        self.said = said or Said()
+        self.topic_id: uuid.UUID | None = None  # the incarnation verified last; recorded with positions
         self._verified: dict[int, tuple[object, float]] = {}  # partition -> (generation, when)
         self._last_seen: dict[int, int] = {}  # partition -> highest offset planned
         self._awaiting: dict[int, int] = {}  # partition -> first offset expected after a seek
@@ -154,10 +213,7 @@ class Positions:
         cur = await conn.execute(
             queries.LOCK_POSITIONS, {"topic": self.topic, "partitions": list(partitions)}
         )
-        return {
-            p: Position(offset, ts, bytes(d) if d is not None else None)
-            for p, offset, ts, d in await cur.fetchall()
-        }
+        return _positions(await cur.fetchall())
 
     async def plan(self, batch: Sequence[Incoming], recorded: dict[int, Position]) -> Plan:
         plan = Plan()
@@ -179,6 +235,7 @@ class Positions:
                 "next_offsets": [m.offset + 1 for m in last.values()],
                 "timestamps": [m.timestamp_ms for m in last.values()],
                 "digests": [m.digest() for m in last.values()],
+                "topic_id": self.topic_id,
             },
         )
         return {p: m.offset + 1 for p, m in last.items()}
@@ -240,6 +297,9 @@ class Positions:
                         f"nothing of the batch is recorded, and the next start reads again from "
                         f"offset {next_offset}"
                     )
+                # Nothing committed in between: transaction markers, aborted or compacted records
+                # (a later record of the same key follows those), or records retention deleted.
+                self.report_lost(partition, expected, min(await self.log.start_offset(partition), m.offset))
             fresh.append(m)
             expected = m.offset + 1
         return fresh
@@ -255,8 +315,10 @@ class Positions:
         )
 
     async def verify(self, partition: int, position: Position, messages: Sequence[Incoming] = ()) -> None:
-        """The record before the recorded position must be the one that was applied (looked up
-        in `messages` first, then in the log); UntrustedPosition if it is not."""
+        """The topic must be the incarnation the position was recorded in, and the record before
+        the position the one applied, or deleted since (looked up in `messages` first, then in the
+        log); UntrustedPosition otherwise."""
+        await self._verify_incarnation(partition, position)
         if position.next_offset == 0:
             return
         if position.last_digest is None:
@@ -276,15 +338,46 @@ class Positions:
             if found.digest == position.last_digest and found.timestamp_ms == position.last_timestamp:
                 return
             self.untrusted(partition, f"its record at offset {at} is not the one applied there")
-        if found is None:
+        if await self.log.end_offset(partition) <= at:
             self.untrusted(partition, f"it ends before offset {at}, the last one applied")
-        if await self.log.start_offset(partition) > at:
-            log.warning(
-                "the record before the recorded position was deleted by retention; not verified",
-                extra={"partition": partition, "next_offset": position.next_offset},
+        retention = await self.log.start_offset(partition) > at
+        self._applied_record_deleted(partition, at, "retention" if retention else "compaction")
+
+    async def _verify_incarnation(self, partition: int, position: Position) -> None:
+        current = await self.log.topic_id()
+        if current is None:
+            raise TopicMissing(self.topic, "orders")
+        if position.topic_id is not None and position.topic_id != current:
+            self.untrusted(
+                partition,
+                f"the topic was deleted and created again (its id is {current}; the read model "
+                f"was built from {position.topic_id})",
             )
+        self.topic_id = current
+
+    def _applied_record_deleted(self, partition: int, at: int, reason: str) -> None:
+        """The record at `at` was applied and is gone: compaction (a newer record of the same key
+        came after it) or retention deleted it. Expected; said once."""
+        if (partition, at) in self.said.deleted:
             return
-        self.untrusted(partition, f"it holds no record at offset {at}, the last one applied")
+        self.said.deleted.add((partition, at))
+        log.info(
+            f"the last record applied was deleted from the log since ({reason}); the position stands",
+            extra={"partition": partition, "offset": at, "reason": reason},
+        )
+        self.observer.applied_record_deleted(partition, reason)
+
+    def report_lost(self, partition: int, first: int, end: int) -> None:
+        """Offsets [first, end) were deleted (retention, delete-records) before they were applied."""
+        if end <= first or (partition, end) in self.said.lost:
+            return
+        self.said.lost.add((partition, end))
+        log.error(
+            "records deleted from the log before they were applied: they are lost to the read "
+            "model; the partition goes on from the first record the log still holds",
+            extra={"partition": partition, "from": first, "to": end, "records": end - first},
+        )
+        self.observer.lost(partition, first, end)
 
     async def _seek_back(self, plan: Plan, partition: int, position: Position, first: int) -> bool:
         """Whether the consumer skipped records after the recorded position; if so, plan to
@@ -303,8 +396,8 @@ class Positions:
     def untrusted(self, partition: int, what: str) -> NoReturn:
         raise UntrustedPosition(
             f"partition {partition} of topic {self.topic!r} does not hold what the read model "
-            f"recorded: {what}. The topic was recreated or truncated, or the database belongs to "
-            f"another log. Stop every projector and rebuild the read model from the topic: {REBUILD}"
+            f"recorded: {what}. The read model belongs to another log (a topic recreated, a broker "
+            f"that lost records, another cluster). Stop every projector and rebuild it: {REBUILD}."
         )
 
 

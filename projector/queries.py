@@ -3,44 +3,75 @@
 # Locks this topic's position rows for the batch: a zombie worker of a previous
 # generation waits instead of interleaving its writes with ours.
 LOCK_POSITIONS = """
-SELECT partition, next_offset, last_timestamp, last_digest FROM applied_offsets
+SELECT partition, next_offset, last_timestamp, last_digest, topic_id FROM applied_offsets
 WHERE topic = %(topic)s AND partition = ANY(%(partitions)s)
 FOR UPDATE
 """
 
 READ_POSITIONS = """
-SELECT partition, next_offset, last_timestamp, last_digest FROM applied_offsets WHERE topic = %(topic)s
+SELECT partition, next_offset, last_timestamp, last_digest, topic_id FROM applied_offsets
+WHERE topic = %(topic)s
 """
 
-# Returns only the orders whose JSON changed (inserted or replaced): an identical redelivery
-# touches nothing. The snapshot keeps the order once, as the compact JSON the API serves; a jsonb
-# copy beside it cost a parse and, the row passing 2 kB, a TOAST compression per order (the
-# snapshot's COPY went from ~8k to ~30k orders/s without it, bench/findings.md).
-UPSERT_SNAPSHOTS = """
-INSERT INTO order_snapshots AS s (order_uid, body_json, source_partition, source_offset)
-SELECT * FROM unnest(%(uids)b::text[], %(bodies)b::text[], %(partitions)b::int[], %(offsets)b::bigint[])
-ON CONFLICT (order_uid) DO UPDATE
-SET body_json = excluded.body_json,
-    source_partition = excluded.source_partition,
-    source_offset = excluded.source_offset,
-    updated_at = now()
-WHERE s.body_json IS DISTINCT FROM excluded.body_json
-RETURNING order_uid, (xmax = 0) AS inserted
+# New orders only: an order the read model has is left to LOCK_CURRENT_VERSIONS and
+# REPLACE_SNAPSHOTS, which decide whether this version is newer (projector/versions.py). The
+# snapshot keeps the order once, as the compact JSON the API serves; a jsonb copy beside it cost a
+# parse and, the row passing 2 kB, a TOAST compression per order (the snapshot's COPY went from
+# ~8k to ~30k orders/s without it, bench/findings.md).
+INSERT_NEW_SNAPSHOTS = """
+INSERT INTO order_snapshots
+    (order_uid, body_json, source_partition, source_offset, version_partition, version_offset, version_timestamp)
+SELECT * FROM unnest(%(uids)b::text[], %(bodies)b::text[], %(partitions)b::int[], %(offsets)b::bigint[],
+                     %(version_partitions)b::int[], %(version_offsets)b::bigint[],
+                     %(version_timestamps)b::bigint[])
+ON CONFLICT (order_uid) DO NOTHING
+RETURNING order_uid
+"""
+
+# The versions the read model holds of these orders, locked until the transaction ends: a worker
+# writing the same order from another partition waits, and then compares with what it wrote.
+LOCK_CURRENT_VERSIONS = """
+SELECT order_uid, body_json, version_partition, version_offset, version_timestamp
+FROM order_snapshots WHERE order_uid = ANY(%(uids)s)
+FOR UPDATE
+"""
+
+REPLACE_SNAPSHOTS = """
+UPDATE order_snapshots AS s
+SET body_json = n.body_json, source_partition = n.source_partition, source_offset = n.source_offset,
+    version_partition = n.version_partition, version_offset = n.version_offset,
+    version_timestamp = n.version_timestamp, updated_at = now()
+FROM unnest(%(uids)b::text[], %(bodies)b::text[], %(partitions)b::int[], %(offsets)b::bigint[],
+            %(version_partitions)b::int[], %(version_offsets)b::bigint[], %(version_timestamps)b::bigint[])
+     AS n(order_uid, body_json, source_partition, source_offset, version_partition, version_offset,
+          version_timestamp)
+WHERE s.order_uid = n.order_uid
 """
 
 # A new version's normalized rows replace the old ones: deleted here (deliveries, payments and
 # items by cascade), then COPYed from the message like a new order's (projector/rows.py).
 DELETE_NORMALIZED = "DELETE FROM orders WHERE order_uid = ANY(%(uids)s)"
 
-# Positions only move forward; the digest and timestamp are those of the record just before.
+# Positions only move forward; the digest and timestamp are those of the record just before, the
+# topic id that of the incarnation they were read from.
 RECORD_POSITIONS = """
-INSERT INTO applied_offsets AS a (topic, partition, next_offset, last_timestamp, last_digest)
-SELECT %(topic)s, * FROM unnest(%(partitions)s::int[], %(next_offsets)s::bigint[],
-                               %(timestamps)s::bigint[], %(digests)s::bytea[])
+INSERT INTO applied_offsets AS a (topic, partition, next_offset, last_timestamp, last_digest, topic_id)
+SELECT %(topic)s, p.*, %(topic_id)s::uuid FROM unnest(%(partitions)s::int[], %(next_offsets)s::bigint[],
+                                        %(timestamps)s::bigint[], %(digests)s::bytea[]) AS p
 ON CONFLICT (topic, partition) DO UPDATE
 SET next_offset = excluded.next_offset, last_timestamp = excluded.last_timestamp,
-    last_digest = excluded.last_digest, updated_at = now()
+    last_digest = excluded.last_digest, topic_id = coalesce(excluded.topic_id, a.topic_id),
+    updated_at = now()
 WHERE a.next_offset < excluded.next_offset
 """
 
 NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+# The first copy of each redriven dead letter (projector/redrive.py) is noted with the batch that
+# processes it; the letters returned are those seen for the first time.
+NOTE_REDRIVES = """
+INSERT INTO redriven_letters (letter, record_partition, record_offset)
+SELECT * FROM unnest(%(letters)s::text[], %(partitions)s::int[], %(offsets)s::bigint[])
+ON CONFLICT (letter) DO NOTHING
+RETURNING letter
+"""

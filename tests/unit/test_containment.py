@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orderview.settings import Settings
-from projector.batch import BatchProjector
+from projector.judge import Judge
 from projector.messages import Incoming
 from projector.validate import Rejection
 from tests import strategies
@@ -30,10 +30,10 @@ class Exploding:
         return orjson.loads(raw)  # type: ignore[arg-type]
 
 
-def projector_with(validator: object) -> BatchProjector:
-    p = BatchProjector(Settings())
-    p.validator = validator  # type: ignore[assignment]
-    return p
+def projector_with(validator: object) -> Judge:
+    judge = Judge(Settings().max_message_bytes)
+    judge.validator = validator  # type: ignore[assignment]
+    return judge
 
 
 @pytest.mark.parametrize(
@@ -76,4 +76,4 @@ def test_every_message_of_any_batch_is_either_accepted_or_dead_lettered(pairs):
     assert not set(prepared.accepted) & set(prepared.dead)
 
 
-BATCH_PROJECTOR = BatchProjector(Settings())
+BATCH_PROJECTOR = Judge(Settings().max_message_bytes)

@@ -3,6 +3,8 @@ against a log kept in memory."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from projector.faults import SkippedRecords, UntrustedPosition
@@ -12,12 +14,20 @@ from projector.positions import LogRecord, Plan, Position, Positions
 TOPIC = "orders"
 
 
-class MemoryLog:
-    """Partition 0 of a topic: offset -> message; records below `start` deleted by retention."""
+INCARNATION = uuid.UUID(int=1)
 
-    def __init__(self, messages: list[Incoming], start: int = 0) -> None:
+
+class MemoryLog:
+    """Partition 0 of a topic: offset -> message; records below `start` deleted by retention,
+    others missing where compaction removed them; `end` is the next offset."""
+
+    def __init__(
+        self, messages: list[Incoming], start: int = 0, end: int | None = None, topic_id=INCARNATION
+    ) -> None:
         self.messages = {m.offset: m for m in messages}
         self.start = start
+        self.end = end if end is not None else max(self.messages, default=-1) + 1
+        self.id = topic_id
         self.lookups = 0
 
     async def first_record(self, partition: int, offset: int) -> LogRecord | None:
@@ -31,14 +41,36 @@ class MemoryLog:
     async def start_offset(self, partition: int) -> int:
         return self.start
 
+    async def end_offset(self, partition: int) -> int:
+        return self.end
+
+    async def topic_id(self) -> uuid.UUID | None:
+        return self.id
+
+
+class Seen:
+    """An Observer that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.losses: list[tuple[int, int, int]] = []
+        self.deleted: list[tuple[int, str]] = []
+
+    def lost(self, partition: int, first: int, end: int) -> None:
+        self.losses.append((partition, first, end))
+
+    def applied_record_deleted(self, partition: int, reason: str) -> None:
+        self.deleted.append((partition, reason))
+
 
 def log_of(n: int, value: bytes = b"v", generation: int = 1) -> list[Incoming]:
     return [Incoming(0, o, b"k", value + str(o).encode(), 1_000 + o, generation) for o in range(n)]
 
 
-def applied_up_to(messages: list[Incoming], next_offset: int) -> dict[int, Position]:
-    last = messages[next_offset - 1]
-    return {0: Position(next_offset, last.timestamp_ms, last.digest())}
+def applied_up_to(
+    messages: list[Incoming], next_offset: int, topic_id: uuid.UUID | None = INCARNATION
+) -> dict[int, Position]:
+    last = next(m for m in messages if m.offset == next_offset - 1)
+    return {0: Position(next_offset, last.timestamp_ms, last.digest(), topic_id)}
 
 
 async def planned(positions: Positions, batch: list[Incoming], recorded: dict[int, Position]) -> Plan:
@@ -85,14 +117,14 @@ async def test_a_recreated_topic_whose_record_differs_at_the_position_stops_with
     with pytest.raises(UntrustedPosition) as caught:
         await planned(Positions(TOPIC, MemoryLog(new)), new[100:], applied_up_to(old, 100))
     assert "its record at offset 99 is not the one applied there" in str(caught.value)
-    assert "python -m projector.rebuild --truncate" in str(caught.value)
+    assert "python -m projector.rebuild --keep" in str(caught.value)
 
 
 async def test_a_recreated_shorter_topic_read_from_its_start_stops_instead_of_skipping():
     old = log_of(100)
     new = log_of(50, value=b"other")
     with pytest.raises(UntrustedPosition, match="it ends before offset 99"):
-        await planned(Positions(TOPIC, MemoryLog(new)), new, applied_up_to(old, 100))
+        await planned(Positions(TOPIC, MemoryLog(new)), new, applied_up_to(old, 100, topic_id=None))
 
 
 async def test_the_same_bytes_at_the_same_offset_but_sent_at_another_time_are_another_record():
@@ -112,12 +144,55 @@ async def test_offsets_going_backwards_within_a_generation_are_verified_again():
         await planned(positions, new, applied_up_to(old, 100))
 
 
-async def test_a_record_deleted_by_retention_cannot_be_verified_and_is_trusted():
+async def test_records_deleted_by_retention_before_they_were_applied_are_reported_lost_and_the_rest_applied():
     messages = log_of(100)
-    plan = await planned(
-        Positions(TOPIC, MemoryLog(messages, start=80)), messages[80:], applied_up_to(messages, 60)
-    )
+    seen = Seen()
+    positions = Positions(TOPIC, MemoryLog(messages[80:], start=80), seen)
+    plan = await planned(positions, messages[80:], applied_up_to(messages, 60))
     assert (plan.fresh, plan.skipped) == (messages[80:], 0)
+    assert seen.deleted == [(0, "retention")], "the last record applied is gone too"
+    assert seen.losses == [(0, 60, 80)]
+
+
+async def test_a_last_applied_record_removed_by_compaction_is_expected_and_said_once():
+    messages = log_of(100)
+    compacted = [m for m in messages if m.offset % 10 != 9]  # newer versions of their keys follow
+    seen = Seen()
+    positions = Positions(TOPIC, MemoryLog(compacted), seen)
+    batch = [m for m in compacted if m.offset >= 50]
+    plan = await planned(positions, batch, applied_up_to(messages, 50))
+    assert plan.fresh == batch, "applied from the position on; the gaps are not skips"
+    assert (seen.deleted, seen.losses) == ([(0, "compaction")], [])
+    regenerated = [Incoming(0, m.offset, m.key, m.value, m.timestamp_ms, 2) for m in batch]
+    await planned(positions, regenerated, applied_up_to(messages, 50))
+    assert seen.deleted == [(0, "compaction")], "verified again in a new generation, said once"
+
+
+async def test_a_topic_deleted_and_created_again_is_another_incarnation_even_where_its_records_match():
+    messages = log_of(100)
+    again = MemoryLog(messages, topic_id=uuid.UUID(int=2))  # the same bytes, sent again
+    with pytest.raises(UntrustedPosition, match="deleted and created again"):
+        await planned(Positions(TOPIC, again), messages[50:], applied_up_to(messages, 50))
+
+
+async def test_a_recreated_topic_compacted_at_the_position_is_still_another_incarnation():
+    messages = log_of(100)
+    again = MemoryLog([m for m in messages if m.offset != 49], topic_id=uuid.UUID(int=2))
+    with pytest.raises(UntrustedPosition, match="deleted and created again"):
+        await planned(Positions(TOPIC, again), messages[50:], applied_up_to(messages, 50))
+
+
+async def test_a_log_that_ends_before_the_position_in_the_same_incarnation_is_not_trusted():
+    messages = log_of(100)
+    with pytest.raises(UntrustedPosition, match="it ends before offset 99"):
+        await planned(Positions(TOPIC, MemoryLog(messages[:60])), messages[:60], applied_up_to(messages, 100))
+
+
+async def test_positions_are_recorded_with_the_incarnation_they_were_verified_in():
+    messages = log_of(10)
+    positions = Positions(TOPIC, MemoryLog(messages))
+    await planned(positions, messages, {})
+    assert positions.topic_id == INCARNATION
 
 
 async def test_a_consumer_started_past_the_position_seeks_back_and_drops_what_it_fetched_meanwhile():
