@@ -1,15 +1,25 @@
 """Reconcile every message of the orders topic with the read model and the dead-letter topic.
 
-    python -m projector.audit [--json] [--show N]
+    python -m projector.audit [--json] [--strict] [--show N]
 
-Each offset of the topic (committed records only, up to the end when the command starts) is:
-- applied: the current version of its order, or superseded by a later version of the same order,
-  or an identical re-send of the current version;
-- dead-lettered: the DLQ holds a letter with its coordinates (and the same SHA-256, when the
-  letter carries one);
-- pending: at or after the position the read model recorded for its partition (not yet read);
-- MISSING: none of these. Exit status 1 if there is any.
-Read-only: safe to run beside live projectors (what they apply meanwhile may show as pending).
+Each record of the topic (committed records only, up to the end when the command starts) is, from
+the log, the tables and the DLQ — never from the projector's position alone:
+- applied: the record the current version of its order came from (the snapshot's source);
+- superseded: the read model holds a later version of its order, by the version rule of
+  projector/versions.py applied to the coordinates recorded with the snapshot;
+- resent: the same JSON as the current version (it changed nothing), or a redriven dead letter
+  seen again after its first copy;
+- dead-lettered: the DLQ holds a letter with its coordinates (and the same SHA-256);
+- not yet applied: none of these, at or after the position the projector recorded for its
+  partition (it has not got there yet);
+- MISSING: none of these, before that position: the read model lost it.
+Per partition it also gives the lag (log end minus position) and the records LOST: deleted from the
+log (retention, delete-records) before the projector applied them, as the projector recorded
+them, and any the log deleted below it since.
+
+Exit status 1 if anything is missing; with --strict, also while anything is not yet applied or
+lost. Read-only: safe to run beside live projectors (what they apply meanwhile may show as not
+yet applied).
 """
 
 from __future__ import annotations
@@ -25,18 +35,33 @@ from typing import Any, TextIO
 
 import orjson
 import psycopg
+from aiokafka import ConsumerRecord
 
 from orderview import jsonlog
 from orderview.settings import Settings, get_settings
-from projector import store
+from projector import store, versions
 from projector.dlq import dead_lettered, holds
-from projector.kafka import scan
-from projector.messages import Incoming
+from projector.kafka import KafkaLog, partitions_of, scan
+from projector.messages import BadHeader, Event, Incoming
 from projector.positions import read_positions
 
-SNAPSHOT_SOURCES = "SELECT order_uid, source_partition, source_offset FROM order_snapshots"
+SNAPSHOT_SOURCES = """
+SELECT order_uid, source_partition, source_offset, version_partition, version_offset, version_timestamp
+FROM order_snapshots
+"""
 SNAPSHOT_BODIES = "SELECT order_uid, body_json FROM order_snapshots WHERE order_uid = ANY(%(uids)s)"
-KINDS = ("applied", "superseded", "resent", "dead_lettered", "pending", "missing")
+REDRIVEN = "SELECT redrive_of, record_partition, record_offset FROM redrives"
+LOST = "SELECT partition, first_offset, end_offset FROM lost_records WHERE topic = %(topic)s"
+KINDS = ("applied", "superseded", "resent", "dead_lettered", "not_yet_applied", "missing")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an order's current version came from, and which event it is."""
+
+    partition: int
+    offset: int
+    version: Event | None
 
 
 @dataclass
@@ -45,6 +70,8 @@ class Audit:
 
     counts: dict[int, Counter[str]] = field(default_factory=dict)
     missing: list[tuple[int, int]] = field(default_factory=list)
+    lost: dict[int, int] = field(default_factory=dict)  # partition -> offsets deleted unapplied
+    lag: dict[int, int] = field(default_factory=dict)  # partition -> log end minus position
     messages: int = 0
     seconds: float = 0.0
 
@@ -54,16 +81,36 @@ class Audit:
             self.missing.append((partition, offset))
 
     def total(self, kind: str) -> int:
+        if kind == "lost":
+            return sum(self.lost.values())
+        if kind == "lag":
+            return sum(self.lag.values())
         return sum(c[kind] for c in self.counts.values())
 
+    def partitions(self) -> list[int]:
+        return sorted(set(self.counts) | set(self.lost) | set(self.lag))
+
+    def failed(self, strict: bool) -> bool:
+        if self.total("missing"):
+            return True
+        return strict and bool(self.total("not_yet_applied") or self.total("lost"))
+
     def as_json(self, topic: str, show: int) -> dict[str, Any]:
+        def row(p: int) -> dict[str, int]:
+            c = self.counts.get(p, Counter())
+            return {
+                **{kind: c[kind] for kind in KINDS},
+                "lost": self.lost.get(p, 0),
+                "lag": self.lag.get(p, 0),
+            }
+
         return {
             "topic": topic,
             "messages": self.messages,
             "seconds": round(self.seconds, 3),
             "messages_per_s": round(self.messages / self.seconds) if self.seconds else None,
-            "totals": {kind: self.total(kind) for kind in KINDS},
-            "partitions": {str(p): {kind: c[kind] for kind in KINDS} for p, c in sorted(self.counts.items())},
+            "totals": {kind: self.total(kind) for kind in (*KINDS, "lost", "lag")},
+            "partitions": {str(p): row(p) for p in self.partitions()},
             "missing": [{"partition": p, "offset": o} for p, o in self.missing[:show]],
         }
 
@@ -73,31 +120,27 @@ async def audit(settings: Settings, progress: TextIO | None = None) -> Audit:
     # Positions first: whatever is below a position read now had its dead letter acknowledged
     # and its rows committed before, so live projectors cannot make a message look missing.
     positions = {p: position.next_offset for p, position in (await read_positions(settings)).items()}
-    letters, sources = await asyncio.gather(
-        dead_lettered(settings),
-        _snapshot_sources(settings),
-    )
+    letters, (sources, redriven, lost) = await asyncio.gather(dead_lettered(settings), _read_model(settings))
     found = Audit()
+    await _bounds(settings, positions, lost, found)
     tally: Counter[tuple[int, str]] = Counter()
-    resends: list[Incoming] = []  # later than their order's current version: same content?
+    resends: list[Incoming] = []  # neither the current version nor superseded by it: the same?
     async for ends, records in scan(settings, settings.orders_topic):
-        kinds = [
-            _classify(r.partition, r.offset, r.key, r.value, positions, letters, sources) for r in records
-        ]
-        tally.update(zip([r.partition for r in records], kinds, strict=True))
-        for r, kind in zip(records, kinds, strict=True):
-            if kind == "missing":
-                found.missing.append((r.partition, r.offset))
-            elif kind == "resent?":
+        for r in records:
+            kind = _classify(r, positions, letters, sources, redriven)
+            if kind == "resent?":
                 resends.append(Incoming(r.partition, r.offset, r.key, r.value))
+            else:
+                tally[r.partition, kind] += 1
+                if kind == "missing":
+                    found.missing.append((r.partition, r.offset))
         found.messages += len(records)
         if progress is not None:
             _show_progress(progress, found.messages, sum(ends.values()), time.perf_counter() - started)
     for (partition, kind), n in tally.items():
-        if kind != "resent?":
-            found.counts.setdefault(partition, Counter())[kind] += n
-    for m, kind in await _judge_resends(settings, resends):
-        found.add(m.partition, m.offset, kind)
+        found.counts.setdefault(partition, Counter())[kind] += n
+    for m, same in await _same_as_current(settings, resends):
+        found.add(m.partition, m.offset, "resent" if same else _unexplained(m.partition, m.offset, positions))
     found.missing.sort()
     found.seconds = time.perf_counter() - started
     if progress is not None:
@@ -106,45 +149,79 @@ async def audit(settings: Settings, progress: TextIO | None = None) -> Audit:
 
 
 def _classify(
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
+    r: ConsumerRecord,
     positions: dict[int, int],
     letters: dict[tuple[int, int], str | None],
-    sources: dict[bytes, tuple[int, int]],
+    sources: dict[bytes, Source],
+    redriven: dict[str, tuple[int, int]],
 ) -> str:
-    """Per message of the topic: kept lean, it runs for every one."""
-    if offset >= positions.get(partition, 0):
-        return "pending"
-    if (partition, offset) in letters and holds(letters, Incoming(partition, offset, key, value)):
+    """Per record of the topic: kept lean, it runs for every one."""
+    partition, offset = r.partition, r.offset
+    if (partition, offset) in letters and holds(letters, Incoming(partition, offset, r.key, r.value)):
         return "dead_lettered"
-    source = sources.get(key) if key is not None else None  # type: ignore[arg-type]
+    source = sources.get(r.key) if r.key is not None else None
+    if source is not None and source.partition == partition and source.offset == offset:
+        return "applied"
+    if offset >= positions.get(partition, 0):
+        return "not_yet_applied"
     if source is None:
         return "missing"
-    if source[0] == partition:
-        if source[1] == offset:
-            return "applied"
-        if source[1] > offset:
-            return "superseded"
+    event = Event(partition, offset, r.timestamp)
+    if r.headers:
+        record = Incoming(partition, offset, r.key, r.value, r.timestamp, None, tuple(r.headers))
+        try:
+            letter, event = record.redrive_of(), record.event()
+        except BadHeader:  # dead-lettered for it, or missing
+            return "missing"
+        if letter is not None and redriven.get(letter, (partition, offset)) != (partition, offset):
+            return "resent"
+    if source.version is not None and versions.newer(source.version, event):
+        return "superseded"
     return "resent?"
 
 
-async def _snapshot_sources(settings: Settings) -> dict[bytes, tuple[int, int]]:
-    """order_uid (as the Kafka key it must be) -> where its current version came from."""
-    sources: dict[bytes, tuple[int, int]] = {}
+def _unexplained(partition: int, offset: int, positions: dict[int, int]) -> str:
+    return "not_yet_applied" if offset >= positions.get(partition, 0) else "missing"
+
+
+async def _bounds(settings: Settings, positions: dict[int, int], lost: dict[int, int], found: Audit) -> None:
+    """Per partition: the lag, and the offsets deleted before they were applied — those the
+    projector recorded, and any the log deleted below its position since it last read."""
+    kafka_log = KafkaLog(settings, settings.orders_topic)
+    await kafka_log.start()
+    try:
+        for p in await partitions_of(settings, settings.orders_topic):
+            position = positions.get(p, 0)
+            start, end = await kafka_log.start_offset(p), await kafka_log.end_offset(p)
+            found.lag[p] = max(0, end - position)
+            found.lost[p] = lost.get(p, 0) + max(0, start - position)
+    finally:
+        await kafka_log.stop()
+
+
+async def _read_model(
+    settings: Settings,
+) -> tuple[dict[bytes, Source], dict[str, tuple[int, int]], dict[int, int]]:
+    """order_uid (as the Kafka key it must be) -> its current version's source; redriven letters;
+    offsets recorded lost, per partition."""
+    sources: dict[bytes, Source] = {}
     async with await psycopg.AsyncConnection.connect(_read_only(settings)) as conn:
         cur = conn.cursor(name="orderview_audit")  # server side: a million rows come in chunks
         async with conn.transaction():
             await cur.execute(SNAPSHOT_SOURCES)
             while rows := await cur.fetchmany(50_000):
-                sources.update((uid.encode(), (p, o)) for uid, p, o in rows)
-    return sources
+                for uid, p, o, vp, vo, vts in rows:
+                    sources[uid.encode()] = Source(p, o, Event(vp, vo, vts) if vp is not None else None)
+        redriven = {letter: (p, o) for letter, p, o in await (await conn.execute(REDRIVEN)).fetchall()}
+        lost: dict[int, int] = {}
+        for p, first, end in await (await conn.execute(LOST, {"topic": settings.orders_topic})).fetchall():
+            lost[p] = lost.get(p, 0) + end - first
+    return sources, redriven, lost
 
 
-async def _judge_resends(settings: Settings, resends: list[Incoming]) -> Iterable[tuple[Incoming, str]]:
-    """A message after its order's current version was applied only if it is the same version
-    (an identical re-send changes nothing and keeps the earlier source offset)."""
+async def _same_as_current(settings: Settings, resends: list[Incoming]) -> Iterable[tuple[Incoming, bool]]:
+    """Whether each message is the same JSON as its order's current version (an identical re-send
+    changes nothing and keeps the earlier source)."""
     if not resends:
         return []
     async with await psycopg.AsyncConnection.connect(_read_only(settings)) as conn:
@@ -153,11 +230,10 @@ async def _judge_resends(settings: Settings, resends: list[Incoming]) -> Iterabl
     judged = []
     for m in resends:
         try:
-            # An identical re-send is the same JSON as stored, as the projector compares them.
             same = store.compact_json(orjson.loads(m.value)) == bodies.get(m.key.decode())  # type: ignore[arg-type, union-attr]
-        except orjson.JSONDecodeError:
+        except (orjson.JSONDecodeError, UnicodeDecodeError, TypeError):
             same = False
-        judged.append((m, "resent" if same else "missing"))
+        judged.append((m, same))
     return judged
 
 
@@ -179,17 +255,27 @@ def report(found: Audit, topic: str, show: int) -> str:
         f"audit of {topic}: {found.messages:,} messages in {found.seconds:.1f} s"
         f" ({found.messages / found.seconds if found.seconds else 0:,.0f}/s)"
     ]
-    header = f"  {'partition':>9}" + "".join(f"{kind:>15}" for kind in KINDS)
-    lines.append(header)
-    for p, c in sorted(found.counts.items()):
-        lines.append(f"  {p:>9}" + "".join(f"{c[kind]:>15,}" for kind in KINDS))
-    lines.append(f"  {'all':>9}" + "".join(f"{found.total(kind):>15,}" for kind in KINDS))
-    missing = found.total("missing")
+    columns = (*KINDS, "lost", "lag")
+    lines.append(f"  {'partition':>9}" + "".join(f"{kind:>16}" for kind in columns))
+    for p in found.partitions():
+        c = found.counts.get(p, Counter())
+        values = [c[kind] for kind in KINDS] + [found.lost.get(p, 0), found.lag.get(p, 0)]
+        lines.append(f"  {p:>9}" + "".join(f"{v:>16,}" for v in values))
+    lines.append(f"  {'all':>9}" + "".join(f"{found.total(kind):>16,}" for kind in columns))
+    missing, lost, waiting = found.total("missing"), found.total("lost"), found.total("not_yet_applied")
     if missing:
         shown = ", ".join(f"{p}:{o}" for p, o in found.missing[:show])
         lines.append(f"MISSING {missing:,} (partition:offset): {shown}{' …' if missing > show else ''}")
     else:
-        lines.append("nothing missing: every message is applied, dead-lettered or still pending")
+        lines.append(
+            "nothing missing: every record is applied, superseded, resent, dead-lettered or not yet applied"
+        )
+    if lost:
+        lines.append(
+            f"LOST {lost:,} records: the log deleted them (retention, delete-records) before the projector applied them"
+        )
+    if waiting:
+        lines.append(f"{waiting:,} records not yet applied (the projector has not reached them)")
     return "\n".join(lines)
 
 
@@ -200,6 +286,9 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 also while anything is not yet applied or was lost"
+    )
     parser.add_argument("--show", type=int, default=20, metavar="N", help="list at most N missing offsets")
     args = parser.parse_args(argv)
     settings = get_settings()
@@ -209,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         print(orjson.dumps(found.as_json(settings.orders_topic, args.show)).decode())
     else:
         print(report(found, settings.orders_topic, args.show))
-    sys.exit(1 if found.total("missing") else 0)
+    sys.exit(1 if found.failed(args.strict) else 0)
 
 
 if __name__ == "__main__":

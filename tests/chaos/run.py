@@ -74,7 +74,15 @@ class Report:
                 f"  audit: {a.messages:,} messages in {a.seconds:.1f} s ({a.messages / a.seconds:,.0f}/s), "
                 + ", ".join(
                     f"{k} {a.total(k):,}"
-                    for k in ("applied", "superseded", "resent", "dead_lettered", "pending", "missing")
+                    for k in (
+                        "applied",
+                        "superseded",
+                        "resent",
+                        "dead_lettered",
+                        "not_yet_applied",
+                        "missing",
+                        "lost",
+                    )
                 )
             )
         lines.append("  OK" if not self.problems else "  PROBLEMS:\n    " + "\n    ".join(self.problems))
@@ -430,7 +438,7 @@ async def _audit_until_settled(s: Settings) -> Audit:
     deadline = time.monotonic() + 120
     while True:
         found = await audit(s)
-        if found.total("pending") == 0 or time.monotonic() > deadline:
+        if found.total("not_yet_applied") == 0 or time.monotonic() > deadline:
             return found
         await asyncio.sleep(2)
 
@@ -439,9 +447,9 @@ async def _check(s: Settings, api_url: str, report: Report, workers: Workers) ->
     problems = report.problems
     found = report.audit
     assert found is not None
-    if found.total("missing") or found.total("pending"):
+    if found.total("missing") or found.total("not_yet_applied"):
         problems.append(
-            f"audit: {found.total('missing')} missing, {found.total('pending')} pending; first {found.missing[:10]}"
+            f"audit: {found.total('missing')} missing, {found.total('not_yet_applied')} not yet applied; first {found.missing[:10]}"
         )
     expected, hostile, refused, untagged = await _oracle(s)
     letters = await _dead_letters(s)
