@@ -139,7 +139,7 @@ class Checkpoint:
             ]
             await self._send(letters)
             # 6. Position
-            next_offsets = await self.positions.record(conn, plan.fresh)
+            next_offsets = await self.positions.record(conn, plan)
             # 7. Notify
             await store.notify_changed(conn, self.settings.notify_channel, written.changed)
         # 8. Commit: leaving the transaction's block without an exception.
@@ -205,18 +205,18 @@ class Checkpoint:
         if not redriven:
             return fresh, 0
         first: dict[str, tuple[int, int]] = {}
-        for where, letter in redriven.items():
-            first.setdefault(letter, where)
+        for where, of in redriven.items():
+            first.setdefault(of, where)
         cur = await conn.execute(
             queries.NOTE_REDRIVES,
             {
-                "letters": list(first),
+                "redrives": list(first),
                 "partitions": [p for p, _ in first.values()],
                 "offsets": [o for _, o in first.values()],
             },
         )
-        new = {letter for (letter,) in await cur.fetchall()}
-        keep = {first[letter] for letter in new}
+        new = {of for (of,) in await cur.fetchall()}
+        keep = {first[of] for of in new}
         kept = [
             m for m in fresh if (m.partition, m.offset) not in redriven or (m.partition, m.offset) in keep
         ]

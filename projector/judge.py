@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from projector import faults, store
 from projector.dlq import DeadLetter
-from projector.messages import REDRIVE_EVENT, REDRIVE_LETTER, BadHeader, Incoming
+from projector.messages import REDRIVE_EVENT, REDRIVE_OF, BadHeader, Incoming
 from projector.validate import Rejection, Validator
 
 
@@ -22,7 +22,7 @@ class Prepared:
 
     accepted: dict[tuple[int, int], store.Accepted]
     dead: dict[tuple[int, int], DeadLetter]
-    redrives: dict[tuple[int, int], str]  # (partition, offset) -> the dead letter it redrives
+    redrives: dict[tuple[int, int], str]  # (partition, offset) -> the dead-lettered record it redrives
 
 
 class Judge:
@@ -36,12 +36,12 @@ class Judge:
         for m in batch:
             where = (m.partition, m.offset)
             try:
-                letter = m.redriven_letter()
+                of = m.redrive_of()
             except BadHeader as exc:
-                dead[where] = DeadLetter(m, "decode", str(exc), f"$headers.{REDRIVE_LETTER}")
+                dead[where] = DeadLetter(m, "decode", str(exc), f"$headers.{REDRIVE_OF}")
                 continue
-            if letter is not None:
-                redrives[where] = letter
+            if of is not None:
+                redrives[where] = of
             verdict = self.judge(m)
             if isinstance(verdict, DeadLetter):
                 dead[where] = verdict

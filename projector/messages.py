@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-# Headers a redriven dead letter carries (projector/redrive.py writes them): which letter it is,
-# and the coordinates of the event it was, so that a redrive is applied once and orders its
-# version as the original event (projector/versions.py).
-REDRIVE_LETTER = "orderview.redrive.letter"  # <dlq topic>:<partition>:<offset>
+# Headers a redriven dead letter carries (projector/redrive.py writes them): which dead-lettered
+# record it is a redrive of, and the coordinates of the event it was, so that a redrive is
+# applied once and orders its version as the original event (projector/versions.py).
+REDRIVE_OF = "orderview.redrive.of"  # <orders topic>:<partition>:<offset>
 REDRIVE_EVENT = "orderview.redrive.event"  # <partition>:<offset>:<timestamp ms>
 
 Headers = tuple[tuple[str, bytes], ...]
@@ -40,9 +40,9 @@ class Incoming:
                 found = value
         return found
 
-    def redriven_letter(self) -> str | None:
-        """The dead letter this record is a redrive of, if it is one."""
-        raw = self.header(REDRIVE_LETTER)
+    def redrive_of(self) -> str | None:
+        """The dead-lettered record this one is a redrive of, if it is one."""
+        raw = self.header(REDRIVE_OF)
         if raw is None:
             return None
         try:
@@ -50,7 +50,7 @@ class Incoming:
             if not topic or int(partition) < 0 or int(offset) < 0:
                 raise ValueError
         except ValueError:
-            raise BadHeader(f"header {REDRIVE_LETTER} is not <dlq topic>:<partition>:<offset>") from None
+            raise BadHeader(f"header {REDRIVE_OF} is not <topic>:<partition>:<offset>") from None
         return f"{topic}:{int(partition)}:{int(offset)}"
 
     def event(self) -> Event:

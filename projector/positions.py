@@ -148,6 +148,9 @@ class Plan:
     last_seen: dict[int, int] = field(default_factory=dict)  # partition -> highest offset
     awaiting: dict[int, int] = field(default_factory=dict)  # partition -> first offset after a seek
     arrived: set[int] = field(default_factory=set)  # partitions no longer awaiting
+    lost: list[tuple[int, int, int]] = field(
+        default_factory=list
+    )  # (partition, first, end) deleted unapplied
 
 
 _UNSEEN = object()
@@ -221,10 +224,21 @@ class Positions:
             await self._plan_partition(plan, partition, messages, recorded.get(partition, Position()))
         return plan
 
-    async def record(self, conn: psycopg.AsyncConnection, fresh: Sequence[Incoming]) -> dict[int, int]:
-        """Record, inside the batch's transaction, the position after its last message in each
-        partition; return the next offsets recorded."""
-        last = {m.partition: m for m in fresh}  # fresh is in offset order per partition
+    async def record(self, conn: psycopg.AsyncConnection, plan: Plan) -> dict[int, int]:
+        """Record, inside the batch's transaction, the position after its last fresh message in
+        each partition, and the records the plan found deleted before they were applied (for the
+        audit); return the next offsets recorded."""
+        if plan.lost:
+            await conn.execute(
+                queries.RECORD_LOST,
+                {
+                    "topic": self.topic,
+                    "partitions": [p for p, _, _ in plan.lost],
+                    "firsts": [f for _, f, _ in plan.lost],
+                    "ends": [e for _, _, e in plan.lost],
+                },
+            )
+        last = {m.partition: m for m in plan.fresh}  # fresh is in offset order per partition
         if not last:
             return {}
         await conn.execute(
@@ -275,11 +289,13 @@ class Positions:
                 return
             plan.verified[partition] = (messages[0].generation, time.monotonic())
         plan.last_seen[partition] = max(m.offset for m in messages)
-        fresh = await self._unbroken(partition, messages, position.next_offset)
+        fresh = await self._unbroken(plan, partition, messages, position.next_offset)
         plan.skipped += len(messages) - len(fresh)
         plan.fresh += fresh
 
-    async def _unbroken(self, partition: int, messages: list[Incoming], next_offset: int) -> list[Incoming]:
+    async def _unbroken(
+        self, plan: Plan, partition: int, messages: list[Incoming], next_offset: int
+    ) -> list[Incoming]:
         """The messages to apply (rule 5): from `next_offset` on, each offset once and in order
         (a batch can hold a redelivery beside the first delivery), none past a skipped record."""
         fresh: list[Incoming] = []
@@ -299,7 +315,10 @@ class Positions:
                     )
                 # Nothing committed in between: transaction markers, aborted or compacted records
                 # (a later record of the same key follows those), or records retention deleted.
-                self.report_lost(partition, expected, min(await self.log.start_offset(partition), m.offset))
+                end = min(await self.log.start_offset(partition), m.offset)
+                if end > expected:
+                    plan.lost.append((partition, expected, end))
+                    self.report_lost(partition, expected, end)
             fresh.append(m)
             expected = m.offset + 1
         return fresh

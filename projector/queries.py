@@ -67,11 +67,20 @@ WHERE a.next_offset < excluded.next_offset
 
 NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
-# The first copy of each redriven dead letter (projector/redrive.py) is noted with the batch that
-# processes it; the letters returned are those seen for the first time.
+# The first copy of each redrive (projector/redrive.py) is noted with the batch that processes it;
+# the ones returned are seen for the first time.
 NOTE_REDRIVES = """
-INSERT INTO redriven_letters (letter, record_partition, record_offset)
-SELECT * FROM unnest(%(letters)s::text[], %(partitions)s::int[], %(offsets)s::bigint[])
-ON CONFLICT (letter) DO NOTHING
-RETURNING letter
+INSERT INTO redrives (redrive_of, record_partition, record_offset)
+SELECT * FROM unnest(%(redrives)s::text[], %(partitions)s::int[], %(offsets)s::bigint[])
+ON CONFLICT (redrive_of) DO NOTHING
+RETURNING redrive_of
+"""
+
+# Offsets the log deleted (retention, delete-records) before the projector applied them: a loss it
+# could not prevent, kept for the audit (projector/audit.py).
+RECORD_LOST = """
+INSERT INTO lost_records (topic, partition, first_offset, end_offset)
+SELECT %(topic)s, * FROM unnest(%(partitions)s::int[], %(firsts)s::bigint[], %(ends)s::bigint[])
+ON CONFLICT (topic, partition, first_offset) DO UPDATE
+SET end_offset = greatest(lost_records.end_offset, excluded.end_offset)
 """

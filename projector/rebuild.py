@@ -41,16 +41,17 @@ from projector.positions import read_positions
 log = logging.getLogger("orderview.rebuild")
 
 # Children before parents: one TRUNCATE empties the whole read model.
-READ_MODEL = "items, payments, deliveries, orders, order_snapshots, applied_offsets, redriven_letters"
+READ_MODEL = "items, payments, deliveries, orders, order_snapshots, applied_offsets, redrives, lost_records"
 COUNT_SNAPSHOTS = "SELECT count(*) FROM order_snapshots"
 TRUNCATE_READ_MODEL = "TRUNCATE " + READ_MODEL
 # --keep: the versions the read model holds came from a log that is not this one any more (or
 # not all of it): unknown, so that any version of the log replaces them (projector/versions.py).
 FORGET_POSITIONS = "DELETE FROM applied_offsets WHERE topic = %(topic)s"
+FORGET_LOSSES = "DELETE FROM lost_records WHERE topic = %(topic)s"
 FORGET_VERSIONS = """
 UPDATE order_snapshots SET version_partition = NULL, version_offset = NULL, version_timestamp = NULL
 """
-FORGET_REDRIVES = "TRUNCATE redriven_letters"
+FORGET_REDRIVES = "TRUNCATE redrives"
 
 
 class TrimmedLog(SystemExit):
@@ -88,6 +89,7 @@ async def rebuild(
             await conn.execute(TRUNCATE_READ_MODEL)
         elif keep:
             await conn.execute(FORGET_POSITIONS, {"topic": settings.orders_topic})
+            await conn.execute(FORGET_LOSSES, {"topic": settings.orders_topic})
             await conn.execute(FORGET_VERSIONS)
             await conn.execute(FORGET_REDRIVES)
         else:

@@ -15,12 +15,24 @@ ALTER TABLE order_snapshots
     ADD COLUMN version_timestamp bigint;
 UPDATE order_snapshots SET version_partition = source_partition, version_offset = source_offset;
 
--- Dead letters published again by `python -m projector.redrive`, each once: a letter redriven
--- twice is applied (or dead-lettered again) once. The letter is `<dlq topic>:<partition>:<offset>`;
--- the record is where its redriven copy was read in the orders topic.
-CREATE TABLE redriven_letters (
-    letter           text        PRIMARY KEY,
+-- Dead letters published again by `python -m projector.redrive`, each applied once: the
+-- dead-lettered record (`<orders topic>:<partition>:<offset>`) a redrive is of, and where its first
+-- redriven copy was read; a later copy of the same (a letter redriven twice, or two letters of one
+-- record) is skipped.
+CREATE TABLE redrives (
+    redrive_of       text        PRIMARY KEY,
     record_partition integer     NOT NULL,
     record_offset    bigint      NOT NULL,
     applied_at       timestamptz NOT NULL DEFAULT now()
+);
+
+-- Offsets [first_offset, end_offset) of a partition that retention or delete-records removed
+-- before the projector applied them: a loss it reports (log, metric, and here for the audit).
+CREATE TABLE lost_records (
+    topic        text        NOT NULL,
+    partition    integer     NOT NULL,
+    first_offset bigint      NOT NULL,
+    end_offset   bigint      NOT NULL,
+    noticed_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (topic, partition, first_offset)
 );

@@ -151,7 +151,7 @@ async def test_records_deleted_by_retention_before_they_were_applied_are_reporte
     plan = await planned(positions, messages[80:], applied_up_to(messages, 60))
     assert (plan.fresh, plan.skipped) == (messages[80:], 0)
     assert seen.deleted == [(0, "retention")], "the last record applied is gone too"
-    assert seen.losses == [(0, 60, 80)]
+    assert seen.losses == plan.lost == [(0, 60, 80)], "counted, and recorded with the batch for the audit"
 
 
 async def test_a_last_applied_record_removed_by_compaction_is_expected_and_said_once():
