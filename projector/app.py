@@ -34,6 +34,7 @@ from orderview.settings import get_settings
 from projector import faults
 from projector.batch import BatchProjector, Prepared
 from projector.kafka import broker_url, verify_all_positions
+from projector.lag import LagSampler
 from projector.messages import Incoming
 
 log = logging.getLogger("orderview.projector")
@@ -103,6 +104,11 @@ class FaustGroup:
 
 
 projector = BatchProjector(settings, group=FaustGroup(app, settings.orders_topic))
+lag = LagSampler(
+    settings,
+    projector.metrics.registry,
+    lambda: [tp.partition for tp in app.consumer.assignment() if tp.topic == settings.orders_topic],
+)
 
 
 def incoming(message: faust.types.tuples.Message) -> Incoming:
@@ -130,8 +136,7 @@ def _fail_if_failed(task: asyncio.Task) -> None:
 
 
 async def write(batch: list[Incoming], prepared: Prepared) -> None:
-    outcome = await projector.process(batch, prepared)
-    update_lag(outcome.recorded)
+    await projector.process(batch, prepared)
 
 
 @app.agent(orders, concurrency=1, supervisor_strategy=CrashingSupervisor)
@@ -163,15 +168,9 @@ async def project(stream: faust.StreamT) -> None:
         await projector.stop()
 
 
-def update_lag(recorded: dict[int, int]) -> None:
-    assigned = app.consumer.assignment()
-    for partition, next_offset in recorded.items():
-        tp = TP(settings.orders_topic, partition)
-        if tp not in assigned:  # revoked by a rebalance while its batch was written
-            continue
-        highwater = app.consumer.highwater(tp)
-        if highwater is not None:
-            projector.metrics.lag.labels(str(partition)).set(max(0, highwater - next_offset))
+@app.task
+async def sample_lag() -> None:
+    await lag.run()
 
 
 class Watchdog(threading.Thread):
