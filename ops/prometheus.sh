@@ -43,7 +43,7 @@ start() {
         --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" >"$HERE/prometheus.log" 2>&1 &
     echo $! >"$PIDFILE"
     wait_for 30 ready || die "Prometheus did not start; see $HERE/prometheus.log"
-    say "Prometheus: http://127.0.0.1:$PROMETHEUS_PORT/alerts"
+    say "Prometheus: http://127.0.0.1:$PROMETHEUS_PORT/ (Alerts in its menu)"
 }
 
 stop() {
