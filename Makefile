@@ -1,5 +1,5 @@
 # orderview: see README.md. Every target is safe to run on a fresh machine.
-.PHONY: up down run test lint bench bench-quick chaos
+.PHONY: up down run watch test lint bench bench-quick chaos
 
 up:            ## Kafka + PostgreSQL on loopback, database, roles, topics (idempotent)
 	bash ops/up.sh
@@ -9,6 +9,9 @@ down:          ## stop what `make up` started
 
 run: up        ## the service with demo data: projector, API replicas, emulator
 	bash ops/run.sh
+
+watch:         ## Prometheus on loopback, scraping what `make run` starts, with the alert rules
+	bash ops/prometheus.sh start
 
 test:          ## everything, from nothing: venv, packages, services, pytest
 	bash ops/test.sh $(PYTEST_ARGS)

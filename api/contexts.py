@@ -89,6 +89,8 @@ async def freshness_context(app: web.Application) -> AsyncIterator[None]:
         app[SETTINGS], app[POOL], app[CACHE], app[LOADER], app[METRICS], api_dsn(app[SETTINGS])
     )
     app[FRESHNESS] = freshness
+    # Read at every scrape, not left to whoever last asked /readyz.
+    app[METRICS].ready.set_function(lambda: 1 if freshness.ready else 0)
     task = asyncio.create_task(freshness.run(), name="orderview-api-freshness")
     yield
     task.cancel()

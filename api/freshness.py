@@ -18,7 +18,7 @@ import gc
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from time import monotonic
+from time import monotonic, time
 
 import psycopg
 from psycopg import sql
@@ -57,6 +57,7 @@ class Freshness:
         self._listen = sql.SQL("LISTEN {}").format(sql.Identifier(settings.notify_channel))
         self._alive_at: datetime | None = None  # database time of the last heartbeat
         self._answered_at = 0.0  # monotonic time of the last heartbeat
+        self._asked_at = 0.0  # Unix time the last heartbeat was sent
         self.connected = False
         self.warmed = False
         self.problem: str | None = "LISTEN connection not established yet"
@@ -115,10 +116,14 @@ class Freshness:
         while True:
             async for notify in conn.notifies(timeout=self._settings.api_listen_heartbeat_s):
                 await self.apply([uid for uid in notify.payload.split(",") if uid])
+            # What was committed before the last heartbeat was sent reached the connection before
+            # its answer, and notifies() yields that first: it is applied now.
+            self._metrics.notifications_applied.set(self._asked_at)
             self._alive_at = await self._heartbeat(conn)
 
     async def _heartbeat(self, conn: psycopg.AsyncConnection) -> datetime:
         # A silently dropped connection would block forever; a live one answers in ms.
+        self._asked_at = time()
         async with asyncio.timeout(max(5.0, 5 * self._settings.api_listen_heartbeat_s)):
             now = await views.db_now(conn)
         self._answered_at = monotonic()

@@ -63,20 +63,25 @@ TIMING_HIT = 'cache;desc="cache hit";dur='
 TIMING_MISS = 'db;desc="database";dur='
 
 
-def order_handler(metrics: RouteMetrics, hosts: HostGuard | None, cors: Cors | None) -> Handler:
+def order_handler(
+    metrics: RouteMetrics, hits: RouteMetrics, hosts: HostGuard | None, cors: Cors | None
+) -> Handler:
     """GET and HEAD /order/{order_uid}: the hot path.
 
     It does itself what `answering` does for the other routes (time, count, answer exceptions
     with the same `error_answer`, Host and CORS when configured): one coroutine less per
     request, ~0.6 µs of a ~5 µs dispatch. Headers come shared (HIT_HEADERS, MISS_HEADERS, with
     the security headers); only the ETag and Server-Timing are the entry's and the request's.
+    Answers from the cache are counted in `hits`, all others in `metrics`.
     """
-    observe = metrics.observe
+    observe_other = metrics.observe
+    observe_hit = hits.observe
     refuses = hosts.refuses if hosts is not None else None
     apply_cors = cors.apply if cors is not None else None
 
     async def get_order(request: web.Request) -> web.StreamResponse:
         started = perf_counter()
+        observe = observe_other
         try:
             if refuses is not None and refuses(request):
                 raise UnknownHost()
@@ -90,7 +95,7 @@ def order_handler(metrics: RouteMetrics, hosts: HostGuard | None, cors: Cors | N
                 entry = await app[LOADER].load(uid)
                 shared, timing = MISS_HEADERS, TIMING_MISS
             else:
-                shared, timing = HIT_HEADERS, TIMING_HIT
+                shared, timing, observe = HIT_HEADERS, TIMING_HIT, observe_hit
             if_none_match = request.headers.get(hdrs.IF_NONE_MATCH)
             if if_none_match is not None and _etag_matches(if_none_match, entry.etag):
                 response = web.Response(status=304, headers=_not_modified_headers(shared))
@@ -143,7 +148,6 @@ def not_ready_reason(app: web.Application) -> str | None:
 
 async def readyz(request: web.Request) -> web.Response:
     reason = not_ready_reason(request.app)
-    request.app[METRICS].ready.set(0 if reason else 1)
     if reason is None:
         return web.Response(body=_READY, headers=_JSON_HEADERS)
     return json_response({"status": "not ready", "reason": reason}, status=503)

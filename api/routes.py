@@ -23,8 +23,11 @@ def setup_routes(app: web.Application) -> None:
     def get(path: str, handler: Handler, label: str | None = None) -> None:
         router.add_get(path, answering(handler, metrics.route(label or path), hosts, cors))
 
-    order = handlers.order_handler(metrics.route("/order/{order_uid}"), hosts, cors)
-    router.add_get("/order/{order_uid}", order)
+    order_route = "/order/{order_uid}"
+    order = handlers.order_handler(
+        metrics.route(order_route, "miss"), metrics.route(order_route, "hit"), hosts, cors
+    )
+    router.add_get(order_route, order)
     get("/orders", handlers.list_orders)
     get("/healthz", handlers.healthz)
     get("/readyz", handlers.readyz)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Stops exactly what ops/up.sh started (a server that was already there is left alone).
+# Stops exactly what ops/up.sh (and ops/prometheus.sh start) started (a server that was already
+# there is left alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash ops/prometheus.sh stop
 bash ops/kafka.sh stop
 bash ops/postgres.sh stop

@@ -13,4 +13,5 @@ cleanup() {
 trap cleanup EXIT
 bash ops/up.sh
 bash ops/chromium.sh
+bash ops/prometheus.sh install
 .venv/bin/pytest "$@"

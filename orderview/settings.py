@@ -60,6 +60,8 @@ class Settings:
     # instead of dead-lettering the stream.
     db_refusals_in_a_row: int = 10
     notify_channel: str = "order_changed"
+    # How often each worker samples the lag of its partitions (projector/lag.py).
+    projector_lag_interval_s: float = 5.0
 
     # API
     api_host: str = "127.0.0.1"
@@ -87,6 +89,9 @@ class Settings:
     # After a lost LISTEN connection, orders changed since the last heartbeat minus this margin
     # are re-read: a snapshot's updated_at is its transaction's start, not its commit.
     api_resync_margin_s: float = 30.0
+
+    # Where `ops/prometheus.sh start` serves Prometheus (scraping what `make run` starts).
+    prometheus_port: int = 9090
 
     log_level: str = "INFO"
 

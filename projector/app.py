@@ -35,6 +35,7 @@ from projector import faults
 from projector.batch import BatchProjector
 from projector.judge import Prepared
 from projector.kafka import broker_url
+from projector.lag import LagSampler
 from projector.messages import Incoming
 
 log = logging.getLogger("orderview.projector")
@@ -93,6 +94,15 @@ def create_app(settings: Settings) -> faust.App:
         Agent(app, projector).run
     )
     setup_pages(app, projector)
+    lag = LagSampler(
+        settings,
+        projector.metrics.registry,
+        lambda: [tp.partition for tp in app.consumer.assignment() if tp.topic == settings.orders_topic],
+    )
+
+    @app.task
+    async def sample_lag() -> None:
+        await lag.run()
 
     @app.on_worker_init.connect
     def start_watchdog(_app: faust.App, **_kwargs: object) -> None:
@@ -181,19 +191,7 @@ class Agent:
             await projector.stop()
 
     async def write(self, batch: list[Incoming], prepared: Prepared) -> None:
-        outcome = await self.projector.process(batch, prepared)
-        self.update_lag(outcome.recorded)
-
-    def update_lag(self, recorded: dict[int, int]) -> None:
-        consumer = self.app.consumer
-        assigned = consumer.assignment()
-        for partition, next_offset in recorded.items():
-            tp = TP(self.projector.topic, partition)
-            if tp not in assigned:  # revoked by a rebalance while its batch was written
-                continue
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                self.projector.metrics.lag.labels(str(partition)).set(max(0, highwater - next_offset))
+        await self.projector.process(batch, prepared)
 
 
 def setup_pages(app: faust.App, projector: BatchProjector) -> None:

@@ -42,7 +42,6 @@ class ProjectorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
-        self.lag = Gauge("orderview_projector_lag", "Messages behind the log end", ["partition"], registry=r)
         self.last_applied_offset = Gauge(
             "orderview_projector_last_applied_offset", "Last offset applied", ["partition"], registry=r
         )
@@ -75,6 +74,11 @@ class ProjectorMetrics:
             "Redriven dead letters seen again after their first copy was processed",
             registry=r,
         )
+
+        # Every series an alert watches exists from the start: an increase from nothing is invisible.
+        self.records_lost.labels("deleted_before_applied")
+        for reason in ("compaction", "retention"):
+            self.applied_deleted.labels(reason)
 
     # projector.positions.Observer
     def lost(self, partition: int, first: int, end: int) -> None:

@@ -70,13 +70,16 @@ async def running_api(settings: Settings, ready: bool = True, **overrides: Any) 
 
 @asynccontextmanager
 async def api_process(
-    settings: Settings, port: int | None = None, log_path: Path | None = None
+    settings: Settings, port: int | None = None, log_path: Path | None = None, replicas: int = 1
 ) -> AsyncIterator[RunningApi]:
-    """`python -m api --port P --replicas 1` with these settings in its environment, ready; its
+    """`python -m api --port P --replicas N` with these settings in its environment, ready; its
     output goes to `log_path` when given."""
     port = port or free_port()
     env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port), "--replicas", "1"]
+    command = [
+        *(sys.executable, "-m", "api", "--host", "127.0.0.1"),
+        *("--port", str(port), "--replicas", str(replicas)),
+    ]
     output = log_path.open("wb") if log_path is not None else None  # handed to the process
     process = await asyncio.create_subprocess_exec(*command, cwd=ROOT, env=env, stdout=output, stderr=output)
     url = f"http://127.0.0.1:{port}"

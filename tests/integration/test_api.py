@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -389,6 +390,41 @@ async def test_odd_input_never_answers_5xx(api: RunningApi) -> None:
             assert status < 500, (method, path, status)
 
 
+async def test_metrics_tell_cache_hits_from_misses_and_unknown_orders(
+    settings: Settings, api: RunningApi
+) -> None:
+    order = new_order("outcomes")
+    await support.seed_orders(settings, [order])
+    registry = api.app[METRICS].registry
+
+    def answered(outcome: str, status: str) -> float:
+        labels = {"route": "/order/{order_uid}", "status": status, "outcome": outcome}
+        return registry.get_sample_value("orderview_api_requests_total", labels) or 0.0
+
+    before = {o: answered(o, s) for o, s in (("hit", "200"), ("miss", "200"), ("not_found", "404"))}
+    api.app[CACHE].evict(order["order_uid"])
+    for path in (f"/order/{order['order_uid']}",) * 2 + (f"/order/{support.unique('nobody')}",):
+        await get(api, path)
+    after = {o: answered(o, s) for o, s in (("hit", "200"), ("miss", "200"), ("not_found", "404"))}
+    assert {o: after[o] - before[o] for o in after} == {"hit": 1, "miss": 1, "not_found": 1}
+
+
+async def test_readiness_and_notification_freshness_are_in_the_metrics_without_a_probe(
+    api: RunningApi,
+) -> None:
+    """What Prometheus sees: readiness as /readyz would answer it, and the time up to which
+    notifications were applied, which the LISTEN heartbeat moves on while nothing changes."""
+    registry = api.app[METRICS].registry
+    assert registry.get_sample_value("orderview_api_ready") == 1
+
+    def applied() -> float:
+        return registry.get_sample_value("orderview_api_notifications_applied_timestamp_seconds") or 0.0
+
+    first = applied()
+    await support.wait_until(lambda: applied() > first, timeout=10, message="the heartbeat to move it")
+    assert time.time() - applied() < 5
+
+
 async def test_health_readiness_and_metrics(api: RunningApi) -> None:
     assert (await get(api, "/healthz"))[0] == 200
     status, _, body = await get(api, "/readyz")
@@ -402,7 +438,7 @@ async def test_health_readiness_and_metrics(api: RunningApi) -> None:
         for f in text_string_to_metric_families(text)
         for s in f.samples
     }
-    route_404 = (("route", "/order/{order_uid}"), ("status", "404"))
+    route_404 = (("outcome", "not_found"), ("route", "/order/{order_uid}"), ("status", "404"))
     for name, labels in (  # one replica on its own: replica="0"
         ("orderview_api_requests_total", route_404),
         ("orderview_api_request_seconds_bucket", (("le", "0.0001"), *route_404)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -173,8 +174,7 @@ def test_compose_file_describes_the_same_stack_with_real_settings() -> None:
         line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("USER ")
     ]
     assert users and users[-1] not in ("root", "0"), "the image runs as a non-root user"
-    scraped = yaml.safe_load((ROOT / "ops" / "prometheus.yml").read_text())["scrape_configs"]
-    assert {job["job_name"] for job in scraped} == {"orderview-api", "orderview-projector"}
+    assert_observability_profile_scrapes_the_stack(services)
     known = set(Settings().to_env())
     for name, service in services.items():
         for variable in service.get("environment", {}):
@@ -191,6 +191,36 @@ def test_compose_file_describes_the_same_stack_with_real_settings() -> None:
             env={**os.environ, **passwords},
         )
         assert out.returncode == 0, out.stderr
+
+
+def assert_observability_profile_scrapes_the_stack(services: dict) -> None:
+    """Prometheus runs with ops/prometheus/ as it is, its targets are compose's services on the
+    ports they listen on, and Grafana is given the data source and the dashboard."""
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert prometheus["profiles"] == grafana["profiles"] == ["observability"]
+    assert "./ops/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    config = yaml.safe_load((ROOT / "ops" / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["rules.yml"]
+    targets = {}
+    for job in config["scrape_configs"]:
+        (files,) = [sd["files"] for sd in job["file_sd_configs"]]
+        targets[job["job_name"]] = [
+            t
+            for f in files
+            for group in yaml.safe_load((ROOT / "ops" / "prometheus" / f).read_text())
+            for t in group["targets"]
+        ]
+    assert targets == {"orderview-api": ["api:8081"], "orderview-projector": ["projector:6066"]}
+    assert "${ORDERVIEW_PUBLISH_ADDRESS:-127.0.0.1}:8081:8081" in services["api"]["ports"]
+    assert "${ORDERVIEW_PUBLISH_ADDRESS:-127.0.0.1}:6066:6066" in services["projector"]["ports"]
+    assert "./ops/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    assert "./ops/grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
+    sources = yaml.safe_load((ROOT / "ops/grafana/provisioning/datasources/prometheus.yml").read_text())
+    (source,) = sources["datasources"]
+    assert source["url"] == "http://prometheus:9090"
+    dashboard = json.loads((ROOT / "ops/grafana/dashboards/orderview.json").read_text())
+    used = {p["datasource"]["uid"] for p in dashboard["panels"] if "datasource" in p}
+    assert used == {source["uid"]}
 
 
 def test_missing_java_is_one_clear_sentence_not_a_stack_trace(tmp_path: Path) -> None:

@@ -1,0 +1,99 @@
+"""The lag sampler (projector/lag.py) against the real log and read model: per partition, the log
+end, the recorded position, the records between them and the age of the oldest one."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+from prometheus_client import CollectorRegistry
+
+from orderview.settings import Settings
+from projector import queries
+from projector.lag import LagSampler
+from tests import support
+
+
+def sample_value(registry: CollectorRegistry, name: str, partition: int) -> float | None:
+    return registry.get_sample_value(name, {"partition": str(partition)})
+
+
+def record_position(settings: Settings, partition: int, next_offset: int) -> None:
+    """What a batch's transaction records (projector/positions.py), written directly."""
+    with psycopg.connect(settings.dsn("projector")) as conn:
+        conn.execute(
+            queries.RECORD_POSITIONS,
+            {
+                "topic": settings.orders_topic,
+                "partitions": [partition],
+                "next_offsets": [next_offset],
+                "timestamps": [0],
+                "digests": [b""],
+            },
+        )
+
+
+async def test_records_nobody_applied_are_lag_and_age_until_the_position_passes_them(
+    one_partition: Settings,
+) -> None:
+    s = one_partition
+    sent_at = time.time()
+    sent = await support.produce(s, [(b"k", b"%d" % i) for i in range(5)])
+    registry = CollectorRegistry()
+    now = sent_at + 42.0
+    sampler = LagSampler(s, registry, lambda: [0], clock=lambda: now)
+    try:
+        await sampler.sample()
+        assert sample_value(registry, "orderview_projector_log_end_offset", 0) == 5
+        assert sample_value(registry, "orderview_projector_position", 0) == 0
+        assert sample_value(registry, "orderview_projector_lag_records", 0) == 5
+        oldest = sample_value(registry, "orderview_projector_oldest_unapplied_age_seconds", 0)
+        assert oldest == now - sent[0].timestamp / 1000
+
+        record_position(s, 0, 3)
+        await sampler.sample()
+        assert sample_value(registry, "orderview_projector_position", 0) == 3
+        assert sample_value(registry, "orderview_projector_lag_records", 0) == 2
+        oldest = sample_value(registry, "orderview_projector_oldest_unapplied_age_seconds", 0)
+        assert oldest == now - sent[3].timestamp / 1000
+
+        record_position(s, 0, 5)
+        await sampler.sample()
+        assert sample_value(registry, "orderview_projector_lag_records", 0) == 0
+        assert sample_value(registry, "orderview_projector_oldest_unapplied_age_seconds", 0) == 0
+    finally:
+        await sampler.close()
+
+
+async def test_a_partition_that_leaves_the_worker_leaves_its_series(clean_settings: Settings) -> None:
+    s = clean_settings
+    await support.produce(s, [(b"k", b"v")], partition=1)
+    assigned = [0, 1, 2]
+    registry = CollectorRegistry()
+    sampler = LagSampler(s, registry, lambda: assigned)
+    try:
+        await sampler.sample()
+        assert [sample_value(registry, "orderview_projector_lag_records", p) for p in (0, 1, 2)] == [0, 1, 0]
+        assigned = [2]
+        await sampler.sample()
+        assert sample_value(registry, "orderview_projector_lag_records", 1) is None
+        assert sample_value(registry, "orderview_projector_log_end_offset", 0) is None
+        assert sample_value(registry, "orderview_projector_lag_records", 2) == 0
+    finally:
+        await sampler.close()
+
+
+async def test_records_of_an_aborted_transaction_at_the_log_end_are_no_lag(one_partition: Settings) -> None:
+    s = one_partition
+    await support.produce(s, [(b"k", b"applied")])
+    await support.produce_aborted(s, [(b"k", b"aborted")] * 3)
+    record_position(s, 0, 1)
+    registry = CollectorRegistry()
+    sampler = LagSampler(s, registry, lambda: [0])
+    try:
+        await sampler.sample()
+        assert sample_value(registry, "orderview_projector_log_end_offset", 0) == 5  # 3 + a marker
+        assert sample_value(registry, "orderview_projector_lag_records", 0) == 0
+        assert sample_value(registry, "orderview_projector_oldest_unapplied_age_seconds", 0) == 0
+    finally:
+        await sampler.close()
