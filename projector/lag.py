@@ -171,7 +171,7 @@ class LagSampler:
                     self.settings.dsn("projector"), autocommit=True, application_name="orderview-lag"
                 )
             cur = await self._conn.execute(queries.READ_POSITIONS, {"topic": self.topic})
-            self._positions = {p: next_offset for p, next_offset, _, _ in await cur.fetchall()}
+            self._positions = {p: next_offset for p, next_offset, *_ in await cur.fetchall()}
         except Exception as exc:
             if faults.outage(exc) is None:
                 raise

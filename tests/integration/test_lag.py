@@ -29,6 +29,7 @@ def record_position(settings: Settings, partition: int, next_offset: int) -> Non
                 "next_offsets": [next_offset],
                 "timestamps": [0],
                 "digests": [b""],
+                "topic_id": None,
             },
         )
 
