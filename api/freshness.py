@@ -9,10 +9,11 @@ minus `api_resync_margin_s` is re-read. The heartbeat (`SELECT now()` every
 `api_listen_heartbeat_s`) gives the database time up to which all notifications were
 received; the margin covers transactions that started earlier and committed later.
 
-A notification marks the cached versions of its orders stale (no longer served, api/cache.py)
-until they are read again. With a standby (api/reads.py), the LISTEN connection (on the primary)
-also tells the primary's WAL position after each batch of notifications and at each heartbeat;
-the re-reads wait until the standby has replayed it (api/standby.py).
+With a standby (api/reads.py), the LISTEN connection (on the primary) also asks the primary's
+WAL position after each batch of notifications and at each heartbeat. A notification then marks
+the cached versions of its orders read before that position stale (no longer served,
+api/cache.py) until they are read again, and the re-reads wait until the standby has replayed
+it (api/standby.py).
 """
 
 from __future__ import annotations

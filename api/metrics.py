@@ -6,6 +6,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import accumulate
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -14,6 +15,9 @@ from prometheus_client.utils import floatToGoString
 
 from api.cache import OrderCache
 from api.missing import MissingOrders
+
+if TYPE_CHECKING:
+    from api.standby import StandbyWatch
 
 # A cache hit takes tens of µs in the handler, a miss about a millisecond.
 LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -126,24 +130,24 @@ class StandbyMetrics:
             registry=registry,
         )
 
-    def watch(self, standby: object) -> None:
+    def watch(self, standby: StandbyWatch) -> None:
         """Gauges read from the standby's watch (api/standby.py) at each scrape."""
         lag = Gauge(
             "orderview_api_standby_replay_lag_seconds",
             "How long ago the primary had flushed WAL the standby has not replayed (or has been silent)",
             registry=self._registry,
         )
-        lag.set_function(standby.lag_s)  # type: ignore[attr-defined]
+        lag.set_function(standby.lag_s)
         up = Gauge(
             "orderview_api_standby_up", "1 while the standby answers as a standby", registry=self._registry
         )
-        up.set_function(lambda: 1.0 if standby.answered and standby.in_recovery else 0.0)  # type: ignore[attr-defined]
+        up.set_function(lambda: 1.0 if standby.answered and standby.in_recovery else 0.0)
         in_use = Gauge(
             "orderview_api_standby_in_use",
             "1 while reads go to the standby (it answers, within the lag bound)",
             registry=self._registry,
         )
-        in_use.set_function(lambda: 1.0 if standby.usable else 0.0)  # type: ignore[attr-defined]
+        in_use.set_function(lambda: 1.0 if standby.usable else 0.0)
 
 
 class ApiMetrics:
