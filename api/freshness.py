@@ -113,6 +113,8 @@ class Freshness:
         self._metrics.listen_connected.set(1 if up else 0)
 
     async def _catch_up(self) -> None:
+        if self.warmed:  # LISTEN was lost: idle pool connections may have died with the server
+            await self._reads.check_pools()
         if not self.warmed:
             self.problem = "warming the cache"
             await self.warm_up()

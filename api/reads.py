@@ -36,6 +36,17 @@ log = logging.getLogger("orderview.api.reads")
 CATCH_UP_RETRY_S = 0.5  # a long read waiting for the standby (fallback `unavailable`) asks again
 
 
+CHECK_TIMEOUT_S = 5.0
+
+
+async def _check(pool: AsyncConnectionPool) -> None:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            await pool.check()
+    except (TimeoutError, psycopg.Error, OSError) as exc:
+        log.warning("checking the pool's connections failed: %r", exc)
+
+
 class PrimaryReads:
     """Every read on the primary; positions are not needed, so notifications carry none."""
 
@@ -68,6 +79,10 @@ class PrimaryReads:
 
     def learned(self, uids: Iterable[str], lsn: int) -> None:
         pass
+
+    async def check_pools(self) -> None:
+        """After an outage: drop the pool's connections that died with the server."""
+        await _check(self._pool)
 
     def primary_at(self, lsn: int) -> None:
         pass
@@ -108,6 +123,11 @@ class StandbyReads:
         now = monotonic()
         self.positions.learned(lsn, now)
         self.recent.changed(uids, lsn, now)
+
+    async def check_pools(self) -> None:
+        """After an outage of the primary: drop the pools' connections that died with a server."""
+        await _check(self._primary_pool)
+        await _check(self._standby_pool)
 
     def primary_at(self, lsn: int) -> None:
         """The primary's position now (a heartbeat)."""
@@ -164,11 +184,7 @@ class StandbyReads:
         dead. The first time, drop those (the next read gets a live one); then give up."""
         log.warning("reading from the standby failed: %r", exc)
         if attempt == 1:
-            try:
-                async with asyncio.timeout(self._max_wait_s):
-                    await self._standby_pool.check()
-            except (TimeoutError, psycopg.Error, OSError):
-                pass
+            await _check(self._standby_pool)
 
     @asynccontextmanager
     async def connection(
