@@ -7,13 +7,14 @@ counters are plain ints read by the /metrics collector, so the hit path costs no
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from datetime import datetime
 
 from api.encoding import strong_etag
 
 # Besides the body and the key: the entry, its ETag, its time and the LRU's slot for it
 # (measured with tracemalloc: bench/boot.py reports it beside this accounting).
-ENTRY_OVERHEAD_BYTES = 320
+ENTRY_OVERHEAD_BYTES = 336
 
 
 class CachedOrder:
@@ -23,20 +24,25 @@ class CachedOrder:
     ones (api/handlers.py) and adds the ETag; an entry holds only what differs between orders.
     """
 
-    __slots__ = ("body", "etag", "order_uid", "updated_at")
+    __slots__ = ("body", "etag", "order_uid", "position", "stale", "updated_at")
 
-    def __init__(self, order_uid: str, body: bytes, etag: str, updated_at: datetime) -> None:
+    def __init__(
+        self, order_uid: str, body: bytes, etag: str, updated_at: datetime, position: int = 0
+    ) -> None:
         self.order_uid = order_uid
         self.body = body
         self.etag = etag
         self.updated_at = updated_at
+        # Read from a standby that had replayed up to this WAL position (0: from the primary).
+        self.position = position
+        self.stale = False  # a newer version exists: not served, kept in place until it is read
 
     def __repr__(self) -> str:
         return f"CachedOrder({self.order_uid!r}, {len(self.body)} bytes, {self.etag}, {self.updated_at})"
 
     @classmethod
-    def build(cls, order_uid: str, body: bytes, updated_at: datetime) -> CachedOrder:
-        return cls(order_uid, body, strong_etag(body), updated_at)
+    def build(cls, order_uid: str, body: bytes, updated_at: datetime, position: int = 0) -> CachedOrder:
+        return cls(order_uid, body, strong_etag(body), updated_at, position)
 
     # A snapshot row (api/views.py) holds the bytes the API serves: the compact JSON the
     # projector stored, fetched as bytes of exactly their size.
@@ -71,9 +77,9 @@ class OrderCache:
         return list(self._entries)
 
     def get(self, order_uid: str) -> CachedOrder | None:
-        """The entry, now the most recently used; counts a hit or a miss."""
+        """The entry, now the most recently used; counts a hit or a miss (a stale entry is one)."""
         entry = self._entries.get(order_uid)
-        if entry is None:
+        if entry is None or entry.stale:
             self.misses += 1
             return None
         self._entries.move_to_end(order_uid)
@@ -97,6 +103,7 @@ class OrderCache:
             return False
         if current is not None:
             if entry.updated_at < current.updated_at:
+                self._drop_if_stale(current)
                 return False
             self._replace(current, entry)
             self._entries.move_to_end(uid)
@@ -109,7 +116,10 @@ class OrderCache:
     def refresh(self, entry: CachedOrder) -> bool:
         """Replace a cached entry with a newer version, keeping its recency; never adds."""
         current = self._entries.get(entry.order_uid)
-        if current is None or entry.updated_at < current.updated_at:
+        if current is None:
+            return False
+        if entry.updated_at < current.updated_at:
+            self._drop_if_stale(current)
             return False
         if not self._fits(entry):
             self.evict(entry.order_uid)
@@ -135,6 +145,26 @@ class OrderCache:
         self.bytes += entry.size
         return True
 
+    def mark_stale(self, order_uids: Iterable[str], position: int | None = None) -> list[str]:
+        """These orders changed: returns the cached ones to re-read.
+
+        With `position` (reading from a standby: the primary's WAL position at or past the
+        change), an entry read at an earlier position is stale: not served any more, but kept in
+        place until `refresh` replaces it (or `evict` drops it); one read at or past it already
+        holds the change and is left alone. Without (reading from the primary), entries are
+        served until replaced: the primary has the change already, the re-read is one query."""
+        entries, marked = self._entries, []
+        for uid in order_uids:
+            entry = entries.get(uid)
+            if entry is None:
+                continue
+            if position is None:
+                marked.append(uid)
+            elif entry.position < position:
+                entry.stale = True
+                marked.append(uid)
+        return marked
+
     def evict(self, order_uid: str) -> bool:
         """Drop an entry (an invalidation, not counted as an eviction)."""
         entry = self._entries.pop(order_uid, None)
@@ -142,6 +172,11 @@ class OrderCache:
             return False
         self.bytes -= entry.size
         return True
+
+    def _drop_if_stale(self, current: CachedOrder) -> None:
+        # What was cached changed, and the version offered is older still: serve neither.
+        if current.stale:
+            self.evict(current.order_uid)
 
     def _fits(self, entry: CachedOrder) -> bool:
         return self.max_entries > 0 and entry.size <= self.max_bytes

@@ -1,5 +1,6 @@
-"""What an app holds while it runs, each as a cleanup context: the pool, the cache (with its
-coalescing loader) and the freshness task (LISTEN, warm-up, re-sync)."""
+"""What an app holds while it runs, each as a cleanup context: the pools and where reads go
+(the primary, or a standby and its watch), the cache (with its coalescing loader) and the
+freshness task (LISTEN, warm-up, re-sync)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ from psycopg_pool import AsyncConnectionPool
 from api.cache import OrderCache
 from api.freshness import Freshness
 from api.loader import OrderLoader
-from api.metrics import ApiMetrics
+from api.metrics import ApiMetrics, StandbyMetrics
 from api.missing import MissingOrders
+from api.reads import PrimaryReads, StandbyReads
 from api.scrape import FLUSH_INTERVAL_S, OwnOnly, ReplicaFiles
 from orderview.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", ApiMetrics)
 POOL = web.AppKey("pool", AsyncConnectionPool)
+READS = web.AppKey("reads", PrimaryReads | StandbyReads)
 CACHE = web.AppKey("cache", OrderCache)
 LOADER = web.AppKey("loader", OrderLoader)
 FRESHNESS = web.AppKey("freshness", Freshness)
@@ -38,26 +41,56 @@ def api_dsn(settings: Settings) -> str:
     return settings.dsn("api", **SESSION_SETTINGS)
 
 
+def standby_dsn(settings: Settings) -> str:
+    """The same, to the standby the API reads from (ORDERVIEW_PG_READ_HOST/_PORT)."""
+    return settings.read_dsn("api", **SESSION_SETTINGS)
+
+
 async def _configure(conn: AsyncConnection) -> None:
     set_json_loads(orjson.loads, conn)
 
 
-async def pg_context(app: web.Application) -> AsyncIterator[None]:
-    """The read-only `orderview_api` pool. Opened without waiting: /readyz tells if it is down."""
-    settings = app[SETTINGS]
-    pool = AsyncConnectionPool(
-        api_dsn(settings),
+def _pool(settings: Settings, dsn: str, name: str) -> AsyncConnectionPool:
+    return AsyncConnectionPool(
+        dsn,
         min_size=1,
         max_size=max(2, settings.api_pool_size),
         kwargs={"autocommit": True, "application_name": POOL_APPLICATION_NAME},
         configure=_configure,
         timeout=settings.api_db_timeout_s,
         open=False,
-        name="orderview-api",
+        name=name,
     )
+
+
+async def pg_context(app: web.Application) -> AsyncIterator[None]:
+    """The read-only `orderview_api` pool on the primary, and with a standby configured, one on
+    the standby and the standby's watch. Opened without waiting: /readyz tells if one is down."""
+    settings = app[SETTINGS]
+    pool = _pool(settings, api_dsn(settings), "orderview-api")
     await pool.open(wait=False)
     app[POOL] = pool
+    if not settings.reads_from_standby:
+        app[READS] = PrimaryReads(pool, api_dsn(settings))
+        yield
+        await pool.close()
+        return
+    standby_pool = _pool(settings, standby_dsn(settings), "orderview-api-standby")
+    await standby_pool.open(wait=False)
+    reads = StandbyReads(
+        settings,
+        standby_pool,
+        pool,
+        standby_dsn(settings),
+        api_dsn(settings),
+        StandbyMetrics(app[METRICS].registry),
+    )
+    app[READS] = reads
+    watch = asyncio.create_task(reads.standby.run(), name="orderview-api-standby-watch")
     yield
+    watch.cancel()
+    await asyncio.gather(watch, return_exceptions=True)
+    await standby_pool.close()
     await pool.close()
 
 
@@ -66,7 +99,7 @@ async def cache_context(app: web.Application) -> AsyncIterator[None]:
     cache = OrderCache(settings.cache_max_entries, settings.cache_max_bytes)
     missing = MissingOrders(settings.api_not_found_max_entries, settings.api_not_found_ttl_s)
     loader = OrderLoader(
-        app[POOL],
+        app[READS],
         cache,
         missing,
         app[METRICS],
@@ -86,7 +119,7 @@ async def cache_context(app: web.Application) -> AsyncIterator[None]:
 async def freshness_context(app: web.Application) -> AsyncIterator[None]:
     """Starts LISTEN; the first connection warms the cache, later ones re-sync it."""
     freshness = Freshness(
-        app[SETTINGS], app[POOL], app[CACHE], app[LOADER], app[METRICS], api_dsn(app[SETTINGS])
+        app[SETTINGS], app[READS], app[CACHE], app[LOADER], app[METRICS], api_dsn(app[SETTINGS])
     )
     app[FRESHNESS] = freshness
     # Read at every scrape, not left to whoever last asked /readyz.

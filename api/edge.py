@@ -1,15 +1,18 @@
 """What every answer carries at the edge: security headers, the Host allow-list, CORS.
 
 The headers are constants, merged once into each cached order's header maps (api/cache.py) and
-into every other answer by `answering`. The Host and CORS checks exist only when configured, so
-by default the hot path pays nothing for them.
+into every other answer by `answering`. CORS exists only when configured. The Host allow-list is
+ORDERVIEW_API_ALLOWED_HOSTS, or by default, when the API binds to loopback, the loopback names:
+a page that rebinds its own name to 127.0.0.1 reaches a loopback API through the browser of
+someone on that machine, and sends its own name as Host. `*` answers any Host. A Host header
+value once allowed is remembered, so the hot path pays one set lookup for it.
 """
 
 from __future__ import annotations
 
 from aiohttp import hdrs, web
 
-from orderview.settings import Settings
+from orderview.settings import LOOPBACK_NAMES, Settings, is_loopback
 
 # Self only; no inline script (the pages have none); never framed.
 CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
@@ -33,21 +36,51 @@ def host_name(host: str) -> str:
     return host.rpartition(":")[0].lower() if host.count(":") == 1 else host.lower()
 
 
+ANY_HOST = "*"
+LOOPBACK_HOSTS = frozenset({*LOOPBACK_NAMES, "127.0.0.1", "::1"})
+ALLOWED_SEEN_MAX = 256  # Host values remembered as allowed (the names times the ports they come with)
+
+
 class HostGuard:
-    """ORDERVIEW_API_ALLOWED_HOSTS: a page that rebinds its own name to this API's address
-    sends its own name as Host; it gets 421 instead of the orders."""
+    """The Host allow-list: a page that rebinds its own name to this API's address sends its
+    own name as Host; it gets 421 instead of the orders."""
 
     def __init__(self, names: list[str]) -> None:
         self.names = frozenset(name.lower() for name in names)
+        self._allowed: set[str] = set()
 
     def refuses(self, request: web.Request) -> bool:
         host = request.headers.get(hdrs.HOST)
-        return host is None or host_name(host) not in self.names
+        if host in self._allowed:
+            return False
+        if host is None or host_name(host) not in self.names:
+            return True
+        if len(self._allowed) < ALLOWED_SEEN_MAX:
+            self._allowed.add(host)
+        return False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HostGuard | None:
         names = settings.listed("api_allowed_hosts")
-        return cls(names) if names else None
+        if names == [ANY_HOST]:
+            return None
+        if names:
+            return cls(names)
+        if is_loopback(settings.api_host):
+            return cls([*LOOPBACK_HOSTS, host_name(settings.api_host)])
+        return None
+
+
+def exposure_warning(settings: Settings) -> str | None:
+    """One sentence when the API binds off loopback and answers any Host without saying so."""
+    if is_loopback(settings.api_host) or settings.listed("api_allowed_hosts"):
+        return None
+    return (
+        f"the API binds to {settings.api_host}, which is not loopback, and ORDERVIEW_API_ALLOWED_HOSTS is "
+        "empty: it answers any Host header, so a page that rebinds its own name to this address can "
+        "read orders through the browser of anyone who reaches it; set ORDERVIEW_API_ALLOWED_HOSTS "
+        "to the names clients use (or * to say any is meant)"
+    )
 
 
 class Cors:

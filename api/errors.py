@@ -35,3 +35,11 @@ class UnknownHost(Exception):
 
     def __init__(self) -> None:
         super().__init__("this server does not answer for that host name")
+
+
+class StandbyBehind(DatabaseTimeout):
+    """The standby cannot be read (too far behind, or down) and ORDERVIEW_API_STANDBY_FALLBACK
+    is `unavailable`: a 503, like any database that cannot answer in time."""
+
+    def __init__(self) -> None:
+        Exception.__init__(self, "the standby is behind the primary or down, and reads do not fall back")

@@ -8,6 +8,12 @@ first, then catch up) every cached order whose snapshot changed since the last h
 minus `api_resync_margin_s` is re-read. The heartbeat (`SELECT now()` every
 `api_listen_heartbeat_s`) gives the database time up to which all notifications were
 received; the margin covers transactions that started earlier and committed later.
+
+With a standby (api/reads.py), the LISTEN connection (on the primary) also asks the primary's
+WAL position after each batch of notifications and at each heartbeat. A notification then marks
+the cached versions of its orders read before that position stale (no longer served,
+api/cache.py) until they are read again, and the re-reads wait until the standby has replayed
+it (api/standby.py).
 """
 
 from __future__ import annotations
@@ -22,18 +28,20 @@ from time import monotonic, time
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
 
 from api import views
 from api.cache import CachedOrder, OrderCache
+from api.errors import DatabaseTimeout
 from api.loader import OrderLoader
 from api.metrics import ApiMetrics
+from api.reads import PrimaryReads, StandbyReads
 from orderview.settings import Settings
 
 log = logging.getLogger("orderview.api.freshness")
 
 LISTEN_APPLICATION_NAME = "orderview-api-listen"
 WARM_UP_APPLICATION_NAME = "orderview-api-warm-up"
+RESYNC_APPLICATION_NAME = "orderview-api-resync"
 CHUNK = 1000
 FIRST_RETRY_S = 0.1
 
@@ -42,14 +50,14 @@ class Freshness:
     def __init__(
         self,
         settings: Settings,
-        pool: AsyncConnectionPool,
+        reads: PrimaryReads | StandbyReads,
         cache: OrderCache,
         loader: OrderLoader,
         metrics: ApiMetrics,
         dsn: str,
     ) -> None:
         self._settings = settings
-        self._pool = pool
+        self._reads = reads
         self._cache = cache
         self._loader = loader
         self._metrics = metrics
@@ -71,7 +79,9 @@ class Freshness:
                     self._dsn, autocommit=True, application_name=LISTEN_APPLICATION_NAME
                 ) as conn:
                     await conn.execute(self._listen)
-                    listening_at = await self._heartbeat(conn)
+                    listening_at, position = await self._heartbeat(conn)
+                    if position is not None:  # reads see at least what was never notified
+                        self._reads.at_least(position)
                     self._set_connected(True)
                     self._loader.listening(True)
                     await self._catch_up()
@@ -104,6 +114,8 @@ class Freshness:
         self._metrics.listen_connected.set(1 if up else 0)
 
     async def _catch_up(self) -> None:
+        if self.warmed:  # LISTEN was lost: idle pool connections may have died with the server
+            await self._reads.check_pools()
         if not self.warmed:
             self.problem = "warming the cache"
             await self.warm_up()
@@ -113,21 +125,38 @@ class Freshness:
             await self.resync(self._alive_at - timedelta(seconds=self._settings.api_resync_margin_s))
 
     async def _consume(self, conn: psycopg.AsyncConnection) -> None:
+        interval = self._settings.api_listen_heartbeat_s
+        beat_at = monotonic() + interval
         while True:
-            async for notify in conn.notifies(timeout=self._settings.api_listen_heartbeat_s):
-                await self.apply([uid for uid in notify.payload.split(",") if uid])
-            # What was committed before the last heartbeat was sent reached the connection before
-            # its answer, and notifies() yields that first: it is applied now.
-            self._metrics.notifications_applied.set(self._asked_at)
-            self._alive_at = await self._heartbeat(conn)
+            payloads = [
+                n.payload async for n in conn.notifies(timeout=max(0.0, beat_at - monotonic()), stop_after=1)
+            ]
+            if payloads:
+                payloads += [n.payload async for n in conn.notifies(timeout=0)]  # what else has arrived
+                position = None
+                if self._reads.needs_positions:  # the primary's position now: past these commits
+                    _, position = await self._heartbeat(conn)
+                uids = dict.fromkeys(uid for payload in payloads for uid in payload.split(",") if uid)
+                await self.apply(list(uids), position)
+            if monotonic() >= beat_at:
+                # What was committed before the last heartbeat was asked reached the connection
+                # before its answer, and notifies() yielded it first: it is applied by now.
+                self._metrics.notifications_applied.set(self._asked_at)
+                self._alive_at, _ = await self._heartbeat(conn)
+                beat_at = monotonic() + interval
 
-    async def _heartbeat(self, conn: psycopg.AsyncConnection) -> datetime:
+    async def _heartbeat(self, conn: psycopg.AsyncConnection) -> tuple[datetime, int | None]:
+        """The database's time, and with a standby the primary's WAL position, which it records."""
         # A silently dropped connection would block forever; a live one answers in ms.
         self._asked_at = time()
         async with asyncio.timeout(max(5.0, 5 * self._settings.api_listen_heartbeat_s)):
-            now = await views.db_now(conn)
+            if self._reads.needs_positions:
+                now, position = await views.now_and_flushed(conn)
+                self._reads.primary_at(position)
+            else:
+                now, position = await views.db_now(conn), None
         self._answered_at = monotonic()
-        return now
+        return now, position
 
     async def warm_up(self) -> int:
         """Fill the cache with the most recently updated orders, until it is full.
@@ -146,14 +175,12 @@ class Freshness:
         gc.disable()
         try:
             async with (
-                await psycopg.AsyncConnection.connect(
-                    self._dsn, autocommit=True, application_name=WARM_UP_APPLICATION_NAME
-                ) as conn,
+                self._reads.connection(WARM_UP_APPLICATION_NAME) as (conn, position),
                 contextlib.aclosing(views.recent_snapshots(conn, cache.max_entries, CHUNK)) as chunks,
             ):
                 async for rows in chunks:
                     for uid, body, updated_at in rows:
-                        if not cache.warm(CachedOrder.from_snapshot(uid, body, updated_at)):
+                        if not cache.warm(CachedOrder.from_snapshot(uid, body, updated_at, position)):
                             log.info("cache warmed: %d orders (full)", added)
                             return added
                         added += 1
@@ -168,7 +195,10 @@ class Freshness:
         self._metrics.resyncs.inc()
         self._metrics.db_queries["resync"].inc()
         stale: list[str] = []
-        async with contextlib.aclosing(views.changed_since(self._pool, since, CHUNK * 10)) as chunks:
+        async with (
+            self._reads.connection(RESYNC_APPLICATION_NAME) as (conn, _),
+            contextlib.aclosing(views.changed_since(conn, since, CHUNK * 10)) as chunks,
+        ):
             async for uids in chunks:
                 stale.extend(uid for uid in uids if uid in self._cache)
         for start in range(0, len(stale), CHUNK):
@@ -176,19 +206,23 @@ class Freshness:
         log.info("re-synced after reconnect: %d cached orders changed since %s", len(stale), since)
         return len(stale)
 
-    async def apply(self, order_uids: Sequence[str]) -> None:
-        """A notification: these orders changed. Re-read those that are cached."""
+    async def apply(self, order_uids: Sequence[str], position: int | None = None) -> None:
+        """A notification: these orders changed (committed at or before the primary's `position`,
+        when reading from a standby). Their cached versions are stale from now on; re-read them."""
         self._metrics.notifications.inc(len(order_uids))
+        if position is not None:
+            self._reads.learned(order_uids, position)
         self._loader.changed(order_uids)
-        cached = [uid for uid in order_uids if uid in self._cache]
+        cached = self._cache.mark_stale(order_uids, position)
         if cached:
             await self._refresh(cached)
 
     async def _refresh(self, uids: list[str]) -> None:
         self._metrics.db_queries["refresh"].inc()
         try:
-            rows = await views.snapshots_by_uid(self._pool, uids)
-        except (psycopg.Error, OSError, TimeoutError) as exc:
+            async with asyncio.timeout(self._settings.api_db_timeout_s):
+                rows, position = await self._reads.snapshots(uids)
+        except (psycopg.Error, OSError, TimeoutError, DatabaseTimeout) as exc:
             # Cannot re-read: better a miss later than a stale answer now.
             log.warning("refresh failed, evicting %d orders: %s", len(uids), exc)
             self._evict(uids)
@@ -198,8 +232,8 @@ class Freshness:
         for uid in uids:
             if uid in found:
                 body, at = found[uid]
-                self._cache.refresh(CachedOrder.from_snapshot(uid, body, at))
-                self._metrics.refreshed.inc()
+                if self._cache.refresh(CachedOrder.from_snapshot(uid, body, at, position)):
+                    self._metrics.refreshed.inc()
             else:
                 gone.append(uid)
         self._evict(gone)

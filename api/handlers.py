@@ -11,9 +11,8 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api import views
 from api.answers import Handler, error_answer
-from api.contexts import CACHE, FRESHNESS, LOADER, METRICS, POOL, SCRAPE, SETTINGS
+from api.contexts import CACHE, FRESHNESS, LOADER, METRICS, READS, SCRAPE, SETTINGS
 from api.cursor import decode_cursor, encode_cursor, parse_limit
 from api.deadline import within
 from api.edge import SECURITY_HEADERS, VARY, Cors, HostGuard
@@ -124,7 +123,7 @@ async def list_orders(request: web.Request) -> web.Response:
     before = decode_cursor(query.get("before"))
     app = request.app
     app[METRICS].db_queries["list"].inc()
-    rows = await within(app[SETTINGS].api_db_timeout_s, views.recent_orders(app[POOL], limit + 1, before))
+    rows = await within(app[SETTINGS].api_db_timeout_s, app[READS].recent_orders(limit + 1, before))
     page = rows[:limit]
     last = page[-1] if len(rows) > limit else None
     next_before = encode_cursor(last["updated_at"], last["order_uid"]) if last else None
@@ -136,19 +135,30 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 def not_ready_reason(app: web.Application) -> str | None:
-    """From what the LISTEN connection's heartbeat already knows: a probe costs no query, so a
-    flood of probes cannot starve the pool."""
+    """From what the LISTEN connection's heartbeat and the standby's watch already know: a probe
+    costs no query, so a flood of probes cannot starve the pool."""
     freshness = app[FRESHNESS]
     if freshness.ready:
+        reads = app[READS]
+        if reads.problem is not None and not reads.falls_back:
+            return f"{reads.problem}: misses answer 503 until it is back"
         return None
     if freshness.stale and freshness.problem is None:
         return "the database has stopped answering"
     return freshness.problem or "LISTEN connection down"
 
 
+def degraded(app: web.Application) -> str | None:
+    """Ready, but reading from the primary: the standby is behind or down."""
+    problem = app[READS].problem
+    return None if problem is None else f"{problem}: reading from the primary"
+
+
 async def readyz(request: web.Request) -> web.Response:
     reason = not_ready_reason(request.app)
     if reason is None:
+        if (degradation := degraded(request.app)) is not None:
+            return json_response({"status": "ready", "degraded": degradation})
         return web.Response(body=_READY, headers=_JSON_HEADERS)
     return json_response({"status": "not ready", "reason": reason}, status=503)
 

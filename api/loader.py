@@ -6,6 +6,10 @@ so one slow query does not hold up every miss. Concurrent requests for the same 
 one future (single flight). Every wait has a deadline: a request whose lookup has not answered by
 then gets DatabaseTimeout (a 503), while the lookup itself is cancelled in the background.
 Ids found absent are remembered for a while (api/missing.py).
+
+A notification for an order whose lookup is in flight makes that lookup's result stale: it is
+not cached, and requests arriving after the notification do not share it but start a new
+lookup, which reads a version at least as new as the notification (api/reads.py).
 """
 
 from __future__ import annotations
@@ -14,13 +18,11 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from psycopg_pool import AsyncConnectionPool
-
-from api import views
 from api.cache import CachedOrder, OrderCache
 from api.errors import DatabaseTimeout, OrderNotFound
 from api.metrics import ApiMetrics
 from api.missing import MissingOrders
+from api.reads import PrimaryReads, StandbyReads
 
 log = logging.getLogger("orderview.api.loader")
 
@@ -32,19 +34,19 @@ def _mark_retrieved(future: asyncio.Future) -> None:
 
 
 class _Lookup:
-    """One query in flight: its order_uids, and those of them that changed meanwhile."""
+    """One query in flight: the futures of its order_uids, and those of them that changed meanwhile."""
 
-    __slots__ = ("changed", "uids")
+    __slots__ = ("changed", "futures")
 
-    def __init__(self, uids: list[str]) -> None:
-        self.uids = frozenset(uids)
+    def __init__(self, futures: dict[str, asyncio.Future[CachedOrder | None]]) -> None:
+        self.futures = futures
         self.changed: set[str] = set()
 
 
 class OrderLoader:
     def __init__(
         self,
-        pool: AsyncConnectionPool,
+        reads: PrimaryReads | StandbyReads,
         cache: OrderCache,
         missing: MissingOrders,
         metrics: ApiMetrics,
@@ -53,7 +55,7 @@ class OrderLoader:
         max_in_flight: int,
         deadline_s: float,
     ) -> None:
-        self._pool = pool
+        self._reads = reads
         self._cache = cache
         self._missing = missing
         self._metrics = metrics
@@ -94,11 +96,18 @@ class OrderLoader:
         self._missing.trust(up)
 
     def changed(self, order_uids: Iterable[str]) -> None:
-        """Orders changed (a notification): they exist, and results in flight for them are stale."""
+        """Orders changed (a notification): they exist, and results in flight for them are stale:
+        not cached, and not shared with requests that come after this."""
         uids = list(order_uids)
         self._missing.forget(uids)
+        waiting = self._waiting
         for lookup in self._lookups.values():
-            lookup.changed.update(uid for uid in uids if uid in lookup.uids)
+            for uid in uids:
+                future = lookup.futures.get(uid)
+                if future is not None:
+                    lookup.changed.add(uid)
+                    if waiting.get(uid) is future:
+                        del waiting[uid]
 
     async def close(self) -> None:
         tasks = [t for t in (self._worker, *self._lookups) if t is not None]
@@ -115,8 +124,9 @@ class OrderLoader:
                 await self._slots.acquire()  # misses keep gathering while every slot is busy
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
-                task = asyncio.create_task(self._lookup(batch), name="orderview-api-lookup")
-                self._lookups[task] = _Lookup(batch)
+                lookup = _Lookup({uid: self._waiting[uid] for uid in batch})
+                task = asyncio.create_task(self._lookup(batch, lookup), name="orderview-api-lookup")
+                self._lookups[task] = lookup
                 task.add_done_callback(self._done)
         finally:
             self._worker = None
@@ -125,31 +135,36 @@ class OrderLoader:
         del self._lookups[task]
         self._slots.release()
 
-    async def _lookup(self, batch: list[str]) -> None:
+    def _resolved(self, uid: str, future: asyncio.Future[CachedOrder | None]) -> asyncio.Future:
+        if self._waiting.get(uid) is future:
+            del self._waiting[uid]
+        return future
+
+    async def _lookup(self, batch: list[str], lookup: _Lookup) -> None:
         fill_cache = self.fill_cache and self._cache.enabled
         epoch = self._missing.epoch
         self._metrics.db_queries["lookup"].inc()
         self._metrics.lookup_batch.observe(len(batch))
         try:
             async with asyncio.timeout(self._deadline_s):
-                rows = await views.snapshots_by_uid(self._pool, batch)
-            found = {uid: CachedOrder.from_snapshot(uid, body, at) for uid, body, at in rows}
+                rows, position = await self._reads.snapshots(batch)
+            found = {uid: CachedOrder.from_snapshot(uid, body, at, position) for uid, body, at in rows}
         except (Exception, asyncio.CancelledError) as exc:  # each waiter gets it: a 503
             log.warning("order lookup failed: %r", exc)
             failure = DatabaseTimeout() if isinstance(exc, TimeoutError | asyncio.CancelledError) else exc
-            for uid in batch:
-                future = self._waiting.pop(uid)
+            for uid, future in lookup.futures.items():
+                self._resolved(uid, future)
                 if not future.done():
                     future.set_exception(failure)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        changed = self._lookups[asyncio.current_task()].changed  # type: ignore[index]
+        changed = lookup.changed
         self._missing.add((uid for uid in batch if uid not in found and uid not in changed), epoch)
         for uid in batch:
             entry = found.get(uid)
             if entry is not None and fill_cache and uid not in changed:
                 self._cache.put(entry)
-            future = self._waiting.pop(uid)
+            future = self._resolved(uid, lookup.futures[uid])
             if not future.done():
                 future.set_result(entry)

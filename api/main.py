@@ -13,6 +13,7 @@ them all on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import logging
 import os
@@ -35,6 +36,7 @@ from api.contexts import (
     pg_context,
     scrape_context,
 )
+from api.edge import exposure_warning
 from api.metrics import ApiMetrics
 from api.routes import setup_routes
 from api.scrape import OwnOnly, ReplicaFiles
@@ -175,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as exc:
         sys.exit(f"[orderview] {exc}")
     jsonlog.setup(settings.log_level)
+    # The app decides its Host allow-list from the address it binds to.
+    settings = dataclasses.replace(settings, api_host=args.host)
+    if (warning := exposure_warning(settings)) is not None:
+        log.warning(warning)
     if args.replicas <= 1:
         serve(settings, args.host, args.port)
     else:

@@ -7,6 +7,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import accumulate
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -15,6 +16,9 @@ from prometheus_client.utils import floatToGoString
 
 from api.cache import OrderCache
 from api.missing import MissingOrders
+
+if TYPE_CHECKING:
+    from api.standby import StandbyWatch
 
 # A cache hit takes tens of µs in the handler, a miss about a millisecond.
 LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -113,6 +117,49 @@ class RequestCollector(Collector):
                 latency.add_metric(values, buckets, stats.sum)
         yield requests
         yield latency
+
+
+class StandbyMetrics:
+    """A replica that reads from a standby: how far behind it is, and where reads went.
+
+    `orderview_api_standby_replay_lag_seconds` is what alert rules watch: how long ago the primary
+    had flushed WAL the standby has not replayed; while the standby does not answer, at least how
+    long it has been silent. Each replica reports its own (the `replica` label)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        reads = Counter(
+            "orderview_api_standby_reads",
+            "Reads of a replica with a standby, by where they went (refused: a 503, fallback unavailable)",
+            ["source"],
+            registry=registry,
+        )
+        self.reads = {source: reads.labels(source) for source in ("standby", "primary", "refused")}
+        self.waits = Histogram(
+            "orderview_api_standby_wait_seconds",
+            "Time reads waited for the standby to replay what they need",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+
+    def watch(self, standby: StandbyWatch) -> None:
+        """Gauges read from the standby's watch (api/standby.py) at each scrape."""
+        lag = Gauge(
+            "orderview_api_standby_replay_lag_seconds",
+            "How long ago the primary had flushed WAL the standby has not replayed (or has been silent)",
+            registry=self._registry,
+        )
+        lag.set_function(standby.lag_s)
+        up = Gauge(
+            "orderview_api_standby_up", "1 while the standby answers as a standby", registry=self._registry
+        )
+        up.set_function(lambda: 1.0 if standby.answered and standby.in_recovery else 0.0)
+        in_use = Gauge(
+            "orderview_api_standby_in_use",
+            "1 while reads go to the standby (it answers, within the lag bound)",
+            registry=self._registry,
+        )
+        in_use.set_function(lambda: 1.0 if standby.usable else 0.0)
 
 
 class ApiMetrics:

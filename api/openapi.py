@@ -115,7 +115,14 @@ COMPONENTS: dict[str, Any] = {
     "Status": {
         "type": "object",
         "required": ["status"],
-        "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
+        "properties": {
+            "status": {"type": "string"},
+            "reason": {"type": "string"},
+            "degraded": {
+                "type": "string",
+                "description": "Ready, but the standby it reads from is behind or down: why, and that it reads from the primary meanwhile.",
+            },
+        },
     },
 }
 
@@ -280,7 +287,10 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Readiness: cache warmed, database reachable, LISTEN connected",
             "responses": {
-                "200": _json("Status", "Ready to serve."),
+                "200": _json(
+                    "Status",
+                    "Ready to serve (`degraded` when reading from the primary instead of its standby).",
+                ),
                 "503": _json("Status", "Not ready; `reason` says why."),
             },
         }

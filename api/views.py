@@ -53,6 +53,11 @@ RECENT_ORDERS = _summaries("")
 RECENT_ORDERS_BEFORE = _summaries("WHERE (updated_at, order_uid) < (%(updated_at)s, %(order_uid)s)")
 
 DB_NOW = "SELECT now()"
+# The primary's flushed WAL position as an integer (api/standby.py says why flushed), with now().
+NOW_AND_FLUSHED = "SELECT now(), (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint"
+FLUSHED = "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint"
+# A standby's replay position as an integer; NULL on a server that is not in recovery.
+REPLAYED = "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"
 CURRENT_USER = "SELECT current_user"
 PING = "SELECT 1"
 
@@ -61,6 +66,46 @@ async def snapshots_by_uid(pool: AsyncConnectionPool, uids: Sequence[str]) -> li
     async with pool.connection() as conn:
         cur = await conn.execute(SNAPSHOTS_BY_UID, {"uids": list(uids)}, binary=True)
         return await cur.fetchall()
+
+
+async def replayed_then_snapshots(
+    pool: AsyncConnectionPool, uids: Sequence[str]
+) -> tuple[int | None, list[Snapshot]]:
+    """On a standby, in one round trip: its replay position, then the snapshots. The second
+    statement's snapshot is taken after the first answered, so it holds at least that position."""
+    async with pool.connection() as conn:
+        async with conn.pipeline():
+            position = await conn.execute(REPLAYED)
+            snapshots = await conn.execute(SNAPSHOTS_BY_UID, {"uids": list(uids)}, binary=True)
+        row = await position.fetchone()
+        return (row[0] if row else None), await snapshots.fetchall()
+
+
+async def snapshots_then_flushed(
+    pool: AsyncConnectionPool, uids: Sequence[str]
+) -> tuple[list[Snapshot], int]:
+    """On the primary, in one round trip: the snapshots, then a WAL position at or past every
+    commit they show."""
+    async with pool.connection() as conn:
+        async with conn.pipeline():
+            snapshots = await conn.execute(SNAPSHOTS_BY_UID, {"uids": list(uids)}, binary=True)
+            position = await conn.execute(FLUSHED)
+        row = await position.fetchone()
+        assert row is not None
+        return await snapshots.fetchall(), row[0]
+
+
+async def replayed(conn: AsyncConnection) -> int | None:
+    cur = await conn.execute(REPLAYED)
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def now_and_flushed(conn: AsyncConnection) -> tuple[datetime, int]:
+    cur = await conn.execute(NOW_AND_FLUSHED)
+    row = await cur.fetchone()
+    assert row is not None
+    return row[0], row[1]
 
 
 async def recent_snapshots(conn: AsyncConnection, limit: int, chunk: int) -> AsyncIterator[list[Snapshot]]:
@@ -72,8 +117,8 @@ async def recent_snapshots(conn: AsyncConnection, limit: int, chunk: int) -> Asy
             yield rows
 
 
-async def changed_since(pool: AsyncConnectionPool, since: datetime, chunk: int) -> AsyncIterator[list[str]]:
-    async with pool.connection() as conn, conn.transaction():
+async def changed_since(conn: AsyncConnection, since: datetime, chunk: int) -> AsyncIterator[list[str]]:
+    async with conn.transaction():
         cur = conn.cursor(name="orderview_resync")
         await cur.execute(CHANGED_SINCE, {"since": since})
         while rows := await cur.fetchmany(chunk):

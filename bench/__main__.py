@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only reads,ingest,boot]`: run the benchmarks, print a table, write
+"""`python -m bench [--quick] [--only reads,ingest,boot,standby]`: run the benchmarks, print a table, write
 bench/RESULTS.md and bench/results.png. Needs Kafka and PostgreSQL up (`make up`); uses a database
 and topics of its own and drops them at the end."""
 
@@ -17,7 +17,7 @@ from bench.results import Results
 from bench.scale import FULL, QUICK, Scale
 from orderview.settings import Settings, get_settings
 
-SECTIONS = ("reads", "ingest", "boot")
+SECTIONS = ("reads", "ingest", "boot", "standby")
 PARTS = {"ingest": ("ingest", "latency", "mixed")}  # sections that report under more than one heading
 LAST_RUN = env.OUT / "last-run.json"  # what --report re-renders
 
@@ -25,7 +25,9 @@ LAST_RUN = env.OUT / "last-run.json"  # what --report re-renders
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, about a minute")
-    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: reads,ingest,boot")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help="comma-separated: reads,ingest,boot,standby"
+    )
     parser.add_argument(
         "--report", action="store_true", help="only re-render RESULTS.md and results.png from the last run"
     )
@@ -39,7 +41,7 @@ def main() -> int:
     scale = QUICK if args.quick else FULL
 
     env.require_matplotlib()
-    wrk_path = env.ensure_wrk() if {"reads", "ingest"} & set(only) else ""
+    wrk_path = env.ensure_wrk() if {"reads", "ingest", "standby"} & set(only) else ""
     machine = env.machine()
     results = Results(scale.name)
     started = time.perf_counter()
@@ -48,6 +50,7 @@ def main() -> int:
         "reads": lambda: _reads(results, scale, wrk_path),
         "ingest": lambda: _ingest(results, scale, wrk_path),
         "boot": lambda: _boot(results, scale),
+        "standby": lambda: _standby(results, scale, wrk_path),
     }
     for section in only:
         say(f"{section} ({scale.name})")
@@ -143,6 +146,13 @@ def _boot(results: Results, scale: Scale) -> None:
 
     with env.scratch("boot") as settings:
         boot.run(results, scale, settings)
+
+
+def _standby(results: Results, scale: Scale, wrk_path: str) -> None:
+    from bench import standby
+
+    with env.scratch("standby") as settings:
+        standby.run(results, scale, wrk_path, settings)
 
 
 def _settings_text(scale: Scale) -> str:

@@ -17,6 +17,7 @@ SECTIONS = {
     "latency": "Produce → visible",
     "mixed": "Mixed load: cached reads while the projector ingests",
     "boot": "Boot: warm-up and memory",
+    "standby": "Reads on a streaming standby",
 }
 
 
@@ -191,6 +192,18 @@ def readme_table(results: Results) -> str:
             f"{g('boot', 'RSS per cached order / JSON size'):.2f}× its JSON" + mark("boot", "RSS per cached order / JSON size")
             + f"; {pss.name.removeprefix('API PSS, ')}: {pss.value:.0f} MB" + mark("boot", pss.name),
         ))  # fmt: skip
+    if g("standby", "cache-miss reads: standby / primary req/s") is not None:
+        rows.append(
+            row(
+                "API replicas on a streaming standby",
+                f"cache-miss reads {g('standby', 'cache-miss reads on the standby: req/s'):,.0f} req/s; "
+                f"commit → served p50 {g('standby', 'coherence delay, replicas on the standby: p50'):.0f} ms, "
+                f"p99 {g('standby', 'coherence delay on the standby: p99'):.0f} ms"
+                + mark("standby", "coherence delay on the standby: p99"),
+                f"{g('standby', 'cache-miss reads: standby / primary req/s'):.2f}× the same reads on the primary; "
+                f"replicas on the primary: p99 {g('standby', 'coherence delay, replicas on the primary: p99'):.0f} ms",
+            )
+        )
     return "\n".join(r for r in rows if r)
 
 

@@ -2,6 +2,7 @@
 # PostgreSQL on loopback: the server the settings reach if there is one, else a
 # project-local cluster in .run/pg from Debian's binaries (installed if missing).
 #   ops/postgres.sh start | stop | status | where
+#   ops/postgres.sh standby start | stop | status | destroy | stop-all | where   (a streaming standby)
 # The local cluster asks every connection for a password (scram), sockets included, and keeps
 # its socket in a directory only its owner can enter.
 set -euo pipefail
@@ -108,10 +109,107 @@ stop() {
     as_owner "$(bindir)/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null || true
 }
 
+# --- Streaming standbys (hot, read-only), each on its own port, for API replicas that read from
+# one (ORDERVIEW_PG_READ_HOST/_PORT). `standby start` copies the running primary with
+# pg_basebackup (streaming its WAL meanwhile), then starts the copy as a standby that follows the
+# primary. The primary keeps wal_keep_size of WAL, so a standby stopped for a while catches up
+# when started again; no replication slot is made, so a forgotten standby never fills the disk.
+STANDBY_HOST=${ORDERVIEW_PG_READ_HOST:-127.0.0.1}
+STANDBY_PORT=${ORDERVIEW_PG_READ_PORT:-$((PG_PORT + 1))}
+STANDBY_WAL_KEEP=${ORDERVIEW_PG_STANDBY_WAL_KEEP:-1GB}
+STANDBY="$P/standby-$STANDBY_PORT"
+SDATA="$STANDBY/data"
+
+standby_answers() {
+    PGCONNECT_TIMEOUT=3 psql -X -q -h "$STANDBY_HOST" -p "$STANDBY_PORT" -U "$PG_ADMIN_USER" -d postgres \
+        -tAc 'select pg_is_in_recovery()' 2>/dev/null | grep -qx t
+}
+
+admin_sql() { psql -X -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ADMIN_USER" -d postgres -tAc "$1"; }
+
+standby_base_backup() {
+    local bin=$1
+    if [ "$(admin_sql 'show wal_keep_size')" = 0 ]; then
+        admin_sql "alter system set wal_keep_size = '$STANDBY_WAL_KEEP'" >/dev/null
+        admin_sql 'select pg_reload_conf()' >/dev/null
+    fi
+    say "copying the primary at $PG_HOST:$PG_PORT into $SDATA (pg_basebackup)"
+    own_dir "$STANDBY"
+    # -R: standby.signal, and primary_conninfo (with the password) in postgresql.auto.conf.
+    as_owner env PGPASSWORD="$PG_ADMIN_PASSWORD" "$bin/pg_basebackup" -h "$PG_HOST" -p "$PG_PORT" \
+        -U "$PG_ADMIN_USER" -D "$SDATA" -R -X stream -c fast >"$STANDBY/basebackup.log" 2>&1 \
+        || { rm -rf "$SDATA"; die "pg_basebackup failed; see $STANDBY/basebackup.log"; }
+    # Included after the primary's orderview.conf (copied along), so the standby's own port wins.
+    echo "include 'orderview-standby.conf'" >>"$SDATA/postgresql.conf"
+}
+
+standby_configure() {
+    own_dir "$STANDBY/socket"
+    cat >"$SDATA/orderview-standby.conf" <<CONF
+listen_addresses = '$STANDBY_HOST'
+port = $STANDBY_PORT
+unix_socket_directories = '$STANDBY/socket'
+hot_standby = on
+# The primary keeps the rows a running standby query still reads: no query is cancelled for them.
+hot_standby_feedback = on
+CONF
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$SDATA/orderview-standby.conf"; fi
+}
+
+standby_start() {
+    if standby_answers; then say "a standby already answers at $STANDBY_HOST:$STANDBY_PORT"; return; fi
+    pg_isready -q -h "$STANDBY_HOST" -p "$STANDBY_PORT" >/dev/null 2>&1 \
+        && die "a server that is not our standby listens on $STANDBY_HOST:$STANDBY_PORT; set another ORDERVIEW_PG_READ_PORT."
+    answers || die "the primary does not answer at $PG_HOST:$PG_PORT; start it first (ops/postgres.sh start)."
+    local bin; bin=$(bindir)
+    [ -f "$SDATA/PG_VERSION" ] || standby_base_backup "$bin"
+    standby_configure
+    say "starting a standby of $PG_HOST:$PG_PORT on $STANDBY_HOST:$STANDBY_PORT"
+    as_owner "$bin/pg_ctl" -D "$SDATA" -l "$STANDBY/server.log" -w -t 60 start >/dev/null \
+        || { tail -20 "$STANDBY/server.log" >&2; die "the standby did not start; see $STANDBY/server.log"; }
+    wait_for 30 standby_answers || die "the standby started but does not answer as a standby; see $STANDBY/server.log"
+    say "standby is up (replaying the primary's WAL)"
+}
+
+standby_stop() {
+    [ -f "$SDATA/postmaster.pid" ] || return 0
+    say "stopping the standby on port $STANDBY_PORT"
+    as_owner "$(bindir)/pg_ctl" -D "$SDATA" -m fast -w stop >/dev/null || true
+}
+
+# Stop it and delete its copy (the next `standby start` copies the primary afresh).
+standby_destroy() {
+    standby_stop
+    rm -rf "$STANDBY"
+}
+
+# Every standby of this primary, stopped (make down).
+standby_stop_all() {
+    local dir
+    for dir in "$P"/standby-*/data; do
+        [ -f "$dir/postmaster.pid" ] || continue
+        say "stopping the standby in ${dir%/data}"
+        as_owner "$(bindir)/pg_ctl" -D "$dir" -m fast -w stop >/dev/null || true
+    done
+}
+
+standby() {
+    case "${1:-}" in
+        start) standby_start ;;
+        stop) standby_stop ;;
+        status) [ -f "$SDATA/postmaster.pid" ] && echo running || echo stopped ;;
+        destroy) standby_destroy ;;
+        stop-all) standby_stop_all ;;
+        where) echo "$STANDBY" ;;
+        *) die "usage: ops/postgres.sh standby start|stop|status|destroy|stop-all|where (port: ORDERVIEW_PG_READ_PORT)" ;;
+    esac
+}
+
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
     status) [ -f "$DATA/postmaster.pid" ] && echo running || echo stopped ;;
     where) echo "$P" ;;
-    *) die "usage: ops/postgres.sh start|stop|status|where" ;;
+    standby) standby "${2:-}" ;;
+    *) die "usage: ops/postgres.sh start|stop|status|where|standby start|stop|status|destroy|stop-all|where" ;;
 esac

@@ -18,6 +18,7 @@ from psycopg.conninfo import make_conninfo
 
 PREFIX = "ORDERVIEW_"
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+STANDBY_FALLBACKS = ("primary", "unavailable")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,10 @@ class Settings:
     pg_api_user: str = "orderview_api"
     pg_api_password: str = "orderview_api"
     pg_connect_timeout_s: int = 5
+    # The API's reads (warm-up, misses, /orders) from a streaming standby; empty: from the primary.
+    # LISTEN stays on the primary (a hot standby never delivers NOTIFY).
+    pg_read_host: str = ""
+    pg_read_port: int = 0  # 0: pg_port
     # A connection that stops answering (a NAT forgot it, a failover) is declared dead within
     # this many seconds: TCP keepalives while idle, tcp_user_timeout while data is unacknowledged.
     pg_dead_after_s: int = 15
@@ -89,6 +94,11 @@ class Settings:
     # After a lost LISTEN connection, orders changed since the last heartbeat minus this margin
     # are re-read: a snapshot's updated_at is its transaction's start, not its commit.
     api_resync_margin_s: float = 30.0
+    # Reading from a standby: one more than this many seconds behind the primary (or silent) is not
+    # read; the replica reads from the primary instead (`primary`) or answers misses 503
+    # (`unavailable`) until the standby is back within half of it.
+    api_standby_max_lag_s: float = 1.0
+    api_standby_fallback: str = "primary"
 
     # Where `ops/prometheus.sh start` serves Prometheus (scraping what `make run` starts).
     prometheus_port: int = 9090
@@ -110,7 +120,26 @@ class Settings:
                 raise ValueError(f"{PREFIX}{f.name.upper()} must be {what}, got {raw!r}") from None
         settings = cls(**values)
         settings.refuse_default_passwords()
+        settings.refuse_unknown_choices()
         return settings
+
+    def refuse_unknown_choices(self) -> None:
+        if self.api_standby_fallback not in STANDBY_FALLBACKS:
+            raise ValueError(
+                f"{PREFIX}API_STANDBY_FALLBACK must be {' or '.join(STANDBY_FALLBACKS)}, "
+                f"got {self.api_standby_fallback!r}"
+            )
+
+    @property
+    def reads_from_standby(self) -> bool:
+        return bool(self.pg_read_host)
+
+    def read_dsn(self, role: str, **server_settings: str | int) -> str:
+        """Like `dsn`, to the standby the API reads from (the same roles: it is a copy)."""
+        standby = dataclasses.replace(
+            self, pg_host=self.pg_read_host, pg_port=self.pg_read_port or self.pg_port
+        )
+        return standby.dsn(role, **server_settings)
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes another process read these same settings."""
@@ -172,6 +201,8 @@ class Settings:
         """The variables among these hosts (and the configured ones) that are not loopback."""
         hosts = {"ORDERVIEW_API_HOST": self.api_host, "ORDERVIEW_PROJECTOR_HOST": self.projector_host}
         hosts.update({"ORDERVIEW_PG_HOST": self.pg_host}, **listeners)
+        if self.pg_read_host:
+            hosts["ORDERVIEW_PG_READ_HOST"] = self.pg_read_host
         return [name for name, host in hosts.items() if not is_loopback(host)]
 
     def refuse_default_passwords(self, **listeners: str) -> None:
