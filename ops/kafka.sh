@@ -44,6 +44,8 @@ group.initial.rebalance.delay.ms=0
 # Kafka 4 batches offset commits for 5 ms by default; a dev broker answers at once.
 group.coordinator.append.linger.ms=0
 log.retention.hours=-1
+# The log cleaner looks for work every second, not every 15 s: a compacted topic is compacted soon.
+log.cleaner.backoff.ms=1000
 message.max.bytes=4194304
 PROPS
     cat >"$K/log4j2.properties" <<PROPS

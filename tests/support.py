@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -74,6 +75,7 @@ async def produce(
     messages: Iterable[tuple[bytes | None, bytes | None]],
     compression: str | None = None,
     partition: int | None = None,
+    timestamp_ms: int | None = None,
 ) -> list[RecordMetadata]:
     """Send (key, value) pairs to the orders topic, acks=all; return where each went."""
     producer = kafka_clients.producer(
@@ -86,7 +88,9 @@ async def produce(
     await producer.start()
     try:
         futures = [
-            await producer.send(settings.orders_topic, value=v, key=k, partition=partition)
+            await producer.send(
+                settings.orders_topic, value=v, key=k, partition=partition, timestamp_ms=timestamp_ms
+            )
             for k, v in messages
         ]
         return list(await asyncio.gather(*futures))
@@ -139,12 +143,26 @@ def headers(record: ConsumerRecord) -> dict[str, str]:
     return {k: v.decode() for k, v in record.headers}
 
 
+def later_offsets(n: int) -> range:
+    """Offsets of partition 0 later than any given before: a seeded order is a newer version of
+    whatever was seeded of it earlier (projector/versions.py)."""
+    first = time.time_ns() // 1000
+    global _last_offset
+    first = max(first, _last_offset + 1)
+    _last_offset = first + n - 1
+    return range(first, first + n)
+
+
+_last_offset = 0
+
+
 async def seed_orders(settings: Settings, orders: Sequence[dict]) -> None:
-    """Write orders through the projector's own write path (no Kafka) and NOTIFY them."""
+    """Write orders through the projector's own write path (no Kafka) and NOTIFY them, each a
+    newer version of what was seeded of it before."""
     async with await psycopg.AsyncConnection.connect(settings.dsn("projector")) as conn:
         events = [
-            store.Accepted(o["order_uid"], orjson.dumps(o).decode(), partition=0, offset=i)
-            for i, o in enumerate(orders)
+            store.Accepted(o["order_uid"], orjson.dumps(o).decode(), partition=0, offset=offset)
+            for offset, o in zip(later_offsets(len(orders)), orders, strict=True)
         ]
         changed = await store.write_orders(conn, events)
         await store.notify_changed(conn, settings.notify_channel, changed)

@@ -137,7 +137,8 @@ async def test_a_replica_that_lost_listen_resyncs_what_it_missed(
     # (each waits 0.1 s before reconnecting): its NOTIFY reaches nobody.
     update = changed(order, "Eilat")
     async with await psycopg.AsyncConnection.connect(settings.dsn("projector")) as writer:
-        event = store.Accepted(order["order_uid"], orjson.dumps(update).decode(), partition=0, offset=1)
+        [offset] = support.later_offsets(1)
+        event = store.Accepted(order["order_uid"], orjson.dumps(update).decode(), partition=0, offset=offset)
         uids = await store.write_orders(writer, [event])
         await store.notify_changed(writer, settings.notify_channel, uids)
         async with await admin_connection(settings) as admin:
