@@ -171,6 +171,10 @@ class DeadLetterQueue:
                 if refused or again:
                     # A refused record leaves a gap in an idempotent producer's sequence numbers:
                     # the broker refuses everything after it. A new producer starts a new sequence.
+                    log.info(
+                        "dead-letter producer renewed after a refusal",
+                        extra={"refused": len(refused), "sent_again": len(again)},
+                    )
                     await self._renew()
                 for letter in refused:
                     await self._send_truncated(letter)

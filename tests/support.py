@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import psycopg
+from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from orderview import kafka_clients
@@ -139,8 +140,19 @@ async def read_topic(
     return records
 
 
+async def end_offset(settings: Settings, topic: str, partition: int = 0) -> int:
+    """How many records a partition of a topic holds (its end offset)."""
+    consumer = kafka_clients.consumer(settings)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        return (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()
+
+
 def headers(record: ConsumerRecord) -> dict[str, str]:
-    return {k: v.decode() for k, v in record.headers}
+    return {k: v.decode(errors="replace") for k, v in record.headers}
 
 
 def later_offsets(n: int) -> range:

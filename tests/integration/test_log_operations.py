@@ -47,15 +47,6 @@ def run(module: str, settings: Settings, *args: str) -> subprocess.CompletedProc
     )  # fmt: skip
 
 
-async def dlq_size(s: Settings) -> int:
-    kafka_log = KafkaLog(s, s.dlq_topic)
-    await kafka_log.start()
-    try:
-        return await kafka_log.end_offset(0)
-    finally:
-        await kafka_log.stop()
-
-
 async def record_gone(s: Settings, offset: int) -> bool:
     kafka_log = KafkaLog(s, s.orders_topic)
     await kafka_log.start()
@@ -250,7 +241,7 @@ async def test_a_missing_dead_letter_topic_holds_back_only_what_follows_a_bad_me
         await wait_for_orders(s, 10)
         await support.wait_until(lambda: readiness(p)[0] == 200, message="ready again")
         assert positions(s) == {0: 11}
-        assert await dlq_size(s) == 1, "the bad message dead-lettered once"
+        assert await support.end_offset(s, s.dlq_topic) == 1, "the bad message dead-lettered once"
     finally:
         assert p.terminate() == 0
 
@@ -297,7 +288,7 @@ async def test_a_migration_that_refuses_every_order_stops_the_worker_and_dead_le
         [why] = critical_lines(p)
         assert "refused 10 valid orders in a row with the same error" in why["msg"]
         assert 'check constraint "refuse_all"' in why["msg"] and "none of them is dead-lettered" in why["msg"]
-        assert positions(s) == {0: 5} and await dlq_size(s) == 0
+        assert positions(s) == {0: 5} and await support.end_offset(s, s.dlq_topic) == 0
     finally:
         with psycopg.connect(s.dsn("owner"), autocommit=True) as conn:
             conn.execute("ALTER TABLE orders DROP CONSTRAINT refuse_all")

@@ -3,6 +3,7 @@ stream goes on, and what cannot be read stops the worker loudly instead of being
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import random
@@ -13,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from orderview import kafka_clients
 from orderview.settings import Settings
+from projector.redrive import Choice, redrive
 from tests import support
 from tests.processes import Projector
 from tests.readmodel import (
@@ -86,11 +88,19 @@ async def test_a_dead_letter_the_broker_refuses_for_its_size_is_sent_truncated_w
     finally:
         await admin.close()
     noise = random.Random(7).randbytes(200_000)  # not JSON, not compressible, under 1 MiB
+    around = [(f"bad-{i}".encode(), b"not json") for i in range(10)]
     p = Projector(s, "projector-dlq-refuses").start().wait_ready()
     try:
-        await support.produce(s, [(b"noise", noise), *orders("behind", 20)])
-        [letter] = await dead_letters(s, 1)
+        # One batch: letters before and after the refused one. The refusal breaks the idempotent
+        # producer's sequence; what was acknowledged is not sent again, what was not is.
+        await support.produce(s, [*around[:5], (b"noise", noise), *around[5:], *orders("behind", 20)])
+        letters = await dead_letters(s, 11)
         await wait_for_orders(s, 20)
+        await asyncio.sleep(2)
+        assert await support.end_offset(s, s.dlq_topic) == 11
+        sources = sorted(int(support.headers(r)["dlq.offset"]) for r in letters)
+        assert sources == list(range(11)), "every bad message dead-lettered exactly once"
+        [letter] = [r for r in letters if support.headers(r).get("dlq.truncated")]
         h = support.headers(letter)
         assert (h["dlq.reason"], h["dlq.truncated"]) == ("decode", "true")
         assert h["dlq.original_size"] == "200000"
@@ -98,6 +108,9 @@ async def test_a_dead_letter_the_broker_refuses_for_its_size_is_sent_truncated_w
         assert letter.value == noise[: len(letter.value)] and len(letter.value) in (1024, 0)
     finally:
         assert p.terminate() == 0
+    report = await redrive(s, Choice(), dry_run=True)
+    assert report.truncated == [(0, 5)] and report.redriven == 10
+    assert "cannot redrive the letter of" in report.text(s.orders_topic, True)
 
 
 async def _create(admin: AIOKafkaAdminClient, topic: NewTopic) -> bool:
