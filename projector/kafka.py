@@ -173,7 +173,7 @@ class KafkaLog:
             await self._client.close()
             self._client = None
             raise
-        self._consumer = kafka_clients.consumer(
+        consumer = kafka_clients.consumer(
             self.settings,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -181,7 +181,13 @@ class KafkaLog:
             max_partition_fetch_bytes=64 * 1024,
             request_timeout_ms=10_000,
         )
-        await self._consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            await self.stop()
+            raise
+        self._consumer = consumer
 
     async def stop(self) -> None:
         if self._consumer is not None:

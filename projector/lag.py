@@ -25,17 +25,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, Gauge
 
-from orderview import kafka_clients
 from orderview.settings import Settings
 from projector import faults, queries
+from projector.kafka import KafkaLog
 
 log = logging.getLogger("orderview.projector.lag")
 
 READ_COMMITTED = "read_committed"
-LOOKUP_TIMEOUT_S = 5.0
 
 
 class LagMetrics:
@@ -109,7 +107,7 @@ class LagSampler:
         self.metrics = LagMetrics(registry)
         self.assigned = assigned
         self.clock = clock
-        self._consumer: AIOKafkaConsumer | None = None
+        self._log: KafkaLog | None = None
         self._conn: psycopg.AsyncConnection | None = None
         self._positions: dict[int, int] = {}  # last read from the database
         self._timestamps: dict[tuple[int, int], int] = {}  # (partition, offset) -> record timestamp
@@ -139,18 +137,14 @@ class LagSampler:
         if not partitions:
             return []
         positions = await self._read_positions()
-        consumer = await self._started()
-        tps = [TopicPartition(self.topic, p) for p in partitions]
-        async with asyncio.timeout(LOOKUP_TIMEOUT_S):
-            starts = await consumer.beginning_offsets(tps)
-            ends = await consumer.end_offsets(tps)
+        kafka_log = await self._started()
         now = self.clock()
         sampled = []
-        for tp in tps:
-            start, end = starts[tp], ends[tp]
-            position = positions.get(tp.partition, 0)
-            oldest = await self._timestamp_at(tp, max(position, start), end)
-            sampled.append(partition_lag(tp.partition, start, end, position, oldest, now))
+        for partition in partitions:
+            start, end = await kafka_log.start_offset(partition), await kafka_log.end_offset(partition)
+            position = positions.get(partition, 0)
+            oldest = await self._timestamp_at(partition, max(position, start), end)
+            sampled.append(partition_lag(partition, start, end, position, oldest, now))
         self._report(sampled)
         return sampled
 
@@ -180,41 +174,26 @@ class LagSampler:
             log.debug("positions not read, using the last ones: %s", exc)
         return self._positions
 
-    async def _timestamp_at(self, tp: TopicPartition, offset: int, end: int) -> int | None:
+    async def _timestamp_at(self, partition: int, offset: int, end: int) -> int | None:
         """The timestamp of the first committed record at or after `offset` and before `end`."""
         if offset >= end:
             return None
-        key = (tp.partition, offset)
-        if key in self._timestamps:
-            return self._timestamps[key]
-        consumer = await self._started()
-        consumer.assign([tp])
-        consumer.seek(tp, offset)
-        async with asyncio.timeout(LOOKUP_TIMEOUT_S):
-            while await consumer.position(tp) < end:
-                fetched = await consumer.getmany(tp, timeout_ms=500, max_records=1)
-                for record in fetched.get(tp, []):
-                    if record.offset >= end:
-                        return None
-                    # One entry per partition: the position only moves forward.
-                    self._timestamps = {k: v for k, v in self._timestamps.items() if k[0] != tp.partition}
-                    self._timestamps[key] = record.timestamp
-                    return record.timestamp
-        return None
+        key = (partition, offset)
+        if key not in self._timestamps:
+            record = await (await self._started()).first_record(partition, offset)
+            if record is None or record.offset >= end:
+                return None
+            # One entry per partition: the position only moves forward.
+            self._timestamps = {k: v for k, v in self._timestamps.items() if k[0] != partition}
+            self._timestamps[key] = record.timestamp_ms or 0
+        return self._timestamps[key]
 
-    async def _started(self) -> AIOKafkaConsumer:
-        if self._consumer is None:
-            consumer = kafka_clients.consumer(
-                self.settings,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                isolation_level=READ_COMMITTED,
-                max_partition_fetch_bytes=64 * 1024,
-                request_timeout_ms=10_000,
-            )
-            await consumer.start()
-            self._consumer = consumer
-        return self._consumer
+    async def _started(self) -> KafkaLog:
+        if self._log is None:
+            kafka_log = KafkaLog(self.settings, self.topic)
+            await kafka_log.start()
+            self._log = kafka_log
+        return self._log
 
     async def _failed(self, exc: Exception) -> None:
         reason = faults.outage(exc) or faults.describe(exc)
@@ -234,11 +213,11 @@ class LagSampler:
         await self._close_connection()
 
     async def _close_consumer(self) -> None:
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
+        if self._log is not None:
+            kafka_log, self._log = self._log, None
             try:
-                await consumer.stop()
-            except Exception:  # a consumer of a lost broker may fail to stop; it is gone either way
+                await kafka_log.stop()
+            except Exception:  # the clients of a lost broker may fail to stop; they are gone either way
                 pass
 
     async def _close_connection(self) -> None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from emulator.orders import pad
 from emulator.stream import stream
+from projector.messages import REDRIVE_EVENT, REDRIVE_OF
 from tests import strategies
 
 TAG = "chaos.tag"
@@ -89,6 +90,7 @@ class Mix:
             (1, self._tombstone),
             (1, self._empty),
             (1, self._odd_unicode),
+            (1, self._forged_redrive),
         ]
 
     def __iter__(self) -> Iterator[Outgoing]:
@@ -206,6 +208,19 @@ class Mix:
         order["delivery"]["name"] = '\u202eevil\u202c Zá\u0301lgo 𝔘𝔫𝔦 \U0001f600 \\ " </script>'
         return self._keyed("odd_unicode", "valid", order, ensure_ascii=self.rng.random() < 0.5)
 
+    def _forged_redrive(self) -> Outgoing:
+        """A valid order claiming to be a redrive, with a header of ours that says nothing."""
+        order = self.valid_order()
+        name, values = self.rng.choice(
+            [
+                (REDRIVE_OF, [b"", b"orders", b"t:x:1", b"t:1:-5", b":1:2"]),
+                (REDRIVE_EVENT, [b"", b"1:2", b"x:y:z", b"-1:0:0", b"1:2:3:4"]),
+            ]
+        )
+        value = self.rng.choice([*values, self.rng.randbytes(24)])
+        m = self._keyed("forged_redrive", "hostile", order)
+        return Outgoing(m.kind, m.tag, m.key, m.value, ((name, value),))
+
     def _with_noise_headers(self, message: Outgoing) -> Outgoing:
         noise = tuple(
             (
@@ -214,4 +229,6 @@ class Mix:
             )
             for _ in range(self.rng.randrange(1, 6))
         )
-        return Outgoing(message.kind, message.tag, message.key, message.value, noise, message.codec)
+        return Outgoing(
+            message.kind, message.tag, message.key, message.value, (*message.headers, *noise), message.codec
+        )

@@ -17,16 +17,18 @@ from dataclasses import dataclass, field, replace
 import aiohttp
 import orjson
 import psycopg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import NewTopic
 from aiokafka.errors import MessageSizeTooLargeError
 
 from orderview import kafka_clients
 from orderview.bootstrap import create_database, drop_database
 from orderview.settings import Settings
+from projector import versions
 from projector.audit import Audit, audit
 from projector.kafka import scan
-from tests import support
+from projector.messages import Event
+from tests import logops, support
 from tests.api_server import api_process
 from tests.chaos.mix import REFUSED_CITY_RULE, TAG, Mix, Outgoing
 from tests.processes import LOGS, Projector
@@ -37,6 +39,7 @@ DLQ_MAX_BYTES = 2 * 1024 * 1024
 BROKER_MAX_BYTES = 4 * 1024 * 1024  # message.max.bytes of the broker ops/kafka.sh runs
 RATE = 400  # messages per second, on average
 STALL_LIMIT_S = 30.0
+PARTITIONS = 3  # at the start; the run adds one
 CATCH_UP_S = 240.0
 
 
@@ -108,7 +111,8 @@ async def run(
             supervising = asyncio.create_task(workers.supervise())
             sampling = asyncio.create_task(progress.sample())
             try:
-                await Traffic(s, seed, duration, report, progress, workers, say).run()
+                traffic = Traffic(s, seed, duration, report, progress, workers, say)
+                await traffic.run()
                 say("traffic over; waiting for the projectors to catch up")
                 await progress.wait_caught_up(CATCH_UP_S)
                 report.audit = await _audit_until_settled(s)
@@ -117,7 +121,7 @@ async def run(
                 await sampling
             report.longest_stall_s = progress.longest
             report.longest_stall_after_faults_s = progress.longest_after_faults
-            await _check(s, api.url, report, workers)
+            await _check(s, api.url, report, workers, traffic.trimmed)
             supervising.cancel()
     finally:
         for code in workers.stop():
@@ -132,7 +136,7 @@ async def run(
 def _own_settings(base: Settings) -> Settings:
     fresh = support.with_fresh_topics(base)
     return replace(
-        fresh, pg_database=support.unique("orderview_chaos_"), orders_partitions=3, log_level="INFO"
+        fresh, pg_database=support.unique("orderview_chaos_"), orders_partitions=PARTITIONS, log_level="INFO"
     )
 
 
@@ -142,7 +146,7 @@ async def _create_topics(s: Settings) -> None:
     try:
         await admin.create_topics(
             [
-                NewTopic(s.orders_topic, 3, 1, topic_configs={"retention.ms": "-1"}),
+                NewTopic(s.orders_topic, PARTITIONS, 1, topic_configs={"retention.ms": "-1"}),
                 NewTopic(
                     s.dlq_topic,
                     1,
@@ -172,6 +176,7 @@ class Workers:
         self.starts = [0] * n
         self.procs = [self._new(i) for i in range(n)]
         self.supervising = True
+        self.killed: set[int] = set()  # workers this run killed, whose exit is expected
 
     def _new(self, i: int) -> Projector:
         self.starts[i] += 1
@@ -188,6 +193,14 @@ class Workers:
                 if code is not None:
                     self.report.exits[code] += 1
                     self.say(f"worker {i} exited with status {code}; restarting it in 1 s")
+                    if not (code == -9 and i in self.killed):
+                        why = next(
+                            (line for line in reversed(p.log_text().splitlines()) if '"critical"' in line), ""
+                        )
+                        self.report.problems.append(
+                            f"worker {i} exited with status {code}, which the run did not cause: {why[:600]}"
+                        )
+                    self.killed.discard(i)
                     await asyncio.sleep(1)
                     self.procs[i] = self._new(i).start()
             await asyncio.sleep(0.5)
@@ -195,6 +208,7 @@ class Workers:
     def kill9(self, i: int) -> None:
         p = self.procs[i]
         if p.proc and p.proc.poll() is None:
+            self.killed.add(i)
             p.kill9()
 
     def stop(self) -> list[int | None]:
@@ -276,14 +290,18 @@ class Traffic:
         self.mix = Mix(seed, s.max_message_bytes, DLQ_MAX_BYTES, BROKER_MAX_BYTES)
         self.producers: dict[str | None, AIOKafkaProducer] = {}
         self.retry: deque[Outgoing] = deque()
+        self.trimmed: list[ConsumerRecord] = []  # records deleted by trim_applied, for the oracle
         self.faults = self._schedule()
 
     def _schedule(self) -> list[tuple[float, str]]:
-        n = max(3, int(self.duration // 20))
-        kinds = ["kill_worker", "restart_postgres", "restart_broker"]
-        order = [kinds[i % 3] for i in range(n)]
+        """Partitions are added first (the workers notice within their metadata refresh, 30 s),
+        then process and service faults and trims of applied records, shuffled."""
+        n = max(4, int(self.duration // 15))
+        kinds = ["kill_worker", "restart_postgres", "restart_broker", "trim_applied"]
+        order = [kinds[i % len(kinds)] for i in range(n)]
         self.rng.shuffle(order)
-        return [(self.duration * (i + 1) / (n + 1), kind) for i, kind in enumerate(order)]
+        order = ["add_partitions", *order]
+        return [(self.duration * (i + 1) / (len(order) + 1), kind) for i, kind in enumerate(order)]
 
     async def run(self) -> None:
         started = time.monotonic()
@@ -312,12 +330,26 @@ class Traffic:
             self.say(f"fault: {kind}")
             if kind == "kill_worker":
                 self.workers.kill9(self.rng.randrange(len(self.workers.procs)))
+            elif kind == "add_partitions":
+                await logops.add_partitions(self.s, PARTITIONS + 1)
+            elif kind == "trim_applied":
+                await self._trim_applied()
             else:
                 service = "postgres.sh" if kind == "restart_postgres" else "kafka.sh"
                 await asyncio.to_thread(ops, service, "stop")
                 await asyncio.sleep(self.rng.uniform(1, 5))
                 await asyncio.to_thread(ops, service, "start")
         self.progress.faults_over_at = time.monotonic()
+
+    async def _trim_applied(self) -> None:
+        """Delete, as retention would, the records of one partition that the projector applied
+        (below its recorded position), keeping what they held for the oracle."""
+        applied = await asyncio.to_thread(self.progress._read_positions)
+        partition = self.rng.choice(sorted(applied) or [0])
+        below = applied.get(partition, 0)
+        self.trimmed += await _records_below(self.s, partition, below)
+        await logops.delete_records(self.s, partition, below)
+        self.say(f"deleted the records of partition {partition} below offset {below}")
 
     async def _chunk(self) -> int:
         first = self.retry.popleft() if self.retry else next(self.mix)
@@ -443,24 +475,34 @@ async def _audit_until_settled(s: Settings) -> Audit:
         await asyncio.sleep(2)
 
 
-async def _check(s: Settings, api_url: str, report: Report, workers: Workers) -> None:
+async def _check(
+    s: Settings, api_url: str, report: Report, workers: Workers, trimmed: list[ConsumerRecord]
+) -> None:
     problems = report.problems
     found = report.audit
     assert found is not None
-    if found.total("missing") or found.total("not_yet_applied"):
+    if found.total("missing") or found.total("not_yet_applied") or found.total("lost"):
         problems.append(
-            f"audit: {found.total('missing')} missing, {found.total('not_yet_applied')} not yet applied; first {found.missing[:10]}"
+            f"audit: {found.total('missing')} missing, {found.total('not_yet_applied')} not yet applied, "
+            f"{found.total('lost')} lost; first missing {found.missing[:10]}"
         )
-    expected, hostile, refused, untagged = await _oracle(s)
+    oracle = await _oracle(s, trimmed)
+    expected, hostile, refused, untagged = oracle.expected, oracle.hostile, oracle.refused, oracle.untagged
     letters = await _dead_letters(s)
     for coordinates in sorted(hostile - set(letters))[:10]:
         problems.append(f"hostile message {coordinates} has no dead letter")
-    for coordinates in sorted(refused)[:10]:
-        if letters.get(coordinates) != "db_rejected":
-            problems.append(
-                f"refused message {coordinates}: dead letter {letters.get(coordinates)!r}, not db_rejected"
-            )
-    wrongly = set(letters) - hostile - refused
+    misjudged = [
+        c
+        for c in sorted(refused)
+        if letters.get(c) not in ("db_rejected", "stale_version")
+        and not (c in oracle.refused_older and c not in letters)
+    ]
+    for coordinates in misjudged[:10]:
+        problems.append(f"refused message {coordinates}: dead letter {letters.get(coordinates)!r}, not db_rejected")
+    # An older version read after a newer one from another partition (partitions were added) is
+    # dead-lettered as stale; the newest version of an order never is.
+    stale = {c for c, reason in letters.items() if reason == "stale_version" and c in oracle.older}
+    wrongly = set(letters) - hostile - refused - stale
     if wrongly:
         problems.append(
             f"{len(wrongly)} messages dead-lettered that should have been applied: {sorted(wrongly)[:10]}"
@@ -474,7 +516,7 @@ async def _check(s: Settings, api_url: str, report: Report, workers: Workers) ->
             f"read model orders != expected: {len(held - set(expected))} extra (e.g. {sorted(held - set(expected))[:3]}),"
             f" {len(set(expected) - held)} absent (e.g. {sorted(set(expected) - held)[:3]})"
         )
-    problems.extend(await _served_exactly(api_url, expected))
+    problems.extend(await _served_exactly(api_url, expected, oracle.tied))
     if report.longest_stall_after_faults_s > STALL_LIMIT_S:
         problems.append(
             f"a partition stood still {report.longest_stall_after_faults_s:.0f} s after the last fault"
@@ -489,38 +531,97 @@ async def _check(s: Settings, api_url: str, report: Report, workers: Workers) ->
             problems.append(f"worker {i} is not ready at the end: {exc}")
 
 
-async def _oracle(s: Settings) -> tuple[dict[str, dict], set, set, int]:
-    """From the log: each order's last valid version, and where the hostile and refused are."""
-    expected: dict[str, dict] = {}
-    hostile: set[tuple[int, int]] = set()
-    refused: set[tuple[int, int]] = set()
-    untagged = 0
+@dataclass
+class Oracle:
+    """What the log says should have become of each record."""
+
+    expected: dict[str, dict] = field(default_factory=dict)  # order_uid -> its newest valid version
+    hostile: set[tuple[int, int]] = field(default_factory=set)
+    refused: set[tuple[int, int]] = field(default_factory=set)
+    older: set[tuple[int, int]] = field(default_factory=set)  # valid, but not the newest of its order
+    # Refused, but older than a valid version of the same order: superseded within a batch, it
+    # may never be written, so never refused either.
+    refused_older: set[tuple[int, int]] = field(default_factory=set)
+    tied: dict[str, list[dict]] = field(default_factory=dict)  # same timestamp on two partitions: either
+    untagged: int = 0
+
+
+async def _oracle(s: Settings, trimmed: list[ConsumerRecord]) -> Oracle:
+    """From the log, and the records the run deleted from it: each order's newest valid version
+    by the projector's version rule, and where the hostile and refused are."""
+    found = Oracle()
+    newest: dict[str, tuple[Event, tuple[int, int]]] = {}
+    refused: dict[tuple[int, int], tuple[str, Event]] = {}
+
+    def take(r: ConsumerRecord) -> None:
+        tag = next((v for k, v in r.headers if k == TAG), None)  # ours is the first
+        where = (r.partition, r.offset)
+        if tag == b"valid":
+            uid, event = r.key.decode(), Event(r.partition, r.offset, r.timestamp)
+            current = newest.get(uid)
+            if current is None or versions.newer(event, current[0]):
+                if current is not None:
+                    found.older.add(current[1])
+                found.tied.pop(uid, None)
+                newest[uid] = (event, where)
+                found.expected[uid] = orjson.loads(r.value)
+            else:
+                found.older.add(where)
+                if not versions.newer(current[0], event) and current[0].partition != event.partition:
+                    found.tied.setdefault(uid, []).append(orjson.loads(r.value))
+        elif tag == b"hostile":
+            found.hostile.add(where)
+        elif tag == b"refused":
+            found.refused.add(where)
+            refused[where] = (r.key.decode(), Event(r.partition, r.offset, r.timestamp))
+        else:
+            found.untagged += 1
+
+    for r in trimmed:
+        take(r)
     async for _, records in scan(s, s.orders_topic):
         for r in records:
-            tag = next((v.decode() for k, v in r.headers if k == TAG), None)  # ours is the first
-            where = (r.partition, r.offset)
-            if tag == "valid":
-                expected[r.key.decode()] = orjson.loads(r.value)
-            elif tag == "hostile":
-                hostile.add(where)
-            elif tag == "refused":
-                refused.add(where)
-            else:
-                untagged += 1
-    return expected, hostile, refused, untagged
+            take(r)
+    for where, (uid, event) in refused.items():
+        if uid in newest and versions.newer(newest[uid][0], event):
+            found.refused_older.add(where)
+    return found
+
+
+async def _records_below(s: Settings, partition: int, end: int) -> list[ConsumerRecord]:
+    """The committed records a partition holds below `end`."""
+    consumer = kafka_clients.consumer(
+        s,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(s.orders_topic, partition)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        found: list[ConsumerRecord] = []
+        while await consumer.position(tp) < end:
+            fetched = await consumer.getmany(tp, timeout_ms=1000)
+            found += [r for r in fetched.get(tp, []) if r.offset < end]
+        return found
+    finally:
+        await consumer.stop()
 
 
 async def _dead_letters(s: Settings) -> dict[tuple[int, int], str]:
     letters: dict[tuple[int, int], str] = {}
     async for _, records in scan(s, s.dlq_topic):
         for r in records:
-            h = {k: v.decode() for k, v in r.headers}
-            letters[int(h["dlq.partition"]), int(h["dlq.offset"])] = h["dlq.reason"]
+            h = dict(r.headers)  # the original's own headers, any bytes, are there too
+            letters[int(h["dlq.partition"]), int(h["dlq.offset"])] = h["dlq.reason"].decode()
     return letters
 
 
-async def _served_exactly(api_url: str, expected: dict[str, dict]) -> list[str]:
-    """GET /order/<uid> of every expected order answers 200 with exactly its last valid version."""
+async def _served_exactly(api_url: str, expected: dict[str, dict], tied: dict[str, list[dict]]) -> list[str]:
+    """GET /order/<uid> of every expected order answers 200 with exactly its newest valid version
+    (or, where two partitions hold versions of the same timestamp, either)."""
     problems: list[str] = []
     queue = list(expected.items())
 
@@ -529,7 +630,7 @@ async def _served_exactly(api_url: str, expected: dict[str, dict]) -> list[str]:
             uid, document = queue.pop()
             async with client.get(f"{api_url}/order/{uid}") as response:
                 body = await response.read()
-                if response.status != 200 or orjson.loads(body) != document:
+                if response.status != 200 or orjson.loads(body) not in [document, *tied.get(uid, [])]:
                     problems.append(f"GET /order/{uid}: {response.status}, not the last valid version")
 
     async with aiohttp.ClientSession() as client:

@@ -17,4 +17,10 @@ async def test_hostile_messages_a_killed_worker_and_restarted_services_lose_noth
     assert report.problems == []
     assert report.audit is not None and report.audit.total("missing") == 0
     assert report.exits[-9] >= 1, "a worker was killed"
-    assert {kind for _, kind in report.faults} == {"kill_worker", "restart_postgres", "restart_broker"}
+    assert {kind for _, kind in report.faults} == {
+        "add_partitions",
+        "kill_worker",
+        "restart_postgres",
+        "restart_broker",
+        "trim_applied",
+    }
