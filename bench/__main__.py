@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only reads,ingest,boot,standby]`: run the benchmarks, print a table, write
+"""`python -m bench [--quick] [--only reads,ingest,boot,standby,redrive]`: run the benchmarks, print a table, write
 bench/RESULTS.md and bench/results.png. Needs Kafka and PostgreSQL up (`make up`); uses a database
 and topics of its own and drops them at the end."""
 
@@ -17,7 +17,7 @@ from bench.results import Results
 from bench.scale import FULL, QUICK, Scale
 from orderview.settings import Settings, get_settings
 
-SECTIONS = ("reads", "ingest", "boot", "standby")
+SECTIONS = ("reads", "ingest", "boot", "standby", "redrive")
 PARTS = {"ingest": ("ingest", "latency", "mixed")}  # sections that report under more than one heading
 LAST_RUN = env.OUT / "last-run.json"  # what --report re-renders
 
@@ -26,7 +26,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, about a minute")
     parser.add_argument(
-        "--only", default=",".join(SECTIONS), help="comma-separated: reads,ingest,boot,standby"
+        "--only", default=",".join(SECTIONS), help="comma-separated: reads,ingest,boot,standby,redrive"
     )
     parser.add_argument(
         "--report", action="store_true", help="only re-render RESULTS.md and results.png from the last run"
@@ -51,6 +51,7 @@ def main() -> int:
         "ingest": lambda: _ingest(results, scale, wrk_path),
         "boot": lambda: _boot(results, scale),
         "standby": lambda: _standby(results, scale, wrk_path),
+        "redrive": lambda: _redrive(results, scale),
     }
     for section in only:
         say(f"{section} ({scale.name})")
@@ -153,6 +154,13 @@ def _standby(results: Results, scale: Scale, wrk_path: str) -> None:
 
     with env.scratch("standby") as settings:
         standby.run(results, scale, wrk_path, settings)
+
+
+def _redrive(results: Results, scale: Scale) -> None:
+    from bench import redrive
+
+    with env.scratch("redrive", topics=True) as settings:
+        redrive.run(results, scale, settings)
 
 
 def _settings_text(scale: Scale) -> str:

@@ -18,6 +18,7 @@ SECTIONS = {
     "mixed": "Mixed load: cached reads while the projector ingests",
     "boot": "Boot: warm-up and memory",
     "standby": "Reads on a streaming standby",
+    "redrive": "Redrive: dead letters published again, twice",
 }
 
 

@@ -22,6 +22,7 @@ class Scale:
     quix_commit_interval_s: float  # Quix Streams' checkpoint (sink flush) interval
     mixed_orders: int  # orders the projector ingests while cached reads are measured
     mixed_seconds: int  # one measured wrk run of the mixed-load comparison
+    redrive_letters: int  # dead letters redriven, twice
 
 
 FULL = Scale(
@@ -40,6 +41,7 @@ FULL = Scale(
     quix_commit_interval_s=1.0,
     mixed_orders=150_000,
     mixed_seconds=8,
+    redrive_letters=10_000,
 )
 
 QUICK = Scale(
@@ -58,4 +60,5 @@ QUICK = Scale(
     quix_commit_interval_s=1.0,
     mixed_orders=40_000,
     mixed_seconds=3,
+    redrive_letters=1_000,
 )

@@ -1,0 +1,115 @@
+"""Redriving dead letters once their cause is mended, and redriving them again.
+
+1. N valid orders are produced while a constraint refuses every delivery (the worker is told to
+   take that many refusals in a row): N db_rejected letters.
+2. The constraint is dropped; `python -m projector.redrive --reason db_rejected` runs (it scans
+   the DLQ and publishes), and the projector applies every order: the command's time, and the
+   time until the last order is visible.
+3. The same redrive again: every copy is skipped by the projector. Orders applied twice and new
+   dead letters must both be 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+
+import psycopg
+
+from bench import data, env
+from bench.env import say
+from bench.ingest import produce
+from bench.procs import Service, free_port, http_get, metric
+from bench.results import Results
+from bench.scale import Scale
+from orderview.settings import Settings
+from tests import support
+
+SECTION = "redrive"
+SEED = 404
+REFUSE_EVERY_DELIVERY = "ALTER TABLE deliveries ADD CONSTRAINT bench_refuse_all CHECK (false) NOT VALID"
+ALLOW_AGAIN = "ALTER TABLE deliveries DROP CONSTRAINT bench_refuse_all"
+SNAPSHOTS = "SELECT count(*) FROM order_snapshots"
+
+
+def run(results: Results, scale: Scale, settings: Settings) -> None:
+    n = scale.redrive_letters
+    settings = dataclasses.replace(settings, db_refusals_in_a_row=n + 1, projector_port=free_port())
+    orders = data.valid_orders(n, seed=SEED)
+    _owner(settings, REFUSE_EVERY_DELIVERY)
+    with Service("redrive-projector", "projector", settings) as projector:
+        projector.wait_http(f"http://127.0.0.1:{settings.projector_port}/readyz")
+        say(f"redrive: {n:,} orders the database refuses")
+        asyncio.run(produce(settings, orders))
+        _wait(lambda: _end(settings, settings.dlq_topic) >= n, "every order dead-lettered")
+        _owner(settings, ALLOW_AGAIN)
+
+        say("redrive: python -m projector.redrive --reason db_rejected")
+        started = time.perf_counter()
+        command_s = _redrive(settings)
+        _wait(lambda: _snapshots(settings) >= n, "every redriven order applied")
+        visible_s = time.perf_counter() - started
+
+        say("redrive: the same letters again")
+        _redrive(settings)
+        _wait(lambda: _skipped(settings) >= n, "every second copy skipped")
+        applied_twice = _skipped(settings) - n
+        extra_letters = _end(settings, settings.dlq_topic) - n
+        snapshots = _snapshots(settings)
+    results.figure(
+        SECTION, f"redrive command, {n:,} letters", command_s, "s", note="scan of the DLQ and publish"
+    )
+    results.figure(
+        SECTION,
+        "redrive → every order applied",
+        visible_s,
+        "s",
+        note=f"{n / visible_s:,.0f} letters/s end to end",
+    )
+    results.figure(SECTION, "orders applied twice after a second redrive", applied_twice, "orders")
+    results.figure(SECTION, "dead letters added by the second redrive", extra_letters, "letters")
+    results.note(SECTION, f"{snapshots:,} orders in the read model for {n:,} letters redriven twice.")
+
+
+def _redrive(settings: Settings) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "projector.redrive", "--reason", "db_rejected"],
+        cwd=env.ROOT, env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"redrive failed: {done.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def _skipped(settings: Settings) -> float:
+    status, body, _ = http_get(f"http://127.0.0.1:{settings.projector_port}/metrics")
+    if status != 200:
+        return 0.0
+    return metric(body.decode(), "orderview_projector_redrives_skipped_total") or 0.0
+
+
+def _end(settings: Settings, topic: str) -> int:
+    return asyncio.run(support.end_offset(settings, topic))
+
+
+def _snapshots(settings: Settings) -> int:
+    with psycopg.connect(settings.dsn("owner")) as conn:
+        return conn.execute(SNAPSHOTS).fetchone()[0]
+
+
+def _owner(settings: Settings, statement: str) -> None:
+    with psycopg.connect(settings.dsn("owner"), autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def _wait(predicate, what: str, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"redrive: timed out waiting for {what}")
+        time.sleep(0.2)
