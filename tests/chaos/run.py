@@ -498,7 +498,9 @@ async def _check(
         and not (c in oracle.refused_older and c not in letters)
     ]
     for coordinates in misjudged[:10]:
-        problems.append(f"refused message {coordinates}: dead letter {letters.get(coordinates)!r}, not db_rejected")
+        problems.append(
+            f"refused message {coordinates}: dead letter {letters.get(coordinates)!r}, not db_rejected"
+        )
     # An older version read after a newer one from another partition (partitions were added) is
     # dead-lettered as stale; the newest version of an order never is.
     stale = {c for c, reason in letters.items() if reason == "stale_version" and c in oracle.older}

@@ -41,7 +41,9 @@ def test_a_batch_keeps_the_newest_version_of_each_order_and_an_identical_resend_
 
 
 def test_a_redrive_is_ordered_as_the_event_it_was_and_its_headers_are_checked():
-    redriven = Incoming(2, 500, b"k", b"v", 999, None, ((REDRIVE_OF, b"orders:0:7"), (REDRIVE_EVENT, b"0:7:123")))
+    redriven = Incoming(
+        2, 500, b"k", b"v", 999, None, ((REDRIVE_OF, b"orders:0:7"), (REDRIVE_EVENT, b"0:7:123"))
+    )
     assert (redriven.redrive_of(), redriven.event()) == ("orders:0:7", Event(0, 7, 123))
     forged = Incoming(2, 500, b"k", b"v", 999, None, ((REDRIVE_EVENT, b"0:seven:123"),))
     with pytest.raises(BadHeader, match=r"orderview\.redrive\.event"):
@@ -54,7 +56,11 @@ def letter(reason: str, ts: int, source: tuple[int, int]) -> Letter:
 
 
 def test_a_redrive_takes_the_letters_every_filter_given_accepts():
-    letters = [letter("db_rejected", 100, (0, 1)), letter("schema", 200, (1, 2)), letter("db_rejected", 300, (0, 3))]
+    letters = [
+        letter("db_rejected", 100, (0, 1)),
+        letter("schema", 200, (1, 2)),
+        letter("db_rejected", 300, (0, 3)),
+    ]
     by_reason = Choice(reasons=frozenset({"db_rejected"}))
     in_time = Choice(since_ms=150, until_ms=300)
     both = Choice(reasons=frozenset({"db_rejected"}), since_ms=150)
