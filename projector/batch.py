@@ -195,10 +195,7 @@ class BatchProjector:
     async def _close_connection(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            try:
-                await conn.close()
-            except Exception:  # a dead connection may fail to close; it is gone either way
-                pass
+            await faults.close_quietly(conn)
 
 
 def _usable(topic: topics.Topic | None) -> bool:

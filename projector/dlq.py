@@ -22,10 +22,10 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import MessageSizeTooLargeError, OutOfOrderSequenceNumber
 
 from orderview import kafka_clients
@@ -255,10 +255,11 @@ class DeadLetterQueue:
         return self._producer
 
 
-async def dead_lettered(settings: Settings) -> dict[tuple[int, int], str | None]:
-    """What the DLQ holds for one source topic: (partition, offset) of each dead letter, with the
-    SHA-256 of the original value when the letter carries it."""
-    found: dict[tuple[int, int], str | None] = {}
+async def letters_of(
+    settings: Settings,
+) -> AsyncIterator[tuple[ConsumerRecord, dict[str, bytes], tuple[int, int]]]:
+    """Every dead letter of the orders topic the DLQ holds, with its headers (ours win over
+    nothing: the original's are renamed) and the original's partition and offset."""
     source_topic = settings.orders_topic.encode()
     async for _, records in scan(settings, settings.dlq_topic):
         for record in records:
@@ -266,11 +267,19 @@ async def dead_lettered(settings: Settings) -> dict[tuple[int, int], str | None]
             if headers.get("dlq.topic") != source_topic:
                 continue
             try:
-                coordinates = (int(headers["dlq.partition"]), int(headers["dlq.offset"]))
+                source = (int(headers["dlq.partition"]), int(headers["dlq.offset"]))
             except (KeyError, ValueError):
                 continue
-            digest = headers.get("dlq.original_sha256")
-            found[coordinates] = digest.decode() if digest else None
+            yield record, headers, source
+
+
+async def dead_lettered(settings: Settings) -> dict[tuple[int, int], str | None]:
+    """What the DLQ holds for the orders topic: (partition, offset) of each dead letter, with the
+    SHA-256 of the original value when the letter carries it."""
+    found: dict[tuple[int, int], str | None] = {}
+    async for _, headers, source in letters_of(settings):
+        digest = headers.get("dlq.original_sha256")
+        found[source] = digest.decode() if digest else None
     return found
 
 

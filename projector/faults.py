@@ -92,6 +92,15 @@ def stop_worker(why: str, exc: BaseException | None = None, status: int = EXIT_F
         os._exit(status)
 
 
+async def close_quietly(closable: object, close: str = "close") -> None:
+    """Close a connection or client of a service that may be gone: one that fails to close is
+    gone either way."""
+    try:
+        await getattr(closable, close)()
+    except Exception:
+        pass
+
+
 def describe(exc: BaseException, limit: int = 200) -> str:
     """`Type: message`, the message clipped; never raises."""
     try:

@@ -215,15 +215,9 @@ class LagSampler:
     async def _close_consumer(self) -> None:
         if self._log is not None:
             kafka_log, self._log = self._log, None
-            try:
-                await kafka_log.stop()
-            except Exception:  # the clients of a lost broker may fail to stop; they are gone either way
-                pass
+            await faults.close_quietly(kafka_log, "stop")
 
     async def _close_connection(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            try:
-                await conn.close()
-            except Exception:  # a dead connection may fail to close; it is gone either way
-                pass
+            await faults.close_quietly(conn)

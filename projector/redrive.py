@@ -32,8 +32,7 @@ from aiokafka import ConsumerRecord
 
 from orderview import jsonlog, kafka_clients
 from orderview.settings import Settings, get_settings
-from projector.dlq import ORIGINAL_HEADER
-from projector.kafka import scan
+from projector.dlq import ORIGINAL_HEADER, letters_of
 from projector.messages import REDRIVE_EVENT, REDRIVE_OF, Event
 
 OURS = (REDRIVE_OF, REDRIVE_EVENT)
@@ -125,24 +124,18 @@ class Report:
 async def chosen_letters(settings: Settings, choice: Choice, report: Report) -> list[Letter]:
     """The letters of the orders topic that the choice takes, one per original."""
     chosen: dict[tuple[int, int], Letter] = {}
-    topic = settings.orders_topic.encode()
-    async for _, records in scan(settings, settings.dlq_topic):
-        for record in records:
-            headers = dict(record.headers)
-            if headers.get("dlq.topic") != topic:
-                continue
-            try:
-                source = (int(headers["dlq.partition"]), int(headers["dlq.offset"]))
-                reason = headers["dlq.reason"].decode()
-            except (KeyError, ValueError, UnicodeDecodeError):
-                continue
-            letter = Letter(record, headers, reason, source)
-            if not choice.takes(letter):
-                continue
-            if source in chosen:
-                report.duplicates += 1
-                continue
-            chosen[source] = letter
+    async for record, headers, source in letters_of(settings):
+        try:
+            reason = headers["dlq.reason"].decode()
+        except (KeyError, UnicodeDecodeError):
+            continue
+        letter = Letter(record, headers, reason, source)
+        if not choice.takes(letter):
+            continue
+        if source in chosen:
+            report.duplicates += 1
+            continue
+        chosen[source] = letter
     return list(chosen.values())
 
 
