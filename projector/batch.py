@@ -255,8 +255,9 @@ class BatchProjector:
         reason = faults.outage(exc)
         if reason is None:
             raise exc
+        if reason != self.readiness.reason:  # once per cause, not once per attempt
+            log.warning("cannot make progress, retrying", extra={"attempt": attempt, "reason": reason})
         self.readiness.set_not_ready(reason)
-        log.warning("cannot make progress, retrying", extra={"attempt": attempt, "reason": reason})
         await asyncio.sleep(backoff_seconds(attempt, self.settings.db_retry_max_s))
 
     def _record(self, batch: Sequence[Incoming], outcome: BatchOutcome, seconds: float) -> None:

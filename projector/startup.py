@@ -13,7 +13,7 @@ import logging
 import orjson
 from aiohttp import web
 
-from orderview import kafka_clients
+from orderview import kafka_clients, refusals
 from orderview.settings import Settings
 from projector import faults
 from projector.batch import backoff_seconds
@@ -40,18 +40,32 @@ async def wait_for_broker(settings: Settings) -> None:
     try:
         attempt = 0
         while True:
-            client = kafka_clients.client(settings, request_timeout_ms=5000)
-            try:
-                await client.bootstrap()
+            problem = await _refused_or_unreachable(settings)
+            if problem is None:
                 return
-            except Exception as exc:
-                outage = faults.outage(exc)
-                if outage is None:
-                    raise
-                reason, attempt = outage, attempt + 1
-                log.warning("waiting for the broker", extra={"attempt": attempt, "reason": reason})
-            finally:
-                await client.close()
+            attempt += 1
+            if problem != reason:  # once per cause, not once per attempt
+                log.warning("waiting for the broker", extra={"attempt": attempt, "reason": problem})
+            reason = problem
             await asyncio.sleep(backoff_seconds(attempt, settings.db_retry_max_s))
     finally:
         await runner.cleanup()
+
+
+async def _refused_or_unreachable(settings: Settings) -> str | None:
+    """None once the broker answers; else why not. Credentials or a certificate refused are asked
+    of the servers directly (orderview/refusals.py): aiokafka would only say it could not bootstrap."""
+    refused = await refusals.explain_kafka(settings)
+    if refused is not None:
+        return refused
+    client = kafka_clients.client(settings, request_timeout_ms=5000)
+    try:
+        await client.bootstrap()
+        return None
+    except Exception as exc:
+        outage = faults.outage(exc)
+        if outage is None:
+            raise
+        return outage
+    finally:
+        await client.close()
