@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -142,6 +143,7 @@ async def ensure_topics(settings: Settings) -> None:
             if not _created(response):
                 continue
             log.info("created topic %s: %d replica(s), min.insync.replicas %d", topic.name, replicas, in_sync)
+        await _wait_until_known(admin, [t.name for t in wanted])
         await _warn_under_replicated(admin, [t.name for t in wanted if t.name in existing], replicas)
     finally:
         await admin.close()
@@ -172,6 +174,17 @@ def _created(response: object) -> bool:
             message = next((r for r in rest if isinstance(r, str) and r), "")
             raise RuntimeError(f"the broker refused to create topic {name} (error {code}): {message}")
     return True
+
+
+async def _wait_until_known(admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float = 30.0) -> None:
+    """On a cluster a new topic reaches the other brokers' metadata a moment later: the services
+    started next must find it on whichever broker they ask."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = await admin.describe_topics(topics)
+        if all(d["error_code"] == 0 and d["partitions"] for d in described) or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.2)
 
 
 async def _warn_under_replicated(admin: AIOKafkaAdminClient, topics: list[str], replicas: int) -> None:
