@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 import orjson
 from aiohttp import web
@@ -37,6 +38,8 @@ async def wait_for_broker(settings: Settings) -> None:
     runner = web.AppRunner(server, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.projector_host, settings.projector_port, reuse_address=True).start()
+    stopping = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     try:
         attempt = 0
         while True:
@@ -47,8 +50,10 @@ async def wait_for_broker(settings: Settings) -> None:
             if problem != reason:  # once per cause, not once per attempt
                 log.warning("waiting for the broker", extra={"attempt": attempt, "reason": problem})
             reason = problem
-            await asyncio.sleep(backoff_seconds(attempt, settings.db_retry_max_s))
+            if await _told_to_stop(stopping, backoff_seconds(attempt, settings.db_retry_max_s)):
+                raise SystemExit(0)  # nothing started yet: nothing to stop but the wait
     finally:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
         await runner.cleanup()
 
 
@@ -69,3 +74,12 @@ async def _refused_or_unreachable(settings: Settings) -> str | None:
         return outage
     finally:
         await client.close()
+
+
+async def _told_to_stop(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds`, or less if SIGTERM comes: a worker that waits stops at once, status 0."""
+    try:
+        await asyncio.wait_for(stopping.wait(), seconds)
+        return True
+    except TimeoutError:
+        return False

@@ -48,7 +48,9 @@ async def send_until(settings: Settings, stop: asyncio.Event, sent: Sent, prefix
         while not stop.is_set():
             uid = f"{prefix}-{i}"
             key, value = message(order(uid))
-            task = asyncio.create_task(delivered(uid, await producer.send(settings.orders_topic, value, key=key)))
+            task = asyncio.create_task(
+                delivered(uid, await producer.send(settings.orders_topic, value, key=key))
+            )
             pending.add(task)
             task.add_done_callback(pending.discard)
             i += 1
