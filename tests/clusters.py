@@ -54,7 +54,11 @@ class OpsService:
 
     def ops(self, *args: str, timeout: float = 300) -> str:
         out = subprocess.run(
-            ["bash", str(OPS / self.script), *args], env=self.env, capture_output=True, text=True, timeout=timeout
+            ["bash", str(OPS / self.script), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         assert out.returncode == 0, f"ops/{self.script} {' '.join(args)}: {out.stderr}"
         return out.stdout.strip()

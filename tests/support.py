@@ -75,7 +75,7 @@ async def produce(
     compression: str | None = None,
     partition: int | None = None,
 ) -> list[RecordMetadata]:
-    """Send (key, value) pairs to the orders topic, acks=all; return where each went."""
+    """Send (key, value) pairs to the orders topic, acks=all and idempotent; return where each went."""
     producer = kafka_clients.producer(
         settings,
         acks="all",
