@@ -15,7 +15,9 @@ K="$RUN/kafka"
 mkdir -p "$K"
 
 IFS=, read -r -a LISTED <<<"$KAFKA_BOOTSTRAP_LIST"
-NODES=${ORDERVIEW_KAFKA_NODES:-${#LISTED[@]}}
+# Unless told, as many nodes as the run folder was made for (so `make down` stops them all), else
+# one per bootstrap address.
+NODES=${ORDERVIEW_KAFKA_NODES:-$(cat "$K/nodes" 2>/dev/null || echo "${#LISTED[@]}")}
 [[ "$NODES" =~ ^[1-9][0-9]*$ ]] || die "ORDERVIEW_KAFKA_NODES must be a positive integer, got '$NODES'."
 SASL_SSL_PORT=${ORDERVIEW_KAFKA_SASL_SSL_PORT:-}
 SASL_USER=${ORDERVIEW_KAFKA_SASL_USERNAME:-orderview}
