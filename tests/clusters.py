@@ -13,6 +13,7 @@ import socket
 import subprocess
 from dataclasses import replace
 from pathlib import Path
+from typing import Self
 
 from aiokafka import TopicPartition
 
@@ -62,6 +63,15 @@ class OpsService:
         )
         assert out.returncode == 0, f"ops/{self.script} {' '.join(args)}: {out.stderr}"
         return out.stdout.strip()
+
+    def start(self) -> Self:
+        self.ops("start")
+        return self
+
+    def stop(self) -> None:
+        """Stop it and remove its run folder."""
+        self.ops("stop")
+        self.remove()
 
     @property
     def tls_dir(self) -> Path:
@@ -127,14 +137,6 @@ class KafkaCluster(OpsService):
             kafka_ssl_cafile=str(self.tls_dir / "ca.pem"),
         )
 
-    def start(self) -> KafkaCluster:
-        self.ops("start")
-        return self
-
-    def stop(self) -> None:
-        self.ops("stop")
-        self.remove()
-
     def kill(self, node: int) -> None:
         """kill -9 one node."""
         self.ops("kill-node", str(node))
@@ -178,10 +180,16 @@ class TlsPostgres(OpsService):
             pg_sslrootcert=str(self.tls_dir / "ca.pem"),
         )
 
-    def start(self) -> TlsPostgres:
-        self.ops("start")
-        return self
 
-    def stop(self) -> None:
-        self.ops("stop")
-        self.remove()
+class CertificateAuthority(OpsService):
+    """`ops/tls.sh` in a run folder of its own: a CA that signed none of the other services'."""
+
+    script = "tls.sh"
+
+    def __init__(self) -> None:
+        super().__init__("ca", {})
+
+    def make(self) -> Path:
+        """The CA's certificate."""
+        self.ops("make")
+        return self.tls_dir / "ca.pem"

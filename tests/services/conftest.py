@@ -12,7 +12,7 @@ import pytest_asyncio
 from orderview.bootstrap import create_database, drop_database, ensure_topics
 from orderview.settings import Settings
 from tests import support
-from tests.clusters import KafkaCluster, OpsService, TlsPostgres
+from tests.clusters import CertificateAuthority, KafkaCluster, TlsPostgres
 
 
 @pytest.fixture(scope="session")
@@ -33,10 +33,8 @@ def tls_postgres() -> Iterator[TlsPostgres]:
 @pytest.fixture(scope="session")
 def untrusted_ca() -> Iterator[Path]:
     """A CA that signed none of the servers' certificates."""
-    other = OpsService("other-ca", {})
-    other.script = "tls.sh"
-    other.ops("make")
-    yield other.tls_dir / "ca.pem"
+    other = CertificateAuthority()
+    yield other.make()
     other.remove()
 
 
