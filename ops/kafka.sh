@@ -215,12 +215,23 @@ launch() {
     echo $! >"$(pid_file "$i")"
 }
 
+up_or_dead() { ! pid_alive "$(pid_file "$1")" || answers "$(node_address "$1")" "$NODES"; }
+
+# Wait until node I answers. One that dies while starting is launched again, twice at most: its
+# port can be taken for a moment while it is free (a client reconnecting to a free loopback port
+# in the ephemeral range may be given that very port, and connect to itself).
 wait_answers() {
-    local i=$1 dir; dir=$(node_dir "$i")
-    if ! wait_for 120 answers "$(node_address "$i")" "$NODES"; then
-        tail -20 "$dir/stdout.log" "$dir/server.log" >&2 || true
-        die "Kafka node $i did not answer within 120 s; see $dir/server.log"
-    fi
+    local i=$1 cp=$2 dir try; dir=$(node_dir "$i")
+    for try in 1 2 3; do
+        if wait_for 120 up_or_dead "$i" && pid_alive "$(pid_file "$i")"; then return; fi
+        pid_alive "$(pid_file "$i")" && break  # alive but silent for 120 s: no use trying again
+        [ "$try" = 3 ] && break
+        say "Kafka node $i stopped while starting ($(grep -ho 'failed to bind to [^ ]*' "$dir/server.log" | tail -1 || true)); starting it again"
+        sleep 2
+        launch "$i" "$cp"
+    done
+    tail -20 "$dir/stdout.log" "$dir/server.log" >&2 || true
+    die "Kafka node $i did not answer within 120 s; see $dir/server.log"
 }
 
 start() {
@@ -236,7 +247,7 @@ start() {
     [ -z "$SASL_SSL_PORT" ] || bash "$ROOT/ops/tls.sh" make
     say "starting Kafka: $NODES node(s) at $(bootstrap_list)${SASL_SSL_PORT:+, SASL_SSL from port $SASL_SSL_PORT}"
     for i in $(nodes); do launch "$i" "$cp"; done
-    for i in $(nodes); do wait_answers "$i"; done
+    for i in $(nodes); do wait_answers "$i" "$cp"; done
     [ -z "$SASL_SSL_PORT" ] || add_users "$cp"
     say "Kafka is up ($(status))"
 }
@@ -245,7 +256,7 @@ start_node() {
     local i=$1; check_node "$i"
     local cp; cp=$(classpath)
     launch "$i" "$cp"
-    wait_answers "$i"
+    wait_answers "$i" "$cp"
 }
 
 stop_node() {
