@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 from psycopg import sql
 
 from orderview import kafka_clients
@@ -143,7 +144,7 @@ async def ensure_topics(settings: Settings) -> None:
             if not _created(response):
                 continue
             log.info("created topic %s: %d replica(s), min.insync.replicas %d", topic.name, replicas, in_sync)
-        await _wait_until_known(admin, [t.name for t in wanted])
+        await _wait_until_known(settings, [t.name for t in wanted])
         await _warn_under_replicated(admin, [t.name for t in wanted if t.name in existing], replicas)
     finally:
         await admin.close()
@@ -176,15 +177,23 @@ def _created(response: object) -> bool:
     return True
 
 
-async def _wait_until_known(admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float = 30.0) -> None:
+async def _wait_until_known(settings: Settings, topics: list[str], timeout_s: float = 30.0) -> None:
     """On a cluster a new topic reaches the other brokers' metadata a moment later: the services
-    started next must find it on whichever broker they ask."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        described = await admin.describe_topics(topics)
-        if all(d["error_code"] == 0 and d["partitions"] for d in described) or time.monotonic() > deadline:
-            return
-        await asyncio.sleep(0.2)
+    started next must find it on whichever broker they ask, so every broker is asked."""
+    client = kafka_clients.client(settings)
+    await client.bootstrap()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            answers = [
+                await client.send(broker.nodeId, MetadataRequest(topics))
+                for broker in client.cluster.brokers()
+            ]
+            if all(error == 0 and partitions for a in answers for error, _, _, partitions, *_ in a.topics):
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        await client.close()
 
 
 async def _warn_under_replicated(admin: AIOKafkaAdminClient, topics: list[str], replicas: int) -> None:
