@@ -22,5 +22,5 @@ if [ $# -gt 0 ]; then
 fi
 status=0
 .venv/bin/pytest --ignore=tests/services || status=$?
-.venv/bin/pytest tests/services || status=$?
+.venv/bin/pytest tests/services --durations=5 || status=$?
 exit "$status"
