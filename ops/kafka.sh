@@ -215,19 +215,32 @@ launch() {
     echo $! >"$(pid_file "$i")"
 }
 
+# A client reconnecting to a stopped node's port inside the kernel's range for outgoing ports can
+# be given that very port (a TCP self-connect) and hold it for as long as its request times out:
+# the node cannot bind it when it restarts.
+warn_ephemeral() {
+    local low i
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null) || return 0
+    for i in $(nodes); do
+        if [ "$(node_port "$i")" -ge "$low" ]; then
+            say "note: port $(node_port "$i") is in the range the kernel gives outgoing connections (from $low): a node restarted there may find it taken for a while; ports below $low avoid that"
+            return
+        fi
+    done
+}
+
 up_or_dead() { ! pid_alive "$(pid_file "$1")" || answers "$(node_address "$1")" "$NODES"; }
 
-# Wait until node I answers. One that dies while starting is launched again, twice at most: its
-# port can be taken for a moment while it is free (a client reconnecting to a free loopback port
-# in the ephemeral range may be given that very port, and connect to itself).
+# Wait until node I answers. One that dies while starting is launched again for a minute or so:
+# its port can be taken while it is free (`warn_ephemeral`).
 wait_answers() {
     local i=$1 cp=$2 dir try; dir=$(node_dir "$i")
-    for try in 1 2 3; do
+    for try in 1 2 3 4 5 6 7 8; do
         if wait_for 120 up_or_dead "$i" && pid_alive "$(pid_file "$i")"; then return; fi
         pid_alive "$(pid_file "$i")" && break  # alive but silent for 120 s: no use trying again
-        [ "$try" = 3 ] && break
+        [ "$try" = 8 ] && break
         say "Kafka node $i stopped while starting ($(grep -ho 'failed to bind to [^ ]*' "$dir/server.log" | tail -1 || true)); starting it again"
-        sleep 2
+        sleep 3
         launch "$i" "$cp"
     done
     tail -20 "$dir/stdout.log" "$dir/server.log" >&2 || true
@@ -246,6 +259,7 @@ start() {
     local cp; cp=$(classpath)
     [ -z "$SASL_SSL_PORT" ] || bash "$ROOT/ops/tls.sh" make
     say "starting Kafka: $NODES node(s) at $(bootstrap_list)${SASL_SSL_PORT:+, SASL_SSL from port $SASL_SSL_PORT}"
+    warn_ephemeral
     for i in $(nodes); do launch "$i" "$cp"; done
     for i in $(nodes); do wait_answers "$i" "$cp"; done
     [ -z "$SASL_SSL_PORT" ] || add_users "$cp"
@@ -281,9 +295,16 @@ kill_node() {
 }
 
 stop() {
-    local i
-    # The last nodes first: node 0's folder holds the cluster's id.
-    for ((i = NODES - 1; i >= 0; i--)); do stop_node "$i"; done
+    # Every node at once: one by one, the last ones wait for a quorum that has already left.
+    local i pids=()
+    for i in $(nodes); do
+        if pid_alive "$(pid_file "$i")"; then pids+=("$(cat "$(pid_file "$i")")"); else rm -f "$(pid_file "$i")"; fi
+    done
+    [ "${#pids[@]}" -gt 0 ] || return 0
+    say "stopping Kafka (pid ${pids[*]})"
+    kill "${pids[@]}" 2>/dev/null || true
+    wait_for 30 bash -c "! kill -0 ${pids[*]} 2>/dev/null" || kill -9 "${pids[@]}" 2>/dev/null || true
+    for i in $(nodes); do rm -f "$(pid_file "$i")"; done
 }
 
 status() {

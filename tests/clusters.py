@@ -8,6 +8,7 @@ be (several brokers, a SASL_SSL listener, `ssl = on`) without changing them for 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -19,16 +20,28 @@ from aiokafka import TopicPartition
 
 from orderview import kafka_clients
 from orderview.settings import Settings
-from tests.processes import ROOT, free_port, free_port_pair
+from tests.processes import ROOT, free_port
 from tests.support import unique
 
 OPS = ROOT / "ops"
 
 
+def below_ephemeral_ports() -> int:
+    """The first port the kernel hands out for outgoing connections. A client that reconnects to
+    a stopped broker's free port in that range may be given that very port and connect to itself
+    (TCP self-connect), holding it until it times out: the broker cannot bind it on restart. Ports
+    of nodes that tests kill and restart are chosen below it."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_run(n: int) -> int:
-    """The first of n consecutive free ports."""
+    """The first of n consecutive free ports, below the ephemeral range."""
+    rng = random.Random()
     while True:
-        first = free_port()
+        first = rng.randrange(20000, below_ephemeral_ports() - n)
         sockets = []
         try:
             for port in range(first, first + n):
@@ -99,7 +112,7 @@ class KafkaCluster(OpsService):
     def __init__(self, nodes: int, sasl_ssl: bool = False, password: str = "orderview-test") -> None:
         ports: list[int] = []
         while len(ports) < nodes:
-            port = free_port_pair()
+            port = free_port_run(2)  # the node's listener and its controller's
             if not {port, port + 1} & {p + d for p in ports for d in (0, 1)}:
                 ports.append(port)
         self.nodes = nodes
