@@ -31,5 +31,6 @@ bench-quick: up  ## the same with smaller counts (about a minute)
 
 SEED ?= 1
 DURATION ?= 300
-chaos: up      ## adversarial run: hostile messages, kill -9, PostgreSQL and broker restarts (SEED=, DURATION= s)
-	.venv/bin/python -m tests.chaos --seed $(SEED) --duration $(DURATION)
+BROKERS ?= 1
+chaos: up      ## adversarial run: hostile messages, kill -9, restarts (SEED=, DURATION= s; BROKERS=3: on a cluster)
+	.venv/bin/python -m tests.chaos --seed $(SEED) --duration $(DURATION) --brokers $(BROKERS)

@@ -35,6 +35,7 @@ from api.errors import DatabaseTimeout
 from api.loader import OrderLoader
 from api.metrics import ApiMetrics
 from api.reads import PrimaryReads, StandbyReads
+from orderview import refusals
 from orderview.settings import Settings
 
 log = logging.getLogger("orderview.api.freshness")
@@ -91,8 +92,12 @@ class Freshness:
                     await self._consume(conn)
             except Exception as exc:  # whatever it was, the loop must go on
                 # /readyz shows `problem` to anyone: no exception text (hosts, users) in it.
-                self.problem = "LISTEN connection down: the database is unreachable or refused it"
-                log.warning("LISTEN connection failed, retrying in %.1fs: %r", delay, exc)
+                refused = refusals.database(exc, "api")  # a setting to fix, said once
+                if refused is None or refused != self.problem:
+                    log.warning(
+                        "LISTEN connection failed, retrying in %.1fs: %s", delay, refused or repr(exc)
+                    )
+                self.problem = refused or "LISTEN connection down: the database is unreachable or refused it"
             if self.connected:
                 self._metrics.listen_reconnects.inc()
             self._set_connected(False)

@@ -50,7 +50,11 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
     n = len(orders)
     produce_rate = asyncio.run(produce(settings, orders))
     results.figure(
-        SECTION, "produce (setup)", produce_rate, "orders/s", note="aiokafka, acks=all, linger 20 ms"
+        SECTION,
+        "produce (setup)",
+        produce_rate,
+        "orders/s",
+        note="aiokafka, acks=all, idempotent, linger 20 ms",
     )
 
     say("ingest: raw consume")
@@ -215,7 +219,7 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
         "all visible, as for the projector)"
     )
     results.settings[LATENCY] = (
-        "the same running projector; orders produced (acks=all, linger 5 ms) with their send time "
+        "the same running projector; orders produced (acks=all, idempotent, linger 5 ms) with their send time "
         "recorded; a separate connection LISTENs on the projector's NOTIFY channel (sent at commit) and "
         "records when each order_uid arrives; latency = arrival − send"
     )

@@ -24,6 +24,7 @@ from quixstreams import Application  # noqa: E402  (the imports are part of the 
 from quixstreams.sinks import SinkBatch  # noqa: E402
 from quixstreams.sinks.community.postgresql import PostgreSQLSink  # noqa: E402
 
+from orderview import kafka_clients  # noqa: E402
 from orderview.settings import get_settings  # noqa: E402
 
 
@@ -43,6 +44,9 @@ def run(topic: str, group: str, table: str, count: int, commit_interval: float) 
     settings = get_settings()
     app = Application(
         broker_address=settings.kafka_bootstrap,
+        # TLS and SASL as every other client of the project has them (librdkafka's names).
+        consumer_extra_config=kafka_clients.librdkafka_config(settings),
+        producer_extra_config=kafka_clients.librdkafka_config(settings),
         consumer_group=group,
         auto_offset_reset="earliest",
         commit_interval=commit_interval,

@@ -54,7 +54,9 @@ class Tally:
     def summary(self) -> str:
         elapsed = time.monotonic() - self.started
         total = sum(self.acked.values())
-        lines = [f"sent {total} messages in {elapsed:.1f} s ({total / max(elapsed, 1e-9):,.0f}/s), acks=all"]
+        lines = [
+            f"sent {total} messages in {elapsed:.1f} s ({total / max(elapsed, 1e-9):,.0f}/s), acks=all, idempotent"
+        ]
         lines += [
             f"  {kind:<8} {self.acked[kind]}" for kind in ("file", "new", "repeat", "version", "invalid")
         ]

@@ -85,9 +85,28 @@ max_connections = 200
 shared_buffers = 256MB
 logging_collector = off
 CONF
+    [ "${ORDERVIEW_PG_SERVER_SSL:-off}" = on ] && configure_tls
     grep -qx "include 'orderview.conf'" "$DATA/postgresql.conf" || echo "include 'orderview.conf'" >>"$DATA/postgresql.conf"
     sed -i -E '/^[[:space:]]*#/!s/[[:space:]]trust[[:space:]]*$/ scram-sha-256/' "$DATA/pg_hba.conf"
     if [ "$(id -u)" = 0 ]; then chown postgres: "$DATA/orderview.conf" "$DATA/pg_hba.conf"; fi
+}
+
+# ORDERVIEW_PG_SERVER_SSL=on: TLS with a certificate from the run folder's CA (ops/tls.sh), for
+# clients that verify it (ORDERVIEW_PG_SSLMODE=verify-full, ORDERVIEW_PG_SSLROOTCERT=.run/tls/ca.pem);
+# the CA also checks client certificates. The files are copied where the cluster's owner reads them.
+configure_tls() {
+    bash "$ROOT/ops/tls.sh" make
+    local tls; tls=$(bash "$ROOT/ops/tls.sh" dir)
+    own_dir "$P/tls"
+    cp "$tls/server.pem" "$tls/server.key" "$tls/ca.pem" "$P/tls/"
+    chmod 600 "$P/tls/server.key"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$P/tls/"*; fi
+    cat >>"$DATA/orderview.conf" <<CONF
+ssl = on
+ssl_cert_file = '$P/tls/server.pem'
+ssl_key_file = '$P/tls/server.key'
+ssl_ca_file = '$P/tls/ca.pem'
+CONF
 }
 
 start() {

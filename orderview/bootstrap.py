@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import time
 from pathlib import Path
 
 import psycopg
-from aiokafka.admin import NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 from psycopg import sql
 
 from orderview import kafka_clients
@@ -117,26 +120,94 @@ def grant_role_privileges(conn: psycopg.Connection, settings: Settings) -> None:
 
 
 async def ensure_topics(settings: Settings) -> None:
-    """`orders` is the event log: never deleted by age. The DLQ keeps what it is given too."""
+    """`orders` is the event log: never deleted by age. The DLQ keeps what it is given too. Both
+    are replicated to min(3, brokers) nodes, and a write is acknowledged (acks=all) once 2 of 3
+    replicas hold it: one broker may die without losing or refusing an acknowledged order."""
     admin = kafka_clients.admin(settings)
     await admin.start()
     try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replicas, in_sync = replication(settings, brokers)
+        configs = {"retention.ms": "-1", "min.insync.replicas": str(in_sync)}
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(
-                settings.orders_topic, settings.orders_partitions, 1, topic_configs={"retention.ms": "-1"}
-            ),
-            NewTopic(settings.dlq_topic, 1, 1, topic_configs={"retention.ms": "-1"}),
+            NewTopic(settings.orders_topic, settings.orders_partitions, replicas, topic_configs=configs),
+            NewTopic(settings.dlq_topic, 1, replicas, topic_configs=configs),
         ]
-        missing = [t for t in wanted if t.name not in existing]
-        for topic in missing:
+        for topic in wanted:
+            if topic.name in existing:
+                continue
             try:
-                await admin.create_topics([topic])
-                log.info("created topic %s", topic.name)
+                response = await admin.create_topics([topic])
             except TopicAlreadyExistsError:
-                pass
+                continue
+            if not _created(response):
+                continue
+            log.info("created topic %s: %d replica(s), min.insync.replicas %d", topic.name, replicas, in_sync)
+        await _wait_until_known(settings, [t.name for t in wanted])
+        await _warn_under_replicated(admin, [t.name for t in wanted if t.name in existing], replicas)
     finally:
         await admin.close()
+
+
+def replication(settings: Settings, brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) of the topics the bootstrap creates."""
+    replicas = settings.kafka_replication_factor or min(3, brokers)
+    if replicas > brokers:
+        raise ValueError(
+            f"ORDERVIEW_KAFKA_REPLICATION_FACTOR is {replicas}, but the cluster has {brokers} broker(s)"
+        )
+    in_sync = settings.kafka_min_insync_replicas or (2 if replicas >= 3 else 1)
+    if in_sync > replicas:
+        raise ValueError(
+            f"ORDERVIEW_KAFKA_MIN_INSYNC_REPLICAS is {in_sync}, over the {replicas} replica(s) of each partition"
+        )
+    return replicas, in_sync
+
+
+def _created(response: object) -> bool:
+    """aiokafka returns the broker's refusal in the response instead of raising it: raise it,
+    unless the topic exists already (made meanwhile, or not yet in the metadata asked)."""
+    for name, code, *rest in getattr(response, "topic_errors", []):
+        if code == TopicAlreadyExistsError.errno:
+            return False
+        if code != 0:
+            message = next((r for r in rest if isinstance(r, str) and r), "")
+            raise RuntimeError(f"the broker refused to create topic {name} (error {code}): {message}")
+    return True
+
+
+async def _wait_until_known(settings: Settings, topics: list[str], timeout_s: float = 30.0) -> None:
+    """On a cluster a new topic reaches the other brokers' metadata a moment later: the services
+    started next must find it on whichever broker they ask, so every broker is asked."""
+    client = kafka_clients.client(settings)
+    await client.bootstrap()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            answers = [
+                await client.send(broker.nodeId, MetadataRequest(topics))
+                for broker in client.cluster.brokers()
+            ]
+            if all(error == 0 and partitions for a in answers for error, _, _, partitions, *_ in a.topics):
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        await client.close()
+
+
+async def _warn_under_replicated(admin: AIOKafkaAdminClient, topics: list[str], replicas: int) -> None:
+    """Topics made earlier (on a single broker, say) keep their replicas: say so."""
+    for described in await admin.describe_topics(topics) if topics else []:
+        held = [len(p["replicas"]) for p in described.get("partitions", [])]
+        if held and min(held) < replicas:
+            log.warning(
+                "topic %s has %d replica(s) per partition, fewer than %d: reassign its partitions "
+                "(kafka-reassign-partitions) to survive the loss of a broker",
+                described["topic"],
+                min(held),
+                replicas,
+            )
 
 
 def create_database(settings: Settings) -> None:
@@ -160,7 +231,10 @@ def bootstrap(settings: Settings) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[orderview] %(message)s")
-    bootstrap(get_settings())
+    try:
+        bootstrap(get_settings())
+    except ValueError as exc:  # settings that do not fit the cluster: one sentence
+        sys.exit(f"[orderview] {exc}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -29,6 +30,21 @@ class Settings:
     dlq_topic: str = "orders.dlq"
     orders_partitions: int = 3
     consumer_group: str = "orderview-projector"
+    # Topics the bootstrap creates: 0 means min(3, brokers) replicas, and 2 in-sync replicas
+    # where there are 3 or more (1 otherwise).
+    kafka_replication_factor: int = 0
+    kafka_min_insync_replicas: int = 0
+    # How every Kafka client connects (orderview/kafka_clients.py): PLAINTEXT, SSL, SASL_PLAINTEXT
+    # or SASL_SSL; SASL with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; TLS verifies the brokers'
+    # certificates and names against the CA file (the system's CAs when empty), and shows a
+    # client certificate when one is given.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = "orderview"
+    kafka_sasl_password: str = "orderview"
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
 
     # PostgreSQL: an admin that bootstraps, an owner that migrates, a writer, a reader
     pg_host: str = "127.0.0.1"
@@ -50,6 +66,12 @@ class Settings:
     # A connection that stops answering (a NAT forgot it, a failover) is declared dead within
     # this many seconds: TCP keepalives while idle, tcp_user_timeout while data is unacknowledged.
     pg_dead_after_s: int = 15
+    # TLS to PostgreSQL, as libpq takes it: disable, allow, prefer, require, verify-ca, verify-full;
+    # the CA file that verifies the server, and a client certificate and key when it asks for one.
+    pg_sslmode: str = "prefer"
+    pg_sslrootcert: str = ""
+    pg_sslcert: str = ""
+    pg_sslkey: str = ""
     # Server-side limit of one statement of the projector (the API has its own, api_db_timeout_s).
     projector_statement_timeout_s: float = 60.0
 
@@ -119,6 +141,7 @@ class Settings:
                 what = "an integer" if kind is int else "a number"
                 raise ValueError(f"{PREFIX}{f.name.upper()} must be {what}, got {raw!r}") from None
         settings = cls(**values)
+        settings.refuse_unusable()
         settings.refuse_default_passwords()
         settings.refuse_unknown_choices()
         return settings
@@ -140,6 +163,43 @@ class Settings:
             self, pg_host=self.pg_read_host, pg_port=self.pg_read_port or self.pg_port
         )
         return standby.dsn(role, **server_settings)
+
+    def refuse_unusable(self) -> None:
+        """Names that must be one of a few, and files that must be there: one sentence each."""
+        for address in self.listed("kafka_bootstrap") or [""]:
+            if not re.fullmatch(r"\[?[^\s,\[\]]+\]?:\d{1,5}", address):
+                raise ValueError(
+                    f"{PREFIX}KAFKA_BOOTSTRAP must be host:port, comma-separated, got {self.kafka_bootstrap!r}"
+                )
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{PREFIX}{name.upper()} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        for name in FILES:
+            path = getattr(self, name)
+            if path and not os.access(path, os.R_OK):
+                raise ValueError(f"{PREFIX}{name.upper()} names {path!r}, which cannot be read")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError(
+                f"{PREFIX}KAFKA_SSL_CERTFILE and {PREFIX}KAFKA_SSL_KEYFILE go together: set both or neither"
+            )
+
+    @property
+    def kafka_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    @property
+    def kafka_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    def kafka_hosts(self) -> list[tuple[str, int]]:
+        """The bootstrap list as (host, port) pairs."""
+        pairs = []
+        for address in self.listed("kafka_bootstrap"):
+            host, _, port = address.rpartition(":")
+            pairs.append((host.strip("[]"), int(port)))
+        return pairs
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes another process read these same settings."""
@@ -186,6 +246,12 @@ class Settings:
             keepalives_interval=max(1, (self.pg_dead_after_s - idle) // 3),
             keepalives_count=3,
             tcp_user_timeout=self.pg_dead_after_s * 1000,
+            sslmode=self.pg_sslmode,
+            **{
+                key: getattr(self, f"pg_{key}")
+                for key in ("sslrootcert", "sslcert", "sslkey")
+                if getattr(self, f"pg_{key}")
+            },
             **({"options": options} if options else {}),
         )
 
@@ -194,7 +260,9 @@ class Settings:
         return [
             PREFIX + f.name.upper()
             for f in dataclasses.fields(self)
-            if f.name.endswith("_password") and getattr(self, f.name) == f.default
+            if f.name.endswith("_password")
+            and getattr(self, f.name) == f.default
+            and (f.name != "kafka_sasl_password" or self.kafka_sasl)  # unused without SASL
         ]
 
     def exposed_hosts(self, **listeners: str) -> list[str]:
@@ -203,6 +271,9 @@ class Settings:
         hosts.update({"ORDERVIEW_PG_HOST": self.pg_host}, **listeners)
         if self.pg_read_host:
             hosts["ORDERVIEW_PG_READ_HOST"] = self.pg_read_host
+        if self.kafka_sasl:  # the SASL password is only sent when SASL is used
+            remote = [host for host, _ in self.kafka_hosts() if not is_loopback(host)]
+            hosts["ORDERVIEW_KAFKA_BOOTSTRAP"] = remote[0] if remote else "127.0.0.1"
         return [name for name, host in hosts.items() if not is_loopback(host)]
 
     def refuse_default_passwords(self, **listeners: str) -> None:
@@ -217,6 +288,21 @@ class Settings:
     def listed(self, name: str) -> list[str]:
         """A comma-separated setting as a list of its non-empty items."""
         return [item.strip() for item in getattr(self, name).split(",") if item.strip()]
+
+
+CHOICES = {
+    "kafka_security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    "kafka_sasl_mechanism": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+    "pg_sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+}
+FILES = (
+    "kafka_ssl_cafile",
+    "kafka_ssl_certfile",
+    "kafka_ssl_keyfile",
+    "pg_sslrootcert",
+    "pg_sslcert",
+    "pg_sslkey",
+)
 
 
 def is_loopback(host: str) -> bool:

@@ -29,7 +29,7 @@ from mode import CrashingSupervisor, Service
 from mode.utils.trees import NodeT
 from prometheus_client import generate_latest
 
-from orderview import jsonlog
+from orderview import jsonlog, kafka_clients
 from orderview.settings import Settings
 from projector import faults
 from projector.batch import BatchProjector
@@ -53,6 +53,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.consumer_group,
         broker=broker_url(settings.kafka_bootstrap),
+        broker_credentials=kafka_clients.faust_credentials(settings),
         store="memory://",
         autodiscover=False,
         topic_allow_declare=False,

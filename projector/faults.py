@@ -21,6 +21,8 @@ from typing import NoReturn
 import psycopg
 from aiokafka.errors import KafkaError, KafkaTimeoutError, KafkaUnavailableError
 
+from orderview import refusals
+
 log = logging.getLogger("orderview.projector")
 
 # sysexits.h: EX_SOFTWARE for an error nobody anticipated, EX_DATAERR for a read model that
@@ -64,6 +66,8 @@ def outage(exc: BaseException) -> str | None:
     topic is missing."""
     if isinstance(exc, TopicMissing):
         return str(exc)
+    if (refused := refusals.database(exc, "projector")) is not None:  # a setting: one sentence
+        return refused
     if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, EVENT_FAULTS):
         return f"database unavailable: {describe(exc)}"
     if isinstance(exc, KafkaError) and (

@@ -39,7 +39,8 @@ COMMIT_RETRY_S = 0.5  # a commit refused while the group rebalances is tried aga
 
 
 def broker_url(bootstrap: str) -> str:
-    return f"{SCHEME}://{bootstrap}"
+    """Faust's broker URL for a comma-separated bootstrap list: `scheme://h1:p1;h2:p2`."""
+    return f"{SCHEME}://" + ";".join(a.strip() for a in bootstrap.split(",") if a.strip())
 
 
 class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 import orjson
 from aiohttp import web
 
-from orderview import kafka_clients
+from orderview import kafka_clients, refusals
 from orderview.settings import Settings
 from projector import faults
 from projector.batch import backoff_seconds
@@ -37,21 +38,48 @@ async def wait_for_broker(settings: Settings) -> None:
     runner = web.AppRunner(server, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.projector_host, settings.projector_port, reuse_address=True).start()
+    stopping = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     try:
         attempt = 0
         while True:
-            client = kafka_clients.client(settings, request_timeout_ms=5000)
-            try:
-                await client.bootstrap()
+            problem = await _refused_or_unreachable(settings)
+            if problem is None:
                 return
-            except Exception as exc:
-                outage = faults.outage(exc)
-                if outage is None:
-                    raise
-                reason, attempt = outage, attempt + 1
-                log.warning("waiting for the broker", extra={"attempt": attempt, "reason": reason})
-            finally:
-                await client.close()
-            await asyncio.sleep(backoff_seconds(attempt, settings.db_retry_max_s))
+            attempt += 1
+            if problem != reason:  # once per cause, not once per attempt
+                log.warning("waiting for the broker", extra={"attempt": attempt, "reason": problem})
+            reason = problem
+            if await _told_to_stop(stopping, backoff_seconds(attempt, settings.db_retry_max_s)):
+                raise SystemExit(0)  # nothing started yet: nothing to stop but the wait
     finally:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
         await runner.cleanup()
+
+
+async def _refused_or_unreachable(settings: Settings) -> str | None:
+    """None once the broker answers; else why not. Credentials or a certificate refused are asked
+    of the servers directly (orderview/refusals.py): aiokafka would only say it could not bootstrap."""
+    refused = await refusals.explain_kafka(settings)
+    if refused is not None:
+        return refused
+    client = kafka_clients.client(settings, request_timeout_ms=5000)
+    try:
+        await client.bootstrap()
+        return None
+    except Exception as exc:
+        outage = faults.outage(exc)
+        if outage is None:
+            raise
+        return outage
+    finally:
+        await client.close()
+
+
+async def _told_to_stop(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds`, or less if SIGTERM comes: a worker that waits stops at once, status 0."""
+    try:
+        await asyncio.wait_for(stopping.wait(), seconds)
+        return True
+    except TimeoutError:
+        return False

@@ -78,7 +78,7 @@ async def produce(
     partition: int | None = None,
     timestamp_ms: int | None = None,
 ) -> list[RecordMetadata]:
-    """Send (key, value) pairs to the orders topic, acks=all; return where each went."""
+    """Send (key, value) pairs to the orders topic, acks=all and idempotent; return where each went."""
     producer = kafka_clients.producer(
         settings,
         acks="all",

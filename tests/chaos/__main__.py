@@ -1,6 +1,7 @@
-"""python -m tests.chaos --seed N --duration SECONDS: one chaos run against the services of
-`make up`; prints what was sent, the faults, the longest stall and the audit; exit 1 on any
-problem. `make chaos` runs it."""
+"""python -m tests.chaos --seed N --duration SECONDS [--brokers N]: one chaos run against the
+services of `make up` (with --brokers 2 or more, on a Kafka cluster of its own, whose partition
+leaders and controller it kills); prints what was sent, the faults, the longest stall and the
+audit; exit 1 on any problem. `make chaos` runs it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import time
 
 from orderview import jsonlog
 from orderview.settings import get_settings
+from tests.chaos.cluster import ClusterFaults
 from tests.chaos.run import run
+from tests.clusters import KafkaCluster
 
 
 def main() -> None:
@@ -20,6 +23,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of traffic and faults")
     parser.add_argument("--keep", action="store_true", help="keep the run's database and topics")
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="2 or more: a Kafka cluster of its own, with a cluster's faults",
+    )
     args = parser.parse_args()
     jsonlog.setup("ERROR")
     for noisy in ("aiokafka", "asyncio"):  # our producers, while the broker is being restarted
@@ -29,7 +38,18 @@ def main() -> None:
     def say(text: str) -> None:
         print(f"[chaos {time.monotonic() - started:6.1f}s] {text}", file=sys.stderr, flush=True)
 
-    report = asyncio.run(run(get_settings(), args.seed, args.duration, keep=args.keep, say=say))
+    if args.brokers > 1:
+        say(f"starting a Kafka cluster of {args.brokers} nodes")
+        cluster = KafkaCluster(args.brokers).start()
+        try:
+            faults = ClusterFaults(cluster)
+            report = asyncio.run(
+                run(get_settings(), args.seed, args.duration, keep=args.keep, say=say, cluster=faults)
+            )
+        finally:
+            cluster.stop()
+    else:
+        report = asyncio.run(run(get_settings(), args.seed, args.duration, keep=args.keep, say=say))
     print(report.text())
     sys.exit(1 if report.problems else 0)
 

@@ -30,6 +30,7 @@ from projector.kafka import scan
 from projector.messages import Event
 from tests import logops, support
 from tests.api_server import api_process
+from tests.chaos.cluster import ClusterFaults, caught_up_line
 from tests.chaos.mix import REFUSED_CITY_RULE, TAG, Mix, Outgoing
 from tests.processes import LOGS, Projector
 from tests.readmodel import ops
@@ -55,6 +56,8 @@ class Report:
     exits: Counter[int] = field(default_factory=Counter)  # worker exit statuses (-9: killed)
     longest_stall_s: float = 0.0
     longest_stall_after_faults_s: float = 0.0
+    caught_up_after_faults_s: float | None = None  # on a cluster: the last restart to caught up
+    cluster: bool = False
     audit: Audit | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -72,6 +75,8 @@ class Report:
             + (", ".join(f"status {k}: {n}" for k, n in sorted(self.exits.items())) or "none"),
             f"  longest stall: {self.longest_stall_s:.1f} s (after the last fault: {self.longest_stall_after_faults_s:.1f} s)",
         ]
+        if self.cluster:
+            lines.append(caught_up_line(self.caught_up_after_faults_s))
         if a is not None:
             lines.append(
                 f"  audit: {a.messages:,} messages in {a.seconds:.1f} s ({a.messages / a.seconds:,.0f}/s), "
@@ -93,14 +98,19 @@ class Report:
 
 
 async def run(
-    base: Settings, seed: int, duration: float, keep: bool = False, say: Callable[[str], None] = print
+    base: Settings,
+    seed: int,
+    duration: float,
+    keep: bool = False,
+    say: Callable[[str], None] = print,
+    cluster: ClusterFaults | None = None,
 ) -> Report:
-    s = _own_settings(base)
-    report = Report(seed, duration)
+    s = _own_settings(cluster.settings(base) if cluster else base)
+    report = Report(seed, duration, cluster=cluster is not None)
     create_database(s)
     with psycopg.connect(s.dsn("owner"), autocommit=True) as conn:
         conn.execute(REFUSED_CITY_RULE)
-    await _create_topics(s)
+    await _create_topics(s, cluster.replicas if cluster else 1)
     workers = Workers(s, 2, report, say)
     try:
         workers.start()
@@ -111,7 +121,7 @@ async def run(
             supervising = asyncio.create_task(workers.supervise())
             sampling = asyncio.create_task(progress.sample())
             try:
-                traffic = Traffic(s, seed, duration, report, progress, workers, say)
+                traffic = Traffic(s, seed, duration, report, progress, workers, say, cluster)
                 await traffic.run()
                 say("traffic over; waiting for the projectors to catch up")
                 await progress.wait_caught_up(CATCH_UP_S)
@@ -121,6 +131,8 @@ async def run(
                 await sampling
             report.longest_stall_s = progress.longest
             report.longest_stall_after_faults_s = progress.longest_after_faults
+            if progress.caught_up_at is not None:
+                report.caught_up_after_faults_s = progress.caught_up_at - progress.faults_over_at
             await _check(s, api.url, report, workers, traffic.trimmed)
             supervising.cancel()
     finally:
@@ -140,18 +152,21 @@ def _own_settings(base: Settings) -> Settings:
     )
 
 
-async def _create_topics(s: Settings) -> None:
+async def _create_topics(s: Settings, replicas: int) -> None:
     admin = kafka_clients.admin(s)
+    in_sync = {"min.insync.replicas": "2" if replicas >= 3 else "1"}
     await admin.start()
     try:
         await admin.create_topics(
             [
-                NewTopic(s.orders_topic, PARTITIONS, 1, topic_configs={"retention.ms": "-1"}),
+                NewTopic(
+                    s.orders_topic, PARTITIONS, replicas, topic_configs={"retention.ms": "-1", **in_sync}
+                ),
                 NewTopic(
                     s.dlq_topic,
                     1,
-                    1,
-                    topic_configs={"retention.ms": "-1", "max.message.bytes": str(DLQ_MAX_BYTES)},
+                    replicas,
+                    topic_configs={"retention.ms": "-1", "max.message.bytes": str(DLQ_MAX_BYTES), **in_sync},
                 ),
             ]
         )
@@ -231,6 +246,7 @@ class Progress:
         self.positions: dict[int, int] = {}
         self.changed_at: dict[int, float] = {}
         self.faults_over_at = 0.0
+        self.caught_up_at: float | None = None  # the first sample after the faults with none behind
         self.longest = 0.0
         self.longest_after_faults = 0.0
         self.stop = False
@@ -253,6 +269,8 @@ class Progress:
                     if o != self.positions.get(p):
                         self.positions[p] = o
                         self.changed_at[p] = now
+            if self.faults_over_at and self.caught_up_at is None and positions and not self.behind():
+                self.caught_up_at = now
             for p in self.behind():
                 since = self.changed_at.setdefault(p, now)
                 self.longest = max(self.longest, now - since)
@@ -281,11 +299,12 @@ class Traffic:
 
     def __init__(
         self, s: Settings, seed: int, duration: float, report: Report, progress: Progress, workers: Workers,
-        say: Callable[[str], None],
+        say: Callable[[str], None], cluster: ClusterFaults | None = None,
     ) -> None:  # fmt: skip
         self.s, self.duration, self.report, self.progress, self.workers, self.say = (
             s, duration, report, progress, workers, say,
         )  # fmt: skip
+        self.cluster = cluster
         self.rng = random.Random(seed)
         self.mix = Mix(seed, s.max_message_bytes, DLQ_MAX_BYTES, BROKER_MAX_BYTES)
         self.producers: dict[str | None, AIOKafkaProducer] = {}
@@ -301,6 +320,8 @@ class Traffic:
         order = [kinds[i % len(kinds)] for i in range(n)]
         self.rng.shuffle(order)
         order = ["add_partitions", *order]
+        if self.cluster is not None:  # a cluster's faults, in turn
+            order = self.cluster.schedule(n)
         return [(self.duration * (i + 1) / (len(order) + 1), kind) for i, kind in enumerate(order)]
 
     async def run(self) -> None:
@@ -328,7 +349,9 @@ class Traffic:
             await asyncio.sleep(max(0.0, started + at - time.monotonic()))
             self.report.faults.append((time.monotonic() - started, kind))
             self.say(f"fault: {kind}")
-            if kind == "kill_worker":
+            if self.cluster is not None:
+                await self.cluster.inject(kind, self.s, self.rng, self.say)
+            elif kind == "kill_worker":
                 self.workers.kill9(self.rng.randrange(len(self.workers.procs)))
             elif kind == "add_partitions":
                 await logops.add_partitions(self.s, PARTITIONS + 1)
@@ -385,6 +408,10 @@ class Traffic:
             self.retry.extend(batch)
             await asyncio.sleep(1)
             return 0
+        if any(isinstance(r, MessageSizeTooLargeError) for r in results):
+            # An idempotent producer goes on after a refused record only with a gap in its
+            # sequence, which the broker refuses: a new producer sends what failed after it.
+            await self._drop_producer(codec)
         delivered = 0
         for m, result in zip(batch, results, strict=True):
             if isinstance(result, MessageSizeTooLargeError):
