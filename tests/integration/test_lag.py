@@ -39,7 +39,10 @@ async def test_records_nobody_applied_are_lag_and_age_until_the_position_passes_
 ) -> None:
     s = one_partition
     sent_at = time.time()
-    sent = await support.produce(s, [(b"k", b"%d" % i) for i in range(5)])
+    # Timestamps of our own, a second apart: what the sampler reads back is then unmistakable.
+    stamps = [int(sent_at * 1000) + 1000 * i for i in range(5)]
+    for i, stamp in enumerate(stamps):
+        await support.produce(s, [(b"k", b"%d" % i)], timestamp_ms=stamp)
     registry = CollectorRegistry()
     now = sent_at + 42.0
     sampler = LagSampler(s, registry, lambda: [0], clock=lambda: now)
@@ -49,14 +52,14 @@ async def test_records_nobody_applied_are_lag_and_age_until_the_position_passes_
         assert sample_value(registry, "orderview_projector_position", 0) == 0
         assert sample_value(registry, "orderview_projector_lag_records", 0) == 5
         oldest = sample_value(registry, "orderview_projector_oldest_unapplied_age_seconds", 0)
-        assert oldest == now - sent[0].timestamp / 1000
+        assert oldest == now - stamps[0] / 1000
 
         record_position(s, 0, 3)
         await sampler.sample()
         assert sample_value(registry, "orderview_projector_position", 0) == 3
         assert sample_value(registry, "orderview_projector_lag_records", 0) == 2
         oldest = sample_value(registry, "orderview_projector_oldest_unapplied_age_seconds", 0)
-        assert oldest == now - sent[3].timestamp / 1000
+        assert oldest == now - stamps[3] / 1000
 
         record_position(s, 0, 5)
         await sampler.sample()
