@@ -145,7 +145,7 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
             SECTION,
             "projector / Quix PostgreSQLSink",
             rate / peer.rate,
-            (">=", 0.5),
+            (">=", 0.7),
             baseline=f"Quix Streams PostgreSQLSink, same topic, {peer.rate:,.0f} orders/s",
         )
         results.ratio(SECTION, "projector / raw consume", rate / consume_rate)
