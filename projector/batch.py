@@ -100,7 +100,7 @@ class BatchProjector:
         without a partition to write to counts as missing)."""
         names = {self.settings.orders_topic: "orders", self.settings.dlq_topic: "dead-letter"}
         found = await self.kafka_log.describe_topics(list(names))
-        missing = [name for name in names if not _usable(found[name])]
+        missing = [name for name in names if not topics.usable(found[name])]
         for name in names:
             self.metrics.topic_missing.labels(name).set(1 if name in missing else 0)
         if missing:
@@ -196,7 +196,3 @@ class BatchProjector:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await faults.close_quietly(conn)
-
-
-def _usable(topic: topics.Topic | None) -> bool:
-    return topic is not None and bool(topic.partitions)

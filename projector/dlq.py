@@ -154,7 +154,7 @@ class DeadLetterQueue:
         """TopicMissing unless the DLQ topic exists, with a leader for each partition."""
         self._checked_at = time.monotonic()
         found = (await topics.describe(self._started().client, [self.dlq_topic]))[self.dlq_topic]
-        if found is None or not found.partitions:
+        if not topics.usable(found):
             raise TopicMissing(self.dlq_topic, "dead-letter")
 
     async def send(self, letters: Sequence[DeadLetter]) -> None:

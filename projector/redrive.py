@@ -156,8 +156,8 @@ async def redrive(settings: Settings, choice: Choice, dry_run: bool = False) -> 
 
 async def _publish(settings: Settings, letters: Sequence[Letter]) -> None:
     producer = kafka_clients.producer(
-        settings, acks="all", enable_idempotence=True, linger_ms=20, max_request_size=64 * 1024 * 1024
-    )
+        settings, linger_ms=20, max_request_size=64 * 1024 * 1024
+    )  # acks=all, idempotent
     await producer.start()
     try:
         futures = []

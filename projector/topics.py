@@ -118,6 +118,11 @@ class Topic:
     partitions: tuple[int, ...]
 
 
+def usable(topic: Topic | None) -> bool:
+    """Whether records can be written to and read from it: it exists, with partitions."""
+    return topic is not None and bool(topic.partitions)
+
+
 async def describe(client: AIOKafkaClient, topics: Sequence[str]) -> dict[str, Topic | None]:
     """Each topic's id and partitions; None for a topic that does not exist (any other error
     raises, e.g. TopicAuthorizationFailedError)."""
