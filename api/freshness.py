@@ -35,7 +35,7 @@ from api.errors import DatabaseTimeout
 from api.loader import OrderLoader
 from api.metrics import ApiMetrics
 from api.reads import PrimaryReads, StandbyReads
-from orderview import refusals
+from orderview import readmodel, refusals
 from orderview.settings import Settings
 
 log = logging.getLogger("orderview.api.freshness")
@@ -141,7 +141,9 @@ class Freshness:
                 position = None
                 if self._reads.needs_positions:  # the primary's position now: past these commits
                     _, position = await self._heartbeat(conn)
-                uids = dict.fromkeys(uid for payload in payloads for uid in payload.split(",") if uid)
+                uids = dict.fromkeys(
+                    uid for payload in payloads for uid, _ in readmodel.decode_changes(payload)
+                )
                 await self.apply(list(uids), position)
             if monotonic() >= beat_at:
                 # What was committed before the last heartbeat was asked reached the connection

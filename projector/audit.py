@@ -46,7 +46,7 @@ from projector.messages import BadHeader, Event, Incoming
 from projector.positions import read_positions
 
 SNAPSHOT_SOURCES = """
-SELECT order_uid, source_partition, source_offset, version_partition, version_offset, version_timestamp
+SELECT order_uid, source_partition, source_offset, version_partition, version_offset, version_time
 FROM order_snapshots
 """
 SNAPSHOT_BODIES = "SELECT order_uid, body_json FROM order_snapshots WHERE order_uid = ANY(%(uids)s)"

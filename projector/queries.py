@@ -20,7 +20,7 @@ WHERE topic = %(topic)s
 # ~8k to ~30k orders/s without it, bench/findings.md).
 INSERT_NEW_SNAPSHOTS = """
 INSERT INTO order_snapshots
-    (order_uid, body_json, source_partition, source_offset, version_partition, version_offset, version_timestamp)
+    (order_uid, body_json, source_partition, source_offset, version_partition, version_offset, version_time)
 SELECT * FROM unnest(%(uids)b::text[], %(bodies)b::text[], %(partitions)b::int[], %(offsets)b::bigint[],
                      %(version_partitions)b::int[], %(version_offsets)b::bigint[],
                      %(version_timestamps)b::bigint[])
@@ -31,7 +31,7 @@ RETURNING order_uid
 # The versions the read model holds of these orders, locked until the transaction ends: a worker
 # writing the same order from another partition waits, and then compares with what it wrote.
 LOCK_CURRENT_VERSIONS = """
-SELECT order_uid, body_json, version_partition, version_offset, version_timestamp
+SELECT order_uid, body_json, version_partition, version_offset, version_time
 FROM order_snapshots WHERE order_uid = ANY(%(uids)s)
 FOR UPDATE
 """
@@ -40,11 +40,11 @@ REPLACE_SNAPSHOTS = """
 UPDATE order_snapshots AS s
 SET body_json = n.body_json, source_partition = n.source_partition, source_offset = n.source_offset,
     version_partition = n.version_partition, version_offset = n.version_offset,
-    version_timestamp = n.version_timestamp, updated_at = now()
+    version_time = n.version_time, updated_at = now()
 FROM unnest(%(uids)b::text[], %(bodies)b::text[], %(partitions)b::int[], %(offsets)b::bigint[],
             %(version_partitions)b::int[], %(version_offsets)b::bigint[], %(version_timestamps)b::bigint[])
      AS n(order_uid, body_json, source_partition, source_offset, version_partition, version_offset,
-          version_timestamp)
+          version_time)
 WHERE s.order_uid = n.order_uid
 """
 

@@ -49,7 +49,7 @@ TRUNCATE_READ_MODEL = "TRUNCATE " + READ_MODEL
 FORGET_POSITIONS = "DELETE FROM applied_offsets WHERE topic = %(topic)s"
 FORGET_LOSSES = "DELETE FROM lost_records WHERE topic = %(topic)s"
 FORGET_VERSIONS = """
-UPDATE order_snapshots SET version_partition = NULL, version_offset = NULL, version_timestamp = NULL
+UPDATE order_snapshots SET version_partition = NULL, version_offset = NULL, version_time = NULL
 """
 FORGET_REDRIVES = "TRUNCATE redrives"
 
