@@ -1,8 +1,9 @@
 """The one place that reads configuration.
 
 Every field of Settings is read from the environment variable ORDERVIEW_<FIELD IN
-UPPER CASE> (e.g. `api_port` from ORDERVIEW_API_PORT); the defaults work on a
-local machine after `make up`. README.md › Configuration lists them.
+UPPER CASE> (e.g. `api_port` from ORDERVIEW_API_PORT), or from the file that
+ORDERVIEW_<FIELD>_FILE names; the defaults work on a local machine after `make up`.
+README.md › Configuration lists them.
 """
 
 from __future__ import annotations
@@ -130,8 +131,11 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | os._Environ = os.environ) -> Settings:
         values = {}
+        names = {f.name for f in dataclasses.fields(cls)}
         for f in dataclasses.fields(cls):
             raw = environ.get(PREFIX + f.name.upper())
+            if f.name + "_file" not in names:  # else ORDERVIEW_<NAME>_FILE is that field's own
+                raw = _value_or_file(environ, PREFIX + f.name.upper(), raw)
             if raw is None or raw == "":
                 continue
             kind = type(f.default)
@@ -303,6 +307,21 @@ FILES = (
     "pg_sslcert",
     "pg_sslkey",
 )
+
+
+def _value_or_file(environ: dict[str, str] | os._Environ, name: str, raw: str | None) -> str | None:
+    """ORDERVIEW_<NAME>_FILE names a file that holds the value (a secret mounted by Docker or
+    Kubernetes, a password generated on compose's first start), its final line break dropped."""
+    path = environ.get(name + "_FILE")
+    if not path:
+        return raw
+    if raw:
+        raise ValueError(f"{name} and {name}_FILE are both set: set one of them")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().removesuffix("\n").removesuffix("\r")
+    except OSError:
+        raise ValueError(f"{name}_FILE names {path!r}, which cannot be read") from None
 
 
 def is_loopback(host: str) -> bool:
