@@ -17,6 +17,7 @@ trap cleanup EXIT
 bash ops/up.sh
 bash ops/chromium.sh
 bash ops/prometheus.sh install
+bash ops/dockercheck/build.sh  # the real Compose and BuildKit's frontend, for tests/unit/test_compose.py, test_dockerfile.py
 if [ $# -gt 0 ]; then
     .venv/bin/pytest "$@"
     exit
