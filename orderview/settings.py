@@ -3,7 +3,9 @@
 Every field of Settings is read from the environment variable ORDERVIEW_<FIELD IN
 UPPER CASE> (e.g. `api_port` from ORDERVIEW_API_PORT), or from the file that
 ORDERVIEW_<FIELD>_FILE names; the defaults work on a local machine after `make up`.
-README.md › Configuration lists them.
+docs/configuration.md lists them, written from this file by orderview/configuration_reference.py
+(which says how it reads the comments here: above a field, of it and the fields right below it;
+at the end of its line, of it alone; a line after a blank one without a full stop heads a section).
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ STANDBY_FALLBACKS = ("primary", "unavailable")
 @dataclass(frozen=True)
 class Settings:
     # Kafka
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    orders_topic: str = "orders"
-    dlq_topic: str = "orders.dlq"
-    orders_partitions: int = 3
-    consumer_group: str = "orderview-projector"
+    kafka_bootstrap: str = "127.0.0.1:9092"  # host:port, comma-separated; clients start from any that answers
+    orders_topic: str = "orders"  # the event log
+    dlq_topic: str = "orders.dlq"  # dead letters
+    orders_partitions: int = 3  # partitions of the event log at its creation
+    consumer_group: str = "orderview-projector"  # the projector's consumer group
     # Topics the bootstrap creates: 0 means min(3, brokers) replicas, and 2 in-sync replicas
     # where there are 3 or more (1 otherwise).
     kafka_replication_factor: int = 0
@@ -50,20 +52,20 @@ class Settings:
     # PostgreSQL: an admin that bootstraps, an owner that migrates, a writer, a reader
     pg_host: str = "127.0.0.1"
     pg_port: int = 5432
-    pg_database: str = "orderview"
-    pg_admin_user: str = "postgres"
+    pg_database: str = "orderview"  # the database
+    pg_admin_user: str = "postgres"  # superuser, used by the bootstrap only
     pg_admin_password: str = "postgres"
-    pg_owner_user: str = "orderview_owner"
+    pg_owner_user: str = "orderview_owner"  # owns the schema, migrates
     pg_owner_password: str = "orderview_owner"
-    pg_projector_user: str = "orderview_projector"
+    pg_projector_user: str = "orderview_projector"  # writes the read model
     pg_projector_password: str = "orderview_projector"
-    pg_api_user: str = "orderview_api"
+    pg_api_user: str = "orderview_api"  # reads only
     pg_api_password: str = "orderview_api"
-    pg_connect_timeout_s: int = 5
+    pg_connect_timeout_s: int = 5  # how long a new connection may take
     # The API's reads (warm-up, misses, /orders) from a streaming standby; empty: from the primary.
     # LISTEN stays on the primary (a hot standby never delivers NOTIFY).
     pg_read_host: str = ""
-    pg_read_port: int = 0  # 0: pg_port
+    pg_read_port: int = 0  # 0: ORDERVIEW_PG_PORT
     # A connection that stops answering (a NAT forgot it, a failover) is declared dead within
     # this many seconds: TCP keepalives while idle, tcp_user_timeout while data is unacknowledged.
     pg_dead_after_s: int = 15
@@ -76,44 +78,48 @@ class Settings:
     # Server-side limit of one statement of the projector (the API has its own, api_db_timeout_s).
     projector_statement_timeout_s: float = 60.0
 
-    # Projector (its /metrics and /readyz)
-    projector_host: str = "127.0.0.1"
+    # Projector
+    projector_host: str = "127.0.0.1"  # its /metrics and /readyz
     projector_port: int = 6066
-    batch_size: int = 500
-    batch_wait_s: float = 0.05
-    max_message_bytes: int = 1024 * 1024
-    db_retry_max_s: float = 5.0
+    batch_size: int = 500  # messages per projection batch (one transaction)
+    batch_wait_s: float = 0.05  # how long a batch waits to fill
+    max_message_bytes: int = 1024 * 1024  # larger messages go to the DLQ as `too_large`
+    db_retry_max_s: float = 5.0  # cap of the retry backoff while the database is down
     # This many valid orders in a row refused by the database with the same error (a migration
     # gone wrong: a NOT NULL column without a default, a CHECK every order fails) stop the worker
     # instead of dead-lettering the stream.
     db_refusals_in_a_row: int = 10
-    notify_channel: str = "order_changed"
+
+    notify_channel: str = "order_changed"  # LISTEN/NOTIFY channel of changed order_uids
     # How often each worker samples the lag of its partitions (projector/lag.py).
     projector_lag_interval_s: float = 5.0
 
     # API
-    api_host: str = "127.0.0.1"
+    api_host: str = "127.0.0.1"  # where the API listens
     api_port: int = 8081
-    api_replicas: int = 2
-    cache_max_entries: int = 100_000
-    cache_max_bytes: int = 256 * 1024 * 1024
-    api_pool_size: int = 4
+    api_replicas: int = 2  # API processes sharing the port
+    cache_max_entries: int = 100_000  # cache bound, entries (0 disables the cache)
+    cache_max_bytes: int = 256 * 1024 * 1024  # cache bound, bytes of serialized orders
+    api_pool_size: int = 4  # database connections per API replica
     # Every database call of a request answers within this, or the request answers 503.
     api_db_timeout_s: float = 3.0
-    api_miss_lookups_max: int = 2
+
+    api_miss_lookups_max: int = 2  # miss queries in flight per replica; later misses wait and share the next
     # Unknown order_uids are remembered this long (and forgotten by the order's NOTIFY).
-    api_not_found_max_entries: int = 100_000
+    api_not_found_max_entries: int = 100_000  # unknown order_uids remembered per replica (0: none)
     api_not_found_ttl_s: float = 60.0
-    # Comma-separated. Host names the API answers for (others get 421); empty: any.
+    # Comma-separated. Host names the API answers for (others get 421; `*`: any); empty: the loopback
+    # names when the API binds to loopback, else any (and one log line at start says so).
     api_allowed_hosts: str = ""
     # Comma-separated. Origins whose pages may call the API (`*` any, `null` file pages); empty: none.
     api_cors_origins: str = ""
     # Cache misses arriving within this window, or while a lookup is in flight, share one query
     # (0.2 ms: invisible next to the query itself, enough to gather a burst).
     api_miss_batch_window_s: float = 0.0002
-    api_miss_batch_max: int = 500
-    api_listen_heartbeat_s: float = 1.0
-    api_listen_retry_max_s: float = 5.0
+    api_miss_batch_max: int = 500  # most order_uids in one miss query
+
+    api_listen_heartbeat_s: float = 1.0  # how often the LISTEN connection checks in
+    api_listen_retry_max_s: float = 5.0  # cap of the LISTEN reconnect backoff
     # After a lost LISTEN connection, orders changed since the last heartbeat minus this margin
     # are re-read: a snapshot's updated_at is its transaction's start, not its commit.
     api_resync_margin_s: float = 30.0
@@ -123,10 +129,11 @@ class Settings:
     api_standby_max_lag_s: float = 1.0
     api_standby_fallback: str = "primary"
 
+    # Operations
     # Where `ops/prometheus.sh start` serves Prometheus (scraping what `make run` starts).
     prometheus_port: int = 9090
 
-    log_level: str = "INFO"
+    log_level: str = "INFO"  # logs are JSON lines
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | os._Environ = os.environ) -> Settings:
