@@ -12,20 +12,26 @@ from psycopg_pool import AsyncConnectionPool
 
 Snapshot = tuple[str, bytes, datetime]  # order_uid, the JSON the API serves (body_json), updated_at
 
+# An erased order keeps its snapshot row without a body (sql/006): every read of orders takes
+# `body_json IS NOT NULL`, so such a row is absent to the API, as an order never seen is.
+#
 # Snapshots are read in binary format, body_json as UTF-8 bytes (convert_to): the bytes the API
 # serves arrive as one exact-size bytes object, with no str decoded and encoded again on the way.
 SNAPSHOTS_BY_UID = """
 SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at FROM order_snapshots
-WHERE order_uid = ANY(%(uids)s)
+WHERE order_uid = ANY(%(uids)s) AND body_json IS NOT NULL
 """
 
 # Warm-up: the most recently changed orders first (index order_snapshots_recent).
 RECENT_SNAPSHOTS = """
 SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at FROM order_snapshots
+WHERE body_json IS NOT NULL
 ORDER BY updated_at DESC, order_uid DESC
 LIMIT %(limit)s
 """
 
+# The orders changed since a time, erased ones included: a re-sync re-reads those it has cached,
+# and SNAPSHOTS_BY_UID not finding an erased one is what evicts it (api/freshness.py).
 CHANGED_SINCE = "SELECT order_uid FROM order_snapshots WHERE updated_at > %(since)s"
 
 
@@ -49,8 +55,10 @@ ORDER BY updated_at DESC, order_uid DESC
 """
 
 
-RECENT_ORDERS = _summaries("")
-RECENT_ORDERS_BEFORE = _summaries("WHERE (updated_at, order_uid) < (%(updated_at)s, %(order_uid)s)")
+RECENT_ORDERS = _summaries("WHERE body_json IS NOT NULL")
+RECENT_ORDERS_BEFORE = _summaries(
+    "WHERE body_json IS NOT NULL AND (updated_at, order_uid) < (%(updated_at)s, %(order_uid)s)"
+)
 
 DB_NOW = "SELECT now()"
 # The primary's flushed WAL position as an integer (api/standby.py says why flushed), with now().
