@@ -3,8 +3,8 @@
 Versions come oldest first and are numbered from 1, the oldest the read model keeps. A page
 holds the newest `limit` versions older than its cursor (the first page: the newest, the current
 one among them); its first entry carries the whole order, each later one the RFC 6902 JSON Patch
-that turns the entry before it into this one (made by `jsonpatch`, whose patches are checked to
-apply back in tests/unit/test_history.py). `next_before` leads to the older versions.
+that turns the entry before it into this one (`patch`, with jsonpatch for what differs; every
+patch is checked to replay exactly in tests/unit/test_history.py). `next_before` leads to the older versions.
 
 The cursor is the version of the page's oldest entry, "<time>.<partition>.<offset>" (see
 orderview/readmodel.py): plain, so that its pattern in the OpenAPI document is exact, every
@@ -55,6 +55,40 @@ def record_time(timestamp_ms: int | None) -> datetime | None:
     return EPOCH + timedelta(milliseconds=timestamp_ms)
 
 
+def patch(before: Any, after: Any, pointer: str = "") -> list[dict[str, Any]]:
+    """The RFC 6902 patch from `before` to `after`.
+
+    What is the same is skipped (its JSON compared as orjson's bytes, in C, so that 1, 1.0 and
+    true differ as they do in JSON); objects with the same members and arrays of the same length
+    are descended into; a value is replaced. Only objects whose members differ and arrays whose
+    length does (an item added, removed or moved) are left to jsonpatch, under their pointer: it
+    diffs whole subtrees in Python (0.15 ms an order), and a version changes a field or two.
+    """
+    if orjson.dumps(before) == orjson.dumps(after):
+        return []
+    if isinstance(before, dict) and isinstance(after, dict) and before.keys() == after.keys():
+        ops: list[dict[str, Any]] = []
+        for key in before:
+            ops += patch(before[key], after[key], f"{pointer}/{key.replace('~', '~0').replace('/', '~1')}")
+        return ops
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [
+            op
+            for i, pair in enumerate(zip(before, after, strict=True))
+            for op in patch(*pair, f"{pointer}/{i}")
+        ]
+    if not (isinstance(before, dict) and isinstance(after, dict)) and not (
+        isinstance(before, list) and isinstance(after, list)
+    ):
+        return [{"op": "replace", "path": pointer, "value": after}]
+    ops = jsonpatch.make_patch(before, after).patch
+    for op in ops:
+        op["path"] = pointer + op["path"]
+        if "from" in op:
+            op["from"] = pointer + op["from"]
+    return ops
+
+
 def _entry(number: int, stored: StoredVersion, current: bool) -> dict[str, Any]:
     known = stored.source_partition >= 0 and stored.source_offset >= 0
     return {
@@ -84,7 +118,7 @@ def page(order_uid: str, rows: HistoryRows, first: bool) -> dict[str, Any]:
         if previous is None:
             entry["order"] = document
         else:
-            entry["patch"] = jsonpatch.make_patch(previous, document).patch
+            entry["patch"] = patch(previous, document)
         versions.append(entry)
         previous = document
     more = rows.older > len(chosen)

@@ -18,6 +18,7 @@ from api.history import (
     decode_history_cursor,
     encode_history_cursor,
     page,
+    patch,
     record_time,
 )
 from api.views import HistoryRows, StoredVersion
@@ -39,18 +40,23 @@ def rows(versions: list[StoredVersion], earlier: int, older: int | None = None) 
     return HistoryRows(current, list(reversed(history))[:earlier], len(history), older)
 
 
-def replay(versions: list[dict]) -> list[dict]:
+def replay(versions: list[dict]) -> list[bytes]:
+    """Each version a page shows, as canonical JSON: 1, 1.0 and true differ, key order does not."""
     orders: list[dict] = []
     for entry in versions:
         orders.append(entry["order"] if not orders else jsonpatch.apply_patch(orders[-1], entry["patch"]))
-    return orders
+    return [canonical(order) for order in orders]
+
+
+def canonical(document: object) -> bytes:
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
 @given(st.lists(strategies.orders(max_items=4), min_size=1, max_size=6))
 def test_a_page_replays_to_exactly_its_versions(orders: list[dict]) -> None:
     versions = [stored(order, 1000 + i) for i, order in enumerate(orders)]
     answer = page("uid", rows(versions, earlier=len(orders)), first=True)
-    assert replay(answer["versions"]) == orders
+    assert replay(answer["versions"]) == [canonical(order) for order in orders]
     assert [v["version"] for v in answer["versions"]] == list(range(1, len(orders) + 1))
     assert answer["next_before"] is None
 
@@ -60,7 +66,21 @@ def test_patches_replay_arbitrary_json_too(documents: list[object]) -> None:
     """Whatever a body holds (a projector of another day may keep another shape)."""
     orders = [{"order_uid": "x", "value": document} for document in documents]
     versions = [stored(order, 1 + i) for i, order in enumerate(orders)]
-    assert replay(page("x", rows(versions, earlier=len(orders)), first=True)["versions"]) == orders
+    assert replay(page("x", rows(versions, earlier=len(orders)), first=True)["versions"]) == [
+        canonical(order) for order in orders
+    ]
+
+
+def test_a_patch_tells_1_from_1_0_and_from_true_and_names_only_what_changed() -> None:
+    before = {"a": 1, "b": [1, {"c": "x"}], "d": {"e": 1}}
+    after = {"a": 1.0, "b": [True, {"c": "x"}], "d": {"e": 1}}
+    assert patch(before, after) == [
+        {"op": "replace", "path": "/a", "value": 1.0},
+        {"op": "replace", "path": "/b/0", "value": True},
+    ]
+    assert patch({"k/~": {"x": 1}}, {"k/~": {"x": 2}}) == [{"op": "replace", "path": "/k~1~0/x", "value": 2}]
+    assert patch({"a": [1, 2]}, {"a": [2]})[0]["path"].startswith("/a/")
+    assert patch(before, before) == []
 
 
 def test_a_first_page_ends_with_the_current_version_and_points_to_the_older_ones() -> None:
