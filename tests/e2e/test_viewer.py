@@ -660,6 +660,7 @@ async def test_the_history_shows_each_version_with_its_time_where_it_came_from_a
     await expect(history.get_by_role("status")).to_have_text("3 versions.")
     await expect(history.get_by_role("button", name="Show older versions")).to_be_hidden()
     await screenshot(page, "desktop-order-history")
+    await history.screenshot(path=str(SCREENSHOTS / "history-card.png"))  # docs/history-viewer.png
 
 
 async def test_older_versions_load_on_request_and_show_what_changed_across_the_pages(
