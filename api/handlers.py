@@ -11,12 +11,14 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from api import history
 from api.answers import Handler, error_answer
 from api.contexts import CACHE, FRESHNESS, LOADER, METRICS, READS, SCRAPE, SETTINGS
 from api.cursor import decode_cursor, encode_cursor, parse_limit
 from api.deadline import within
 from api.edge import SECURITY_HEADERS, VARY, Cors, HostGuard
-from api.errors import BadOrderUid, UnknownHost
+from api.encoding import strong_etag
+from api.errors import BadOrderUid, OrderNotFound, UnknownHost
 from api.metrics import RouteMetrics
 from schemas import ORDER_UID_RE
 
@@ -128,6 +130,29 @@ async def list_orders(request: web.Request) -> web.Response:
     last = page[-1] if len(rows) > limit else None
     next_before = encode_cursor(last["updated_at"], last["order_uid"]) if last else None
     return json_response({"orders": page, "next_before": next_before})
+
+
+async def order_history(request: web.Request) -> web.Response:
+    """GET /order/{order_uid}/history: a page of the order's versions, from the database (the
+    cache keeps current versions only), with an ETag of its bytes."""
+    uid = request.match_info["order_uid"]
+    if _valid_uid(uid) is None:
+        raise BadOrderUid()
+    query = request.query
+    limit = parse_limit(query.get("limit"))
+    before = history.decode_history_cursor(query.get("before"))
+    app = request.app
+    app[METRICS].db_queries["history"].inc()
+    earlier = limit - 1 if before is None else limit  # the first page holds the current version
+    rows = await within(app[SETTINGS].api_db_timeout_s, app[READS].history(uid, earlier, before))
+    if rows is None:
+        raise OrderNotFound(uid)
+    body = orjson.dumps(history.page(uid, rows, first=before is None), option=orjson.OPT_UTC_Z)
+    etag = strong_etag(body)
+    if_none_match = request.headers.get(hdrs.IF_NONE_MATCH)
+    if if_none_match is not None and _etag_matches(if_none_match, etag):
+        return web.Response(status=304, headers={hdrs.ETAG: etag})
+    return web.Response(body=body, headers={**_JSON_HEADERS, hdrs.ETAG: etag})
 
 
 async def healthz(_request: web.Request) -> web.Response:

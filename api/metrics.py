@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # A cache hit takes tens of µs in the handler, a miss about a millisecond.
 LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _FIRST_BUCKET = LATENCY_BUCKETS[0]
-QUERY_KINDS = ("lookup", "refresh", "warm_up", "resync", "list")
+QUERY_KINDS = ("lookup", "refresh", "warm_up", "resync", "list", "history")
 
 
 class CacheCollector(Collector):

@@ -10,6 +10,7 @@ import orjson
 
 from api.cursor import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT
 from api.edge import EXPOSED, METHODS, PREFLIGHT_MAX_AGE_S, REQUEST_HEADERS
+from api.history import HISTORY_CURSOR_PATTERN, TIMESTAMP_TYPES
 from schemas import ORDER_SCHEMA, ORDER_UID_PATTERN
 
 
@@ -87,8 +88,100 @@ SUMMARY = {
     },
 }
 
+_POINTER = {
+    "type": "string",
+    "description": "A JSON Pointer (RFC 6901) into the order, e.g. /delivery/address.",
+}
+
+
+def _patch_operation(ops: list[str], fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["op", *fields],
+        "properties": {"op": {"enum": ops}, **fields},
+    }
+
+
+JSON_PATCH = {
+    "type": "array",
+    "description": "RFC 6902 operations that turn the version before into this one, in order.",
+    "items": {
+        "oneOf": [
+            _patch_operation(["add", "replace", "test"], {"path": _POINTER, "value": {}}),
+            _patch_operation(["remove"], {"path": _POINTER}),
+            _patch_operation(["move", "copy"], {"from": _POINTER, "path": _POINTER}),
+        ]
+    },
+}
+
+ORDER_VERSION = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["version", "current", "source", "record_time", "timestamp_type", "applied_at"],
+    "oneOf": [{"required": ["order"]}, {"required": ["patch"]}],
+    "properties": {
+        "version": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Its number: 1 is the oldest version the read model keeps, the current one the highest.",
+        },
+        "current": {
+            "type": "boolean",
+            "description": "Whether this is the version GET /order/{order_uid} serves.",
+        },
+        "source": {
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "required": ["partition", "offset"],
+            "properties": {
+                "partition": {"type": "integer", "minimum": 0},
+                "offset": {"type": "integer", "minimum": 0},
+            },
+            "description": "Where its record is in the orders topic; null when not known (kept by a rebuild).",
+        },
+        "record_time": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "The Kafka record's timestamp (UTC); null when it had none.",
+        },
+        "timestamp_type": {
+            "enum": [*TIMESTAMP_TYPES.values(), None],
+            "description": "CreateTime: set by the producer (the event's time); LogAppendTime: by the broker; null: unknown.",
+        },
+        "applied_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the projector applied it to the read model (UTC).",
+        },
+        "order": {**_ref("Order"), "description": "The whole order: on a page's first entry."},
+        "patch": JSON_PATCH,
+    },
+}
+
 COMPONENTS: dict[str, Any] = {
     "Order": order_schema(),
+    "OrderVersion": ORDER_VERSION,
+    "OrderHistory": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["order_uid", "total_versions", "versions", "next_before"],
+        "properties": {
+            "order_uid": {"type": "string", "pattern": ORDER_UID_PATTERN},
+            "total_versions": {"type": "integer", "minimum": 1},
+            "versions": {
+                "type": "array",
+                "items": _ref("OrderVersion"),
+                "maxItems": MAX_LIMIT,
+                "description": "Oldest first; the first whole, each later one as a patch of the one before.",
+            },
+            "next_before": {
+                "type": ["string", "null"],
+                "pattern": HISTORY_CURSOR_PATTERN,
+                "description": "Pass as `before` for the older versions; null when this page holds the first.",
+            },
+        },
+    },
     "OrderSummary": SUMMARY,
     "OrderPage": {
         "type": "object",
@@ -242,11 +335,66 @@ def _order_operation(summary: str, body: bool) -> dict[str, Any]:
     }
 
 
+HISTORY_HEADERS = {
+    "ETag": {"description": "Strong validator of this page.", "schema": {"type": "string"}},
+    "Access-Control-Allow-Origin": ALLOW_ORIGIN,
+    "Access-Control-Expose-Headers": EXPOSE_HEADERS,
+}
+
+HISTORY_OPERATION = {
+    "summary": "An order's versions, oldest first, each with what changed (newest page first)",
+    "description": (
+        "The versions the read model kept of the order: where each came from in the topic, its "
+        "record time, when it was applied. Within a page the first version is the whole order and "
+        "each later one an RFC 6902 JSON Patch from the one before. The first page ends with the "
+        "current version; `next_before` leads to older ones. From the database, never the cache. "
+        "404 for an order never seen or erased."
+    ),
+    "parameters": [
+        ORDER_PARAMETERS[0],
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": "An ETag from an earlier answer: 304 if this page is still the same.",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "description": "Versions on the page.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+        },
+        {
+            "name": "before",
+            "in": "query",
+            "required": False,
+            "description": "The next_before of the previous page (opaque).",
+            "schema": {"type": "string", "pattern": HISTORY_CURSOR_PATTERN},
+        },
+    ],
+    "responses": {
+        "200": _json("OrderHistory", "A page of the order's versions.", HISTORY_HEADERS),
+        "304": {
+            "description": "Not modified: If-None-Match holds this page's ETag.",
+            "headers": HISTORY_HEADERS,
+        },
+        "400": _error(
+            "order_uid is not 1-64 of A-Z a-z 0-9 _ -, or limit or before is not usable.",
+            ["bad_order_uid", "bad_limit", "bad_cursor"],
+        ),
+        "404": _error("No order with this order_uid, or it was erased.", ["not_found"]),
+        "503": _error("The database is unavailable.", ["unavailable"]),
+    },
+}
+
 PATHS: dict[str, Any] = {
     "/order/{order_uid}": {
         "get": _order_operation("One order by its order_uid", body=True),
         "head": _order_operation("Whether an order exists, and its ETag", body=False),
     },
+    "/order/{order_uid}/history": {"get": HISTORY_OPERATION},
     "/orders": {
         "get": {
             "summary": "Recent orders, newest first (by when they last changed)",
@@ -329,7 +477,7 @@ PATHS: dict[str, Any] = {
 }
 
 
-CROSS_ORIGIN_PATHS = ("/order/{order_uid}", "/orders")
+CROSS_ORIGIN_PATHS = ("/order/{order_uid}", "/order/{order_uid}/history", "/orders")
 
 
 def paths(cors: bool, host_check: bool) -> dict[str, Any]:

@@ -66,6 +66,11 @@ class PrimaryReads:
     async def recent_orders(self, limit: int, before: tuple[datetime, str] | None) -> list[dict[str, Any]]:
         return await views.recent_orders(self._pool, limit, before)
 
+    async def history(
+        self, order_uid: str, earlier: int, before: tuple[int, int, int] | None
+    ) -> views.HistoryRows | None:
+        return await views.order_history(self._pool, order_uid, earlier, before)
+
     @asynccontextmanager
     async def connection(
         self, application_name: str, required: int = 0
@@ -178,6 +183,24 @@ class StandbyReads:
         self._refuse_unless_falling_back()
         self._metrics.reads["primary"].inc()
         return await views.recent_orders(self._primary_pool, limit, before)
+
+    async def history(
+        self, order_uid: str, earlier: int, before: tuple[int, int, int] | None
+    ) -> views.HistoryRows | None:
+        """From the standby once it has replayed what this replica was told of the order (as
+        misses are), else as `recent_orders` falls back."""
+        for attempt in (1, 2):
+            if not await self._standby_has(self.required([order_uid])):
+                break
+            try:
+                rows = await views.order_history(self._standby_pool, order_uid, earlier, before)
+                self._metrics.reads["standby"].inc()
+                return rows
+            except (psycopg.Error, OSError) as exc:
+                await self._failed(exc, attempt)
+        self._refuse_unless_falling_back()
+        self._metrics.reads["primary"].inc()
+        return await views.order_history(self._primary_pool, order_uid, earlier, before)
 
     async def _failed(self, exc: BaseException, attempt: int) -> None:
         """A standby read failed: after a restart of the standby, the pool's idle connections are

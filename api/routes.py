@@ -28,6 +28,7 @@ def setup_routes(app: web.Application) -> None:
         metrics.route(order_route, "miss"), metrics.route(order_route, "hit"), hosts, cors
     )
     router.add_get(order_route, order)
+    get("/order/{order_uid}/history", handlers.order_history)
     get("/orders", handlers.list_orders)
     get("/healthz", handlers.healthz)
     get("/readyz", handlers.readyz)

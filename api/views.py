@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
@@ -12,20 +12,26 @@ from psycopg_pool import AsyncConnectionPool
 
 Snapshot = tuple[str, bytes, datetime]  # order_uid, the JSON the API serves (body_json), updated_at
 
+# An erased order keeps its snapshot row without a body (sql/006): every read of orders takes
+# `body_json IS NOT NULL`, so such a row is absent to the API, as an order never seen is.
+#
 # Snapshots are read in binary format, body_json as UTF-8 bytes (convert_to): the bytes the API
 # serves arrive as one exact-size bytes object, with no str decoded and encoded again on the way.
 SNAPSHOTS_BY_UID = """
 SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at FROM order_snapshots
-WHERE order_uid = ANY(%(uids)s)
+WHERE order_uid = ANY(%(uids)s) AND body_json IS NOT NULL
 """
 
 # Warm-up: the most recently changed orders first (index order_snapshots_recent).
 RECENT_SNAPSHOTS = """
 SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at FROM order_snapshots
+WHERE body_json IS NOT NULL
 ORDER BY updated_at DESC, order_uid DESC
 LIMIT %(limit)s
 """
 
+# The orders changed since a time, erased ones included: a re-sync re-reads those it has cached,
+# and SNAPSHOTS_BY_UID not finding an erased one is what evicts it (api/freshness.py).
 CHANGED_SINCE = "SELECT order_uid FROM order_snapshots WHERE updated_at > %(since)s"
 
 
@@ -49,8 +55,44 @@ ORDER BY updated_at DESC, order_uid DESC
 """
 
 
-RECENT_ORDERS = _summaries("")
-RECENT_ORDERS_BEFORE = _summaries("WHERE (updated_at, order_uid) < (%(updated_at)s, %(order_uid)s)")
+RECENT_ORDERS = _summaries("WHERE body_json IS NOT NULL")
+RECENT_ORDERS_BEFORE = _summaries(
+    "WHERE body_json IS NOT NULL AND (updated_at, order_uid) < (%(updated_at)s, %(order_uid)s)"
+)
+
+# An order's history (README: History): its versions are its rows in order_history (the earlier
+# ones) and its snapshot (the current one). One statement, so one snapshot of the database: a
+# version applied meanwhile cannot show twice (as current and as moved to the history) or not at
+# all. The first row is the current version, with the count of the order's history rows and of
+# those older than the cursor; the body only on the first page (%(first)s). Then the newest
+# %(earlier)s history rows older than the cursor (the primary key's order). No row: no such
+# order, or an erased one. A current version of unknown coordinates (NULL, kept by
+# `rebuild --keep`) reads as -1, like a history row's.
+HISTORY_PAGE = """
+WITH current AS (
+    SELECT coalesce(version_time, -1) AS version_time, coalesce(version_partition, -1) AS version_partition,
+           coalesce(version_offset, -1) AS version_offset, source_partition, source_offset,
+           record_timestamp, timestamp_type, applied_at, body_json
+    FROM order_snapshots
+    WHERE order_uid = %(order_uid)s AND body_json IS NOT NULL
+)
+SELECT true, version_time, version_partition, version_offset, source_partition, source_offset,
+       record_timestamp, timestamp_type, applied_at,
+       CASE WHEN %(first)s THEN convert_to(body_json, 'UTF8') END,
+       (SELECT count(*) FROM order_history WHERE order_uid = %(order_uid)s),
+       (SELECT count(*) FROM order_history
+        WHERE order_uid = %(order_uid)s
+          AND (version_time, version_partition, version_offset) < (%(time)s, %(partition)s, %(offset)s))
+FROM current
+UNION ALL
+(SELECT false, version_time, version_partition, version_offset, source_partition, source_offset,
+        record_timestamp, timestamp_type, applied_at, convert_to(body_json, 'UTF8'), NULL, NULL
+ FROM order_history
+ WHERE order_uid = %(order_uid)s AND EXISTS (SELECT FROM current)
+   AND (version_time, version_partition, version_offset) < (%(time)s, %(partition)s, %(offset)s)
+ ORDER BY version_time DESC, version_partition DESC, version_offset DESC
+ LIMIT %(earlier)s)
+"""
 
 DB_NOW = "SELECT now()"
 # The primary's flushed WAL position as an integer (api/standby.py says why flushed), with now().
@@ -137,6 +179,55 @@ async def recent_orders(
                 RECENT_ORDERS_BEFORE, {"limit": limit, "updated_at": before[0], "order_uid": before[1]}
             )
         return await cur.fetchall()
+
+
+class StoredVersion(NamedTuple):
+    """One version of an order as the read model keeps it (sql/006)."""
+
+    time: int  # the version, compared as (time, partition, offset); -1 in each: unknown
+    partition: int
+    offset: int
+    source_partition: int  # where its record is in the topic; -1: unknown
+    source_offset: int
+    record_timestamp: int | None  # ms
+    timestamp_type: int | None  # 0 CreateTime, 1 LogAppendTime
+    applied_at: datetime
+    body: bytes | None  # the order's JSON; None for the current version past the first page
+
+
+class HistoryRows(NamedTuple):
+    current: StoredVersion
+    earlier: list[StoredVersion]  # newest first
+    history_rows: int  # all of the order's history rows
+    older: int  # its history rows older than the cursor
+
+
+# Older than any version: a page asked without a cursor.
+NEWEST = (2**63 - 1, 2**31 - 1, 2**63 - 1)
+
+
+async def order_history(
+    pool: AsyncConnectionPool, order_uid: str, earlier: int, before: tuple[int, int, int] | None
+) -> HistoryRows | None:
+    """The current version (its body when `before` is None), and the newest `earlier` history
+    rows older than `before`; None for an unknown or erased order."""
+    time, partition, offset = NEWEST if before is None else before
+    params = {
+        "order_uid": order_uid,
+        "first": before is None,
+        "time": time,
+        "partition": partition,
+        "offset": offset,
+        "earlier": earlier,
+    }
+    async with pool.connection() as conn:
+        cur = await conn.execute(HISTORY_PAGE, params, binary=True)
+        rows = await cur.fetchall()
+    current = next((row for row in rows if row[0]), None)
+    if current is None:
+        return None
+    older = sorted((StoredVersion(*row[1:10]) for row in rows if not row[0]), reverse=True)
+    return HistoryRows(StoredVersion(*current[1:10]), older, current[10], current[11])
 
 
 async def db_now(conn: AsyncConnection) -> datetime:

@@ -1,8 +1,9 @@
 """python -m emulator: send seeded, realistic orders (and bad ones) to the orders topic.
 
-python -m emulator --count 1000 --invalid-share 0.05 --repeat-share 0.1
+python -m emulator --count 1000 --invalid-share 0.05 --repeat-share 0.1 --erase-share 0.01
 python -m emulator --count 0 --rate 50 --file examples/order.json   # until Ctrl-C
 python -m emulator --count 1000 --compression zstd
+python -m emulator --count 100 --seed 7 --start 2026-03-01T09:00:00Z  # the same stream again
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import argparse
 import asyncio
 import random
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka.errors import KafkaConnectionError
@@ -36,7 +39,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--repeat-share", type=float, default=0.10, help="share of identical re-sends and new versions (0..1)"
     )
+    parser.add_argument(
+        "--erase-share",
+        type=float,
+        default=0.0,
+        help="share of erasures: tombstones (key, no value) of orders sent before (0..1)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="same seed, same stream (default: random)")
+    parser.add_argument(
+        "--start",
+        type=_utc_time,
+        default=None,
+        help="the stream's time at its first message, e.g. 2026-03-01T09:00:00Z: orders are dated "
+        "at or before the stream's time (default: now; with the same seed, the same stream)",
+    )
     parser.add_argument(
         "--file",
         type=Path,
@@ -64,12 +80,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.count == 0 and args.rate == 0:
         parser.error("--count 0 runs until interrupted: give it a --rate")
     try:
-        check_arguments(args.count, args.invalid_share, args.repeat_share, args.max_bytes)
+        check_arguments(args.count, args.invalid_share, args.repeat_share, args.max_bytes, args.erase_share)
     except ValueError as exc:
         parser.error(str(exc))
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**32)
+    if args.start is None:
+        args.start = int(time.time())
     return args
+
+
+def _utc_time(text: str) -> int:
+    """An ISO 8601 time (Z or an offset; without one, UTC) as Unix seconds."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def start_text(start: int) -> str:
+    return datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def file_messages(paths: Sequence[Path]) -> list[Message]:
@@ -89,7 +122,10 @@ def all_messages(args: argparse.Namespace, files: list[Message]) -> Iterator[Mes
         seed=args.seed,
         invalid_share=args.invalid_share,
         repeat_share=args.repeat_share,
+        erase_share=args.erase_share,
         max_bytes=args.max_bytes,
+        start=args.start,
+        rate=args.rate,
     )
 
 
@@ -119,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"emulator: cannot reach Kafka at {args.bootstrap}: {exc}", file=sys.stderr)
         return 2
     print(tally.summary())
-    print(f"  seed {args.seed} (pass --seed {args.seed} to send the same stream again)")
+    again = f"--seed {args.seed} --start {start_text(args.start)}"
+    print(f"  seed {args.seed}, start {start_text(args.start)} (pass {again} to send the same stream again)")
     return 1 if tally.failed else 0
 
 

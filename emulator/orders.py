@@ -16,9 +16,14 @@ import orjson
 
 from emulator import vocab
 
-# 2024-01-01T00:00:00Z: orders are dated from here on, a few seconds to minutes apart.
+# 2024-01-01T00:00:00Z: the stream's time when none is given (tests); the command line starts
+# the stream at the time it is run.
 EPOCH_START = 1_704_067_200
 DEFAULT_MAX_BYTES = 1024 * 1024
+# How long before it reaches the log an order was created, as (share, longest lag in seconds):
+# most are sent within two minutes, some wait hours in a shop's queue, a few days (a marketplace's
+# nightly sync, a store that was offline), so the recent orders read varied dates.
+CREATION_LAGS = ((0.80, 120), (0.15, 6 * 3600), (0.05, 7 * 86400))
 
 
 def dumps(order: dict) -> bytes:
@@ -32,10 +37,10 @@ def copy_order(order: dict) -> dict:
 class OrderFactory:
     """Makes realistic, valid orders with unique order_uids, and new versions of them."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, now: float = EPOCH_START) -> None:
         self.rng = rng
         self._sequence = 0
-        self._clock = EPOCH_START
+        self.now = now  # the stream's time (Unix seconds): orders are created at or before it
 
     def new_uid(self) -> str:
         # The sequence number makes uids unique within a stream; the random part makes them look real.
@@ -47,14 +52,14 @@ class OrderFactory:
         uid = self.new_uid()
         entry = rng.choice(vocab.ENTRIES)
         track_number = entry + "".join(rng.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=10))
-        self._clock += rng.randrange(1, 120)
+        created = self._created()
         items = [self._item(track_number) for _ in range(rng.choice((1, 1, 1, 2, 2, 3, 4, 5)))]
         return {
             "order_uid": uid,
             "track_number": track_number,
             "entry": entry,
             "delivery": self._delivery(),
-            "payment": self._payment(uid, items),
+            "payment": self._payment(uid, items, created),
             "items": items,
             "locale": rng.choice(vocab.LOCALES),
             "internal_signature": "",
@@ -62,16 +67,26 @@ class OrderFactory:
             "delivery_service": rng.choice(vocab.DELIVERY_SERVICES),
             "shardkey": str(rng.randrange(10)),
             "sm_id": rng.randrange(1, 1000),
-            "date_created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock)),
+            "date_created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)),
             "oof_shard": str(rng.randrange(1, 4)),
         }
 
     def version(self, order: dict) -> dict:
-        """A later state of the order: moved address, new phone, or an item's status changed."""
+        """A later state of the order, as a shop makes one: its items' statuses advancing (most
+        often), the address corrected, the phone number fixed. An order whose items are all at
+        their last status gets one of the others."""
         new = copy_order(order)
-        change = self.rng.choice((self._move, self._new_phone, self._advance_status, self._advance_status))
-        change(new)
+        changes = [self._correct_address, self._new_phone]
+        if any(item["status"] < vocab.ITEM_STATUSES[-1] for item in new["items"]):
+            changes += [self._advance_status] * 4
+        self.rng.choice(changes)(new)
         return new
+
+    def _created(self) -> int:
+        """When a new order was created: a lag before the stream's time (CREATION_LAGS)."""
+        rng = self.rng
+        [longest] = rng.choices([lag for _, lag in CREATION_LAGS], weights=[w for w, _ in CREATION_LAGS])
+        return int(self.now) - rng.randrange(0, longest)
 
     def _delivery(self) -> dict:
         rng = self.rng
@@ -91,7 +106,7 @@ class OrderFactory:
     def _address(self) -> str:
         return f"{self.rng.choice(vocab.STREETS)} {self.rng.randrange(1, 200)}"
 
-    def _payment(self, uid: str, items: list[dict]) -> dict:
+    def _payment(self, uid: str, items: list[dict], created: int) -> dict:
         rng = self.rng
         goods_total = sum(item["total_price"] for item in items)
         delivery_cost = rng.choice((0, 0, 500, 1000, 1500, 2500))
@@ -102,7 +117,7 @@ class OrderFactory:
             "currency": rng.choice(vocab.CURRENCIES),
             "provider": rng.choice(vocab.PROVIDERS),
             "amount": goods_total + delivery_cost + custom_fee,
-            "payment_dt": self._clock + rng.randrange(0, 600),
+            "payment_dt": min(created + rng.randrange(0, 600), max(created, int(self.now))),
             "bank": rng.choice(vocab.BANKS),
             "delivery_cost": delivery_cost,
             "goods_total": goods_total,
@@ -124,14 +139,24 @@ class OrderFactory:
             "total_price": price * (100 - sale) // 100,
             "nm_id": rng.randrange(100_000, 100_000_000),
             "brand": rng.choice(vocab.BRANDS),
-            "status": rng.choice(vocab.ITEM_STATUSES),
+            "status": rng.choice(vocab.ITEM_STATUSES[:3]),  # new items start early; versions advance them
         }
 
-    def _move(self, order: dict) -> None:
+    def _correct_address(self, order: dict) -> None:
+        """The customer fixes the address: the house number, or an apartment added, or another
+        street (a typo in the street's name is a new street to us)."""
         delivery = order["delivery"]
         old = delivery["address"]
+        street, _, rest = old.rpartition(" ")
+        house = rest.split(",")[0]
         while delivery["address"] == old:
-            delivery["address"] = self._address()
+            fix = self.rng.randrange(3)
+            if fix == 0 and street and house.isdigit():
+                delivery["address"] = f"{street} {max(1, int(house) + self.rng.choice((-2, -1, 1, 2)))}"
+            elif fix == 1 and "," not in old:
+                delivery["address"] = f"{old}, apt. {self.rng.randrange(1, 300)}"
+            else:
+                delivery["address"] = self._address()
 
     def _new_phone(self, order: dict) -> None:
         delivery = order["delivery"]
@@ -140,8 +165,10 @@ class OrderFactory:
             delivery["phone"] = f"{old[:-4]}{self.rng.randrange(10_000):04d}"
 
     def _advance_status(self, order: dict) -> None:
-        item = self.rng.choice(order["items"])
-        item["status"] = self.rng.choice([s for s in vocab.ITEM_STATUSES if s != item["status"]])
+        """One item moves on to its next status (statuses only go forward)."""
+        statuses = vocab.ITEM_STATUSES
+        item = self.rng.choice([item for item in order["items"] if item["status"] < statuses[-1]])
+        item["status"] = next(s for s in statuses if s > item["status"])
 
 
 # --- bad messages ------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ class Tally:
             f"sent {total} messages in {elapsed:.1f} s ({total / max(elapsed, 1e-9):,.0f}/s), acks=all, idempotent"
         ]
         lines += [
-            f"  {kind:<8} {self.acked[kind]}" for kind in ("file", "new", "repeat", "version", "invalid")
+            f"  {kind:<8} {self.acked[kind]}"
+            for kind in ("file", "new", "repeat", "version", "erase", "invalid")
         ]
         lines += [f"    {reason:<10} {n}" for reason, n in sorted(self.acked_invalid.items())]
         if self.failed:

@@ -63,7 +63,7 @@ BRANDS = (
 
 SIZES = ("0", "XS", "S", "M", "L", "XL", "XXL", "36", "38", "40", "42", "44", "46", "one size")
 SALES = (0, 0, 0, 5, 10, 15, 20, 25, 30, 40, 50)
-ITEM_STATUSES = (200, 201, 202, 203, 204, 205, 206, 207)
+ITEM_STATUSES = (200, 201, 202, 203, 204, 205, 206, 207)  # in the order an item goes through them
 ENTRIES = ("WBIL", "WBRU", "WBKZ", "WBBY")
 CURRENCIES = ("USD", "RUB", "KZT", "EUR", "ILS")
 PROVIDERS = ("wbpay", "yookassa", "cloudpayments", "kaspi")

@@ -52,9 +52,10 @@ keep_running projector .venv/bin/python -m projector & pids+=($!)
 .venv/bin/python -m api >"$LOGS/api.log" 2>&1 & pids+=($!)
 wait_for 60 curl -sf "$API/readyz" || die "the API did not turn ready; see $LOGS/api.log"
 
-# The reference order first, then a gentle stream of realistic orders, good and bad.
+# The reference order first, then a gentle stream of realistic orders, good and bad: later
+# versions of orders sent before (their histories) and now and then an erasure (a tombstone).
 .venv/bin/python -m emulator --file examples/order.json --count 0 --rate 2 \
-    --invalid-share 0.1 --repeat-share 0.1 >"$LOGS/emulator.log" 2>&1 & pids+=($!)
+    --invalid-share 0.1 --repeat-share 0.3 --erase-share 0.02 >"$LOGS/emulator.log" 2>&1 & pids+=($!)
 
 cat <<MSG
 

@@ -6,6 +6,8 @@
 // says: 1817 with USD is "USD 18.17", with JPY (no minor unit) "JPY 1,817".
 // payment_dt is Unix epoch seconds; date_created is an RFC 3339 string.
 
+import { historySection } from "./history.js";
+
 const ORDER_UID = /^[A-Za-z0-9_-]{1,64}$/;
 const RECENT_PAGE_SIZE = 20;
 
@@ -26,6 +28,7 @@ const plainNumber = new Intl.NumberFormat();
 let inFlight = null;      // AbortController of the order request being awaited
 let shownId = null;       // order id the view currently shows (or tried to)
 let recentCursor = null;  // next_before of the last recent-orders page
+let historyRequests = null; // AbortController of the shown order's history requests
 
 // ---------- small DOM and formatting helpers ----------
 
@@ -172,9 +175,11 @@ function renderOrder(order) {
   const payment = order.payment ?? {};
   const heading = el("h2", { id: "order-heading", tabindex: "-1" },
     "Order ", el("span", { class: "mono" }, order.order_uid));
+  historyRequests = new AbortController();
   orderView.replaceChildren(heading, summarySection(order),
     el("div", { class: "sections" }, deliverySection(order.delivery ?? {}), paymentSection(payment)),
-    itemsSection(Array.isArray(order.items) ? order.items : [], payment));
+    itemsSection(Array.isArray(order.items) ? order.items : [], payment),
+    historySection(String(order.order_uid), historyRequests.signal));
   heading.focus();
 }
 
@@ -265,6 +270,7 @@ async function fetchOrder(id, signal) {
 async function showOrder(id) {
   inFlight?.abort();
   inFlight = null;
+  historyRequests?.abort();
   shownId = id;
   input.value = id;
   markCurrentRecent();

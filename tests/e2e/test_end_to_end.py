@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import datetime
 
 import aiohttp
 from playwright.async_api import expect
@@ -19,6 +20,7 @@ from tests.e2e.test_viewer import REF_UID, _new_page, field, look_up, order_head
 from tests.processes import ROOT, Projector
 
 SEED, COUNT = 31, 200
+START = "2026-03-01T09:00:00Z"  # the stream's time: with the seed, the CLI's stream is stream()'s
 
 
 def emulate(settings: Settings) -> str:
@@ -27,6 +29,7 @@ def emulate(settings: Settings) -> str:
         [
             sys.executable, "-m", "emulator", "--file", "examples/order.json", "--count", str(COUNT),
             "--seed", str(SEED), "--invalid-share", "0.1", "--repeat-share", "0.1", "--compression", "lz4",
+            "--start", START,
         ],
         cwd=ROOT, env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -41,7 +44,9 @@ async def test_orders_sent_by_the_emulator_are_read_on_the_page(clean_settings: 
         async with api_process(s) as api:
             summary = emulate(s)
             assert f"sent {COUNT + 1} messages" in summary
-            latest = expected_state(list(stream(COUNT, seed=SEED, invalid_share=0.1, repeat_share=0.1)))
+            start = datetime.fromisoformat(START).timestamp()
+            sent = stream(COUNT, seed=SEED, invalid_share=0.1, repeat_share=0.1, start=start)
+            latest = expected_state(list(sent))
             last_uid = list(latest)[-1]
 
             async def served(uid: str) -> bool:

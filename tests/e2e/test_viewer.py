@@ -1,8 +1,9 @@
 """End-to-end tests of the viewer (ui/) in a real headless Chromium (Debian's, via Playwright).
 
-The tests only need two fixtures from the API side: `base_url` (where the API serves the
-viewer at / and its assets at /ui/...) and `seed_orders` (an async callable that makes a list
-of order dicts readable through GET /order/{order_uid} and GET /orders).
+The tests only need these fixtures from the API side: `base_url` (where the API serves the
+viewer at / and its assets at /ui/...), `seed_orders` (an async callable that makes a list
+of order dicts readable through GET /order/{order_uid} and GET /orders), `seed_history` (one
+order's versions, oldest first, as GET /order/{order_uid}/history gives them) and `erase_order`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from playwright.async_api import Page, Route, expect
 from orderview.settings import Settings
 from tests import support
 from tests.api_server import api_process
+from tests.history import Version, erase, later_times, versions_of, write_history
 
 ROOT = Path(__file__).resolve().parents[2]
 UI_DIR = ROOT / "ui"
@@ -136,6 +138,28 @@ def seed_orders(settings: Settings):
             await support.seed_orders(settings, [order])
 
     return seed
+
+
+@pytest.fixture
+def seed_history(settings: Settings):
+    """An order's versions (a list of orders, or of tests.history.Version), written as the
+    projector keeps them: the last current, the others its history."""
+
+    async def seed(versions: list) -> None:
+        if not isinstance(versions[0], Version):
+            versions = versions_of(versions)
+        uid = (versions[-1].order or versions[0].order)["order_uid"]
+        await write_history(settings, uid, versions)
+
+    return seed
+
+
+@pytest.fixture
+def erase_order(settings: Settings):
+    async def erase_it(uid: str) -> None:
+        await erase(settings, uid)
+
+    return erase_it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,7 +535,7 @@ async def test_the_api_page_calls_an_operation_and_shows_its_answer(page, base_u
     await seed_orders([REFERENCE_ORDER])
     await page.goto(base_url + "/")
     await page.get_by_role("link", name="API").click()
-    form = page.get_by_role("form", name="Call GET /order/{order_uid}")
+    form = page.get_by_role("form", name="Call GET /order/{order_uid}", exact=True)
     await form.get_by_role("textbox", name="order_uid (path)").fill(REF_UID)
     await form.get_by_role("button", name="Send").click()
     await expect(page.locator(".status-line").first).to_have_text(re.compile(r"^200 OK · application/json"))
@@ -551,3 +575,170 @@ async def test_looking_an_order_up_twice_shows_the_cache_at_work(page, base_url,
         re.compile(r"^Served from the cache in \d+(\.\d)? (µs|ms) of server time\.$")
     )
     await screenshot(page, "served-from-cache")
+
+
+# ---------------------------------------------------------------------------------------------
+# The order's history
+# ---------------------------------------------------------------------------------------------
+
+
+def history_entry(page: Page, number: int):
+    return page.get_by_role("region", name="History").locator(f'li.version[data-version="{number}"]')
+
+
+def ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+async def test_the_history_shows_each_version_with_its_time_where_it_came_from_and_what_changed(
+    page, base_url, seed_history
+):
+    uid = new_uid("lifecycle")
+    first = make_order(uid)
+    corrected = copy.deepcopy(first)
+    corrected["delivery"]["address"] = "Ploshad Mira 15, apt. 4"
+    shipped = copy.deepcopy(corrected)
+    shipped["items"][0]["status"] = 203
+    [t] = later_times(1)
+    await seed_history(
+        [
+            Version(
+                first,
+                t,
+                1,
+                40,
+                record_timestamp=ms("2026-03-01T09:15:00+00:00"),
+                applied_at=datetime(2026, 3, 1, 9, 15, 1, tzinfo=UTC),
+            ),
+            Version(
+                corrected,
+                t + 1,
+                1,
+                52,
+                record_timestamp=ms("2026-03-01T11:02:30+00:00"),
+                applied_at=datetime(2026, 3, 1, 11, 2, 30, tzinfo=UTC),
+            ),
+            Version(
+                shipped,
+                t + 2,
+                2,
+                7,
+                record_timestamp=ms("2026-03-02T08:00:00+00:00"),
+                timestamp_type=1,
+                applied_at=datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC),
+            ),
+        ]
+    )
+    await page.goto(f"{base_url}/?id={uid}")
+    history = page.get_by_role("region", name="History")
+    await expect(history.locator("li.version")).to_have_count(3)
+    await expect(history.locator("li.version h4")).to_have_text(
+        ["Version 3 current", "Version 2", "Version 1"]
+    )
+
+    newest = history_entry(page, 3)
+    await expect(newest.locator(".version-meta")).to_have_text(
+        "logged at (the broker's time) Mar 2, 2026, 8:00:00 AM UTC · from partition 2, offset 7"
+        " · applied Mar 2, 2026, 8:00:00 AM UTC"
+    )
+    await expect(
+        newest.get_by_role("list", name="Changes in version 3").get_by_role("listitem")
+    ).to_have_text(["Item 1 › Status 202 → changed to 203"])
+    await expect(newest.locator("del")).to_have_text("202")
+    await expect(newest.locator("ins")).to_have_text("203")
+
+    corrected_entry = history_entry(page, 2)
+    await expect(corrected_entry.locator(".version-meta")).to_contain_text(
+        "sent at (the producer's time) Mar 1, 2026, 11:02:30 AM UTC · from partition 1, offset 52"
+    )
+    await expect(corrected_entry.locator(".change")).to_have_text(
+        ["Delivery › Address Ploshad Mira 15 → changed to Ploshad Mira 15, apt. 4"]
+    )
+    await expect(history_entry(page, 1)).to_contain_text(
+        "The first version kept: the order as it was received."
+    )
+    await expect(history.get_by_role("status")).to_have_text("3 versions.")
+    await expect(history.get_by_role("button", name="Show older versions")).to_be_hidden()
+    await screenshot(page, "desktop-order-history")
+    await history.screenshot(path=str(SCREENSHOTS / "history-card.png"))  # docs/history-viewer.png
+
+
+async def test_older_versions_load_on_request_and_show_what_changed_across_the_pages(
+    page, base_url, seed_history
+):
+    uid = new_uid("long")
+    orders = [make_order(uid)]
+    for n in range(1, 25):
+        order = copy.deepcopy(orders[-1])
+        order["delivery"]["phone"] = f"+97250000{n:04d}"
+        orders.append(order)
+    await seed_history(orders)
+    await page.goto(f"{base_url}/?id={uid}")
+    history = page.get_by_role("region", name="History")
+    await expect(history.locator("li.version")).to_have_count(20)
+    await expect(history.get_by_role("status")).to_have_text("20 of 25 versions shown.")
+    await expect(history_entry(page, 6)).to_contain_text(
+        "What changed shows once the older versions are loaded."
+    )
+
+    await history.get_by_role("button", name="Show older versions").click()
+    await expect(history.locator("li.version")).to_have_count(25)
+    numbers = await history.locator("li.version").evaluate_all(
+        "nodes => nodes.map(n => Number(n.dataset.version))"
+    )
+    assert numbers == list(range(25, 0, -1))
+    await expect(history_entry(page, 6).locator(".change")).to_have_text(
+        ["Delivery › Phone +972500000004 → changed to +972500000005"]
+    )
+    await expect(history.get_by_role("button", name="Show older versions")).to_be_hidden()
+    await expect(history.get_by_role("status")).to_have_text("25 versions.")
+
+
+async def test_hostile_strings_in_the_history_are_shown_as_text_and_never_run(page, base_url, seed_history):
+    uid = new_uid("hostilehistory")
+    first = make_order(uid)
+    second = copy.deepcopy(first)
+    second["delivery"]["address"] = IMG_PAYLOAD
+    second["items"][0]["brand"] = SCRIPT_PAYLOAD
+    third = copy.deepcopy(second)
+    third["delivery"]["name"] = "‮evil‬ " + "x" * 500
+    third["items"].append({**third["items"][0], "name": IMG_PAYLOAD, "total_price": 0, "price": 0})
+    await seed_history([first, second, third])
+
+    await page.goto(f"{base_url}/?id={uid}")
+    history = page.get_by_role("region", name="History")
+    await expect(history.locator("li.version")).to_have_count(3)
+    await expect(history_entry(page, 2).locator("ins")).to_have_text([IMG_PAYLOAD, SCRIPT_PAYLOAD])
+    added = history_entry(page, 3).locator('.change[data-op="add"]')
+    await expect(added).to_contain_text("Item 2 added:")
+    await expect(added).to_contain_text("<img src=x")  # the item as text, cut to a readable length
+    assert len(await added.inner_text()) < 250
+    await page.wait_for_timeout(300)  # give an injected onerror handler time to fire
+    assert await page.locator("img").count() == 0
+    assert await page.locator("body script").count() == 0
+    assert await page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.dialogs == []
+    await screenshot(page, "desktop-history-hostile-strings")
+
+
+async def test_an_erased_order_is_not_found_like_an_unknown_one(page, base_url, seed_orders, erase_order):
+    uid = new_uid("erased")
+    await seed_orders([make_order(uid)])
+    await page.goto(f"{base_url}/?id={uid}")
+    await expect(order_heading(page, uid)).to_be_visible()  # cached by the API now
+
+    await erase_order(uid)
+    await expect(page.locator(f'#recent-list a[data-id="{uid}"]')).to_have_count(1)
+
+    async def shown_as_not_found() -> bool:
+        await page.goto(f"{base_url}/?id={uid}")
+        alert = page.get_by_role("alert")
+        await expect(alert).not_to_be_empty()
+        return await alert.get_attribute("data-kind") == "not-found"
+
+    await support.wait_until(shown_as_not_found, timeout=5.0, message="the erased order shown as not found")
+    await expect(page.get_by_role("alert")).to_have_text(
+        f"Order not found. There is no order with id “{uid}”."
+    )
+    await expect(page.locator("#order h2")).to_have_count(0)
+    await expect(page.locator(f'#recent-list a[data-id="{uid}"]')).to_have_count(0)

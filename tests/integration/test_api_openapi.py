@@ -6,6 +6,7 @@ The API runs as a subprocess: schemathesis calls it synchronously, from this tes
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import AsyncIterator
 
@@ -17,13 +18,28 @@ from schemathesis import GenerationMode
 from orderview.settings import Settings
 from tests import support
 from tests.api_server import api_process
+from tests.history import versions_of, write_history
 
 EXAMPLES_PER_OPERATION = 50
 
 
+def reference_history() -> list[dict]:
+    """The reference order's versions before it became what examples/order.json holds: another
+    address, an item's status, an item more."""
+    current = support.reference_order()
+    first = copy.deepcopy(current)
+    first["delivery"]["address"] = "Ploshad Mira 51"
+    first["items"][0]["status"] = 200
+    second = copy.deepcopy(first)
+    second["delivery"]["address"] = current["delivery"]["address"]
+    second["items"].append({**second["items"][0], "rid": "second-item", "total_price": 0, "price": 0})
+    return [first, second, current]
+
+
 @pytest_asyncio.fixture(scope="module")
 async def api_schema(settings: Settings) -> AsyncIterator[schemathesis.schemas.BaseSchema]:
-    await support.seed_orders(settings, [support.reference_order()])
+    uid = support.reference_order()["order_uid"]
+    await write_history(settings, uid, versions_of(reference_history()))
     async with api_process(settings) as api:
         yield schemathesis.openapi.from_url(api.url + "/openapi.json")
 
@@ -69,6 +85,25 @@ def test_an_existing_order_conforms_to_the_order_schema(api_schema: schemathesis
         case = api_schema["/order/{order_uid}"][method].Case(path_parameters={"order_uid": uid})
         response = case.call_and_validate()
         assert response.status_code == 200
+
+
+def test_every_page_of_a_history_conforms_to_the_document(
+    api_schema: schemathesis.schemas.BaseSchema,
+) -> None:
+    uid = support.reference_order()["order_uid"]
+    operation = api_schema["/order/{order_uid}/history"]["GET"]
+    for limit in (1, 2, 3, 100):
+        before, versions = None, 0
+        while True:
+            query = {"limit": limit, **({"before": before} if before else {})}
+            response = operation.Case(path_parameters={"order_uid": uid}, query=query).call_and_validate()
+            assert response.status_code == 200
+            page = response.json()
+            versions += len(page["versions"])
+            before = page["next_before"]
+            if before is None:
+                break
+        assert versions == len(reference_history()), limit
 
 
 def test_the_document_says_money_is_in_minor_units_as_the_schema_does() -> None:
@@ -119,6 +154,7 @@ def test_the_document_has_preflights_and_421_only_where_configured() -> None:
     assert not any("421" in op["responses"] for ops in plain["paths"].values() for op in ops.values())
     assert {path for path, ops in guarded["paths"].items() if "options" in ops} == {
         "/order/{order_uid}",
+        "/order/{order_uid}/history",
         "/orders",
     }
     assert all("421" in op["responses"] for ops in guarded["paths"].values() for op in ops.values())

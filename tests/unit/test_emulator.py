@@ -1,17 +1,20 @@
-"""The emulator: seeded orders, bad messages of every kind, and a stream whose end state is known."""
+"""The emulator: seeded orders, their later versions and erasures, bad messages of every kind, and a
+stream whose end state is known."""
 
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
-from emulator import Message, expected_state, stream
+from emulator import Message, expected_state, stream, vocab
 from emulator.__main__ import file_messages, parse_args
-from emulator.orders import BAD_KINDS, OrderFactory, bad_message
+from emulator.orders import BAD_KINDS, OrderFactory, bad_message, copy_order
 from emulator.send import Tally
 from emulator.stream import BLOCK, check_arguments
 from orderview.settings import get_settings
@@ -240,3 +243,197 @@ def test_the_summary_counts_by_kind_and_invalid_reason():
     assert "sent 300 messages" in summary
     assert f"  invalid  {kinds['invalid']}" in summary
     assert "not sent 1:" in summary and "new: TimeoutError 1" in summary
+
+
+# --- versions, erasures and dates ----------------------------------------------------------------
+
+START = 1_772_355_600  # 2026-03-01T09:00:00Z
+
+
+def with_erasures(count: int = 3000, seed: int = 4) -> list[Message]:
+    return list(
+        stream(
+            count,
+            seed=seed,
+            invalid_share=0.1,
+            repeat_share=0.2,
+            erase_share=0.03,
+            max_bytes=MAX_BYTES,
+            start=START,
+            rate=2,
+        )
+    )
+
+
+ERASING = with_erasures()
+
+
+def test_an_erasure_is_a_tombstone_of_an_order_sent_before_and_not_erased_yet():
+    sent: set[str] = set()
+    erased: set[str] = set()
+    for message in ERASING:
+        if message.kind == "erase":
+            assert (message.key, message.value) == (message.order_uid.encode(), None)
+            assert message.order_uid in sent and message.order_uid not in erased
+            erased.add(message.order_uid)
+        elif message.kind == "new":
+            sent.add(message.order_uid)
+    assert len(erased) == Counter(m.kind for m in ERASING)["erase"] > 0
+
+
+def test_nothing_of_an_erased_order_is_sent_after_its_erasure():
+    erased: set[str] = set()
+    for message in ERASING:
+        assert message.order_uid not in erased, message
+        if message.kind == "erase":
+            erased.add(message.order_uid)
+
+
+@pytest.mark.parametrize(("count", "erase_share"), [(3000, 0.03), (250, 0.05), (37, 0.1)])
+def test_erasures_come_in_their_exact_share(count, erase_share):
+    kinds = Counter(
+        m.kind for m in stream(count, seed=6, repeat_share=0.2, erase_share=erase_share, max_bytes=MAX_BYTES)
+    )
+    assert kinds["erase"] == round(count * erase_share)
+    assert kinds["repeat"] == kinds["version"] == round(count * 0.1)
+
+
+def test_no_erasures_unless_asked_for():
+    assert "erase" not in {m.kind for m in mixed(5000)}
+
+
+def test_expected_state_leaves_erased_orders_out():
+    state: dict[str, dict] = {}
+    for message in ERASING:
+        if message.kind == "erase":
+            del state[message.order_uid]
+            continue
+        got = VALIDATOR.check(message.value, message.key)
+        if isinstance(got, dict):
+            state[got["order_uid"]] = got
+    assert expected_state(ERASING) == state
+    erased = {m.order_uid for m in ERASING if m.kind == "erase"}
+    assert erased and not erased & set(expected_state(ERASING))
+
+
+def changed_fields(before: dict, after: dict, path: str = "") -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [p for key in before for p in changed_fields(before[key], after[key], f"{path}/{key}")]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [
+            p
+            for i, (b, a) in enumerate(zip(before, after, strict=True))
+            for p in changed_fields(b, a, f"{path}/{i}")
+        ]
+    return [] if before == after else [path]
+
+
+def test_a_version_advances_an_items_status_or_corrects_the_address_or_the_phone():
+    factory = OrderFactory(random.Random(12))
+    seen = Counter()
+    for _ in range(300):
+        order = factory.order()
+        for _ in range(4):
+            version = factory.version(order)
+            [field] = changed_fields(order, version)
+            if field.endswith("/status"):
+                index = int(field.split("/")[2])
+                before, after = order["items"][index]["status"], version["items"][index]["status"]
+                assert after == vocab.ITEM_STATUSES[vocab.ITEM_STATUSES.index(before) + 1], "one step forward"
+                seen["status"] += 1
+            else:
+                assert field in ("/delivery/address", "/delivery/phone"), field
+                seen[field] += 1
+            order = version
+    assert seen["status"] > seen["/delivery/address"] > 0 and seen["/delivery/phone"] > 0
+
+
+def test_an_address_is_mostly_corrected_rather_than_replaced():
+    factory = OrderFactory(random.Random(13))
+    kept_street = 0
+    for _ in range(300):
+        order = factory.order()
+        new = copy_order(order)
+        factory._correct_address(new)
+        old, fixed = order["delivery"]["address"], new["delivery"]["address"]
+        assert fixed != old
+        kept_street += fixed.startswith(old.rpartition(" ")[0])
+    assert kept_street > 150
+
+
+def test_statuses_never_go_back_however_many_versions_an_order_has():
+    factory = OrderFactory(random.Random(14))
+    order = factory.order()
+    for _ in range(100):
+        version = factory.version(order)
+        for before, after in zip(order["items"], version["items"], strict=True):
+            assert after["status"] >= before["status"]
+        order = version
+    assert all(item["status"] == vocab.ITEM_STATUSES[-1] for item in order["items"])
+
+
+def created(message: Message) -> float:
+    return datetime.fromisoformat(orjson.loads(message.value)["date_created"]).timestamp()
+
+
+def test_new_orders_are_dated_at_or_before_the_streams_time_within_a_week():
+    for message in ERASING:
+        if message.kind == "new":
+            assert message.at - 7 * 86400 <= created(message) <= message.at
+            payment = orjson.loads(message.value)["payment"]["payment_dt"]
+            assert created(message) <= payment <= max(created(message), message.at)
+
+
+def test_the_streams_time_moves_on_at_the_rate_from_its_start():
+    assert [m.at for m in ERASING[:3]] == [START, START + 0.5, START + 1.0]
+
+
+def test_recent_orders_read_varied_dates_around_the_streams_time():
+    """Most were created minutes before they were sent, some hours, a few days."""
+    new = [m for m in ERASING if m.kind == "new"][-200:]
+    lags = [m.at - created(m) for m in new]
+    assert len({datetime.fromtimestamp(created(m), UTC).date() for m in new}) >= 3
+    assert len({created(m) for m in new}) >= 100
+    assert sum(lag <= 120 for lag in lags) > 100
+    assert sum(lag > 3600 for lag in lags) > 5
+
+
+def test_the_same_seed_and_start_give_the_same_stream_and_another_start_only_other_dates():
+    assert with_erasures() == ERASING
+    later = list(
+        stream(
+            3000,
+            seed=4,
+            invalid_share=0.1,
+            repeat_share=0.2,
+            erase_share=0.03,
+            max_bytes=MAX_BYTES,
+            start=START + 86400,
+            rate=2,
+        )
+    )
+    assert [(m.kind, m.order_uid) for m in later] == [(m.kind, m.order_uid) for m in ERASING]
+    assert [m.value for m in later] != [m.value for m in ERASING]
+
+
+def test_the_start_defaults_to_now_and_reads_iso_8601():
+    assert parse_args(["--start", "2026-03-01T09:00:00Z"]).start == START
+    assert parse_args(["--start", "2026-03-01T11:00:00+02:00"]).start == START
+    assert abs(parse_args([]).start - time.time()) < 60
+    with pytest.raises(SystemExit):
+        parse_args(["--start", "yesterday"])
+
+
+def test_erasures_are_asked_for_on_the_command_line_and_need_new_orders_to_erase():
+    assert parse_args(["--erase-share", "0.02"]).erase_share == 0.02
+    with pytest.raises(SystemExit):
+        parse_args(["--erase-share", "0.5", "--repeat-share", "0.5"])
+    with pytest.raises(ValueError):
+        check_arguments(10, 0.0, 0.0, MAX_BYTES, erase_share=1.0)
+
+
+def test_the_summary_counts_erasures():
+    tally = Tally()
+    for message in ERASING[:500]:
+        tally.record(message, None)
+    assert f"  erase    {Counter(m.kind for m in ERASING[:500])['erase']}" in tally.summary()
