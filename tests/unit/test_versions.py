@@ -1,71 +1,85 @@
-"""Which version of an order is the newer (projector/versions.py), the batch's own newest
-(projector/store.py), and which dead letters a redrive takes (projector/redrive.py)."""
+"""The one total order of an order's versions (projector/core/versions.py), as properties."""
 
 from __future__ import annotations
 
-import pytest
-from aiokafka.structs import ConsumerRecord
+import itertools
 
-from projector import store
-from projector.messages import REDRIVE_EVENT, REDRIVE_OF, BadHeader, Event, Incoming
-from projector.redrive import Choice, Letter
-from projector.versions import newer
+from hypothesis import given
+from hypothesis import strategies as st
 
+from projector.core import versions
+from projector.core.versions import Version
 
-def test_within_a_partition_the_later_offset_wins_whatever_the_timestamps():
-    assert newer(Event(0, 5, 100), Event(0, 4, 900))
-    assert not newer(Event(0, 4, 900), Event(0, 5, 100))
+timestamps = st.none() | st.integers(min_value=0, max_value=2**41)
 
 
-def test_across_partitions_the_later_timestamp_wins_and_a_tie_keeps_what_is_there():
-    assert newer(Event(1, 0, 101), Event(0, 99, 100))
-    assert not newer(Event(1, 0, 99), Event(0, 0, 100))
-    assert not newer(Event(1, 0, 100), Event(0, 0, 100))
+def clocked(partition: int, stamps: list[int | None], clock: int = 0) -> list[Version]:
+    """Each record's version, in offset order, from the partition's clock."""
+    found = []
+    for offset, stamp in enumerate(stamps):
+        clock = versions.tick(clock, stamp)
+        found.append(Version(clock, partition, offset))
+    return found
 
 
-def test_anything_replaces_a_version_of_unknown_coordinates():
-    assert newer(Event(0, 0, None), None)
-    assert newer(Event(1, 0, 5), Event(0, 7, None))
+@given(st.integers(min_value=0, max_value=2**41), timestamps)
+def test_the_clock_never_goes_back_and_takes_every_later_timestamp(clock, stamp):
+    after = versions.tick(clock, stamp)
+    assert after >= clock
+    assert stamp is None or after >= stamp
+    assert after in (clock, stamp)
 
 
-def accepted(uid: str, body: str, partition: int, offset: int, ts: int) -> store.Accepted:
-    return store.Accepted(uid, body, partition, offset, None, Event(partition, offset, ts))
+@given(st.integers(min_value=0, max_value=5), st.lists(timestamps, min_size=2, max_size=30))
+def test_within_a_partition_the_later_offset_wins_whatever_the_timestamps(partition, stamps):
+    found = clocked(partition, stamps)
+    assert found == sorted(found)
+    assert len(set(found)) == len(found)
 
 
-def test_a_batch_keeps_the_newest_version_of_each_order_and_an_identical_resend_keeps_the_first():
-    first = accepted("a", '{"v":1}', 0, 1, 10)
-    resent = accepted("a", '{"v":1}', 0, 2, 11)
-    older_elsewhere = accepted("b", '{"v":2}', 1, 9, 5)
-    newer_here = accepted("b", '{"v":3}', 0, 3, 6)
-    assert store.latest_versions([first, resent, newer_here, older_elsewhere]) == [first, newer_here]
+@given(
+    st.lists(st.lists(timestamps, max_size=10), min_size=1, max_size=4),
+    st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=10),
+)
+def test_a_record_has_the_same_version_however_its_partition_is_cut_into_batches(stamps_by_partition, cuts):
+    whole = {p: clocked(p, stamps) for p, stamps in enumerate(stamps_by_partition)}
+    for p, stamps in enumerate(stamps_by_partition):
+        pieces, clock, at = [], 0, 0
+        for size in itertools.cycle(cuts):
+            if at >= len(stamps):
+                break
+            batch = stamps[at : at + size]
+            got = clocked(p, batch, clock)
+            pieces += [Version(v.time, p, v.offset + at) for v in got]
+            clock, at = (got[-1].time if got else clock), at + size
+        assert pieces == whole[p]
 
 
-def test_a_redrive_is_ordered_as_the_event_it_was_and_its_headers_are_checked():
-    redriven = Incoming(
-        2, 500, b"k", b"v", 999, None, ((REDRIVE_OF, b"orders:0:7"), (REDRIVE_EVENT, b"0:7:123"))
-    )
-    assert (redriven.redrive_of(), redriven.event()) == ("orders:0:7", Event(0, 7, 123))
-    forged = Incoming(2, 500, b"k", b"v", 999, None, ((REDRIVE_EVENT, b"0:seven:123"),))
-    with pytest.raises(BadHeader, match=r"orderview\.redrive\.event"):
-        forged.event()
+@given(st.lists(st.tuples(st.integers(0, 3), timestamps), min_size=1, max_size=30), st.randoms())
+def test_every_interleaving_of_the_partitions_gives_the_same_winner(records, random):
+    by_partition: dict[int, list[int | None]] = {}
+    for partition, stamp in records:
+        by_partition.setdefault(partition, []).append(stamp)
+    queues = {p: clocked(p, stamps) for p, stamps in by_partition.items()}
+    everything = [v for q in queues.values() for v in q]
+    current = None
+    while any(queues.values()):  # each partition in offset order, the partitions interleaved at random
+        partition = random.choice([p for p, q in queues.items() if q])
+        version = queues[partition].pop(0)
+        if current is None or version > current:
+            current = version
+    assert current == max(everything)
 
 
-def letter(reason: str, ts: int, source: tuple[int, int]) -> Letter:
-    record = ConsumerRecord("orders.dlq", 0, 0, ts, 0, b"k", b"v", None, 1, 1, ())
-    return Letter(record, {}, reason, source)
+def test_three_versions_end_the_same_in_every_order_they_can_be_read():
+    now = 1_800_000_000_000
+    a = Version(versions.tick(0, now - 100_000), 0, 0)  # partition 0, read first in its partition
+    c = Version(versions.tick(a.time, now - 300_000), 0, 1)  # partition 0, after A: inherits its time
+    b = Version(versions.tick(0, now - 200_000), 1, 0)  # partition 1
+    for reading in ([a, b, c], [a, c, b], [b, a, c]):
+        assert max(reading) == c, "within a partition the later offset wins, and the order is total"
 
 
-def test_a_redrive_takes_the_letters_every_filter_given_accepts():
-    letters = [
-        letter("db_rejected", 100, (0, 1)),
-        letter("schema", 200, (1, 2)),
-        letter("db_rejected", 300, (0, 3)),
-    ]
-    by_reason = Choice(reasons=frozenset({"db_rejected"}))
-    in_time = Choice(since_ms=150, until_ms=300)
-    both = Choice(reasons=frozenset({"db_rejected"}), since_ms=150)
-    at = Choice(at=frozenset({(1, 2)}))
-    assert [lt.source for lt in letters if by_reason.takes(lt)] == [(0, 1), (0, 3)]
-    assert [lt.source for lt in letters if in_time.takes(lt)] == [(1, 2)]
-    assert [lt.source for lt in letters if both.takes(lt)] == [(0, 3)]
-    assert [lt.source for lt in letters if at.takes(lt)] == [(1, 2)]
+def test_a_version_is_written_and_read_back_as_headers_carry_it():
+    version = Version(1_800_000_000_123, 2, 77)
+    assert versions.parse(versions.text(version)) == version
