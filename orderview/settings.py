@@ -85,10 +85,10 @@ class Settings:
     batch_wait_s: float = 0.05  # how long a batch waits to fill
     max_message_bytes: int = 1024 * 1024  # larger messages go to the DLQ as `too_large`
     db_retry_max_s: float = 5.0  # cap of the retry backoff while the database is down
-    # This many valid orders in a row refused by the database with the same error (a migration
-    # gone wrong: a NOT NULL column without a default, a CHECK every order fails) stop the worker
-    # instead of dead-lettering the stream.
-    db_refusals_in_a_row: int = 10
+    # The key that signs redrives (python -m projector.redrive) and that projectors check them
+    # with: a record claiming to be a redrive without its signature is dead-lettered. A secret,
+    # refused at its default off loopback like the passwords.
+    redrive_secret: str = "orderview-redrive"
 
     notify_channel: str = "order_changed"  # LISTEN/NOTIFY channel of changed order_uids
     # How often each worker samples the lag of its partitions (projector/lag.py).
@@ -267,11 +267,11 @@ class Settings:
         )
 
     def default_passwords(self) -> list[str]:
-        """The variables of passwords still at their defaults (each equal to its user's name)."""
+        """The variables of passwords and secrets still at their defaults."""
         return [
             PREFIX + f.name.upper()
             for f in dataclasses.fields(self)
-            if f.name.endswith("_password")
+            if f.name.endswith(("_password", "_secret"))
             and getattr(self, f.name) == f.default
             and (f.name != "kafka_sasl_password" or self.kafka_sasl)  # unused without SASL
         ]

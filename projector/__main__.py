@@ -18,7 +18,7 @@ def main() -> None:
     # faust is imported: faust reads its own --loop option from sys.argv at import, which was too
     # early for the one passed below, so the worker had been running on the stock loop.
     uvloop.install()
-    from projector.app import create_app
+    from projector.adapters.faust import create_app
     from projector.startup import wait_for_broker
 
     args = sys.argv[1:]

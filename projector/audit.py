@@ -5,10 +5,11 @@
 Each record of the topic (committed records only, up to the end when the command starts) is, from
 the log, the tables and the DLQ — never from the projector's position alone:
 - applied: the record the current version of its order came from (the snapshot's source);
-- superseded: the read model holds a later version of its order, by the version rule of
-  projector/versions.py applied to the coordinates recorded with the snapshot;
-- resent: the same JSON as the current version (it changed nothing), or a redriven dead letter
-  seen again after its first copy;
+- erased: the tombstone the order's erasure came from;
+- superseded: the read model holds a later version of its order, by the version order of
+  projector/core/versions.py (the audit keeps each partition's clock as the projector does);
+- resent: the same order again (the read model's version is this record's), or a redriven dead
+  letter seen again after its first copy;
 - dead-lettered: the DLQ holds a letter with its coordinates (and the same SHA-256);
 - not yet applied: none of these, at or after the position the projector recorded for its
   partition (it has not got there yet);
@@ -29,7 +30,6 @@ import asyncio
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -39,29 +39,33 @@ from aiokafka import ConsumerRecord
 
 from orderview import jsonlog
 from orderview.settings import Settings, get_settings
-from projector import store, versions
-from projector.dlq import dead_lettered, holds
-from projector.kafka import KafkaLog, partitions_of, scan
-from projector.messages import BadHeader, Event, Incoming
-from projector.positions import read_positions
+from projector.adapters import postgres
+from projector.adapters.dead_letters import dead_lettered, holds
+from projector.adapters.kafka import KafkaLog, partitions_of, scan
+from projector.core import redrives, versions
+from projector.core.records import Record, timestamp
+from projector.core.redrives import Claim
+from projector.core.versions import Version
 
 SNAPSHOT_SOURCES = """
-SELECT order_uid, source_partition, source_offset, version_partition, version_offset, version_time
+SELECT order_uid, source_partition, source_offset, version_time, version_partition, version_offset,
+       body_json IS NULL
 FROM order_snapshots
 """
-SNAPSHOT_BODIES = "SELECT order_uid, body_json FROM order_snapshots WHERE order_uid = ANY(%(uids)s)"
 REDRIVEN = "SELECT redrive_of, record_partition, record_offset FROM redrives"
 LOST = "SELECT partition, first_offset, end_offset FROM lost_records WHERE topic = %(topic)s"
-KINDS = ("applied", "superseded", "resent", "dead_lettered", "not_yet_applied", "missing")
+KINDS = ("applied", "erased", "superseded", "resent", "dead_lettered", "not_yet_applied", "missing")
 
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where an order's current version came from, and which event it is."""
+    """Where an order's current version came from, which version it is, and whether it is an
+    erasure."""
 
     partition: int
     offset: int
-    version: Event | None
+    version: Version
+    erased: bool
 
 
 @dataclass
@@ -119,28 +123,27 @@ async def audit(settings: Settings, progress: TextIO | None = None) -> Audit:
     started = time.perf_counter()
     # Positions first: whatever is below a position read now had its dead letter acknowledged
     # and its rows committed before, so live projectors cannot make a message look missing.
-    positions = {p: position.next_offset for p, position in (await read_positions(settings)).items()}
+    async with await psycopg.AsyncConnection.connect(settings.dsn("projector")) as conn:
+        positions = {
+            p: pos.next_offset
+            for p, pos in (await postgres.read_positions(conn, settings.orders_topic)).items()
+        }
     letters, (sources, redriven, lost) = await asyncio.gather(dead_lettered(settings), _read_model(settings))
     found = Audit()
     await _bounds(settings, positions, lost, found)
+    classify = _Classifier(positions, letters, sources, redriven, settings.redrive_secret.encode())
     tally: Counter[tuple[int, str]] = Counter()
-    resends: list[Incoming] = []  # neither the current version nor superseded by it: the same?
     async for ends, records in scan(settings, settings.orders_topic):
         for r in records:
-            kind = _classify(r, positions, letters, sources, redriven)
-            if kind == "resent?":
-                resends.append(Incoming(r.partition, r.offset, r.key, r.value))
-            else:
-                tally[r.partition, kind] += 1
-                if kind == "missing":
-                    found.missing.append((r.partition, r.offset))
+            kind = classify(r)
+            tally[r.partition, kind] += 1
+            if kind == "missing":
+                found.missing.append((r.partition, r.offset))
         found.messages += len(records)
         if progress is not None:
             _show_progress(progress, found.messages, sum(ends.values()), time.perf_counter() - started)
     for (partition, kind), n in tally.items():
         found.counts.setdefault(partition, Counter())[kind] += n
-    for m, same in await _same_as_current(settings, resends):
-        found.add(m.partition, m.offset, "resent" if same else _unexplained(m.partition, m.offset, positions))
     found.missing.sort()
     found.seconds = time.perf_counter() - started
     if progress is not None:
@@ -148,40 +151,53 @@ async def audit(settings: Settings, progress: TextIO | None = None) -> Audit:
     return found
 
 
-def _classify(
-    r: ConsumerRecord,
-    positions: dict[int, int],
-    letters: dict[tuple[int, int], str | None],
-    sources: dict[bytes, Source],
-    redriven: dict[str, tuple[int, int]],
-) -> str:
-    """Per record of the topic: kept lean, it runs for every one."""
-    partition, offset = r.partition, r.offset
-    if (partition, offset) in letters and holds(letters, Incoming(partition, offset, r.key, r.value)):
-        return "dead_lettered"
-    source = sources.get(r.key) if r.key is not None else None
-    if source is not None and source.partition == partition and source.offset == offset:
-        return "applied"
-    if offset >= positions.get(partition, 0):
-        return "not_yet_applied"
-    if source is None:
-        return "missing"
-    event = Event(partition, offset, r.timestamp)
-    if r.headers:
-        record = Incoming(partition, offset, r.key, r.value, r.timestamp, None, tuple(r.headers))
-        try:
-            letter, event = record.redrive_of(), record.event()
-        except BadHeader:  # dead-lettered for it, or missing
+class _Classifier:
+    """Each record's kind, in log order per partition (it keeps the partitions' clocks)."""
+
+    def __init__(
+        self,
+        positions: dict[int, int],
+        letters: dict[tuple[int, int], str | None],
+        sources: dict[bytes, Source],
+        redriven: dict[str, tuple[int, int]],
+        secret: bytes,
+    ) -> None:
+        self.positions = positions
+        self.letters = letters
+        self.sources = sources
+        self.redriven = redriven
+        self.secret = secret
+        self.clocks: dict[int, int] = {}
+
+    def __call__(self, r: ConsumerRecord) -> str:
+        """Kept lean: it runs for every record."""
+        partition, offset = r.partition, r.offset
+        clock = self.clocks[partition] = versions.tick(self.clocks.get(partition, 0), timestamp(r.timestamp))
+        if (partition, offset) in self.letters and holds(
+            self.letters, Record(partition, offset, r.key, r.value)
+        ):
+            return "dead_lettered"
+        source = self.sources.get(r.key) if r.key is not None else None
+        if source is not None and source.partition == partition and source.offset == offset:
+            return "erased" if source.erased else "applied"
+        if offset >= self.positions.get(partition, 0):
+            return "not_yet_applied"
+        if source is None:
             return "missing"
-        if letter is not None and redriven.get(letter, (partition, offset)) != (partition, offset):
+        version = Version(clock, partition, offset)
+        if r.headers:
+            claim = redrives.claim(
+                Record(partition, offset, r.key, r.value, headers=tuple(r.headers)), self.secret
+            )
+            if isinstance(claim, Claim):
+                if self.redriven.get(claim.of, (partition, offset)) != (partition, offset):
+                    return "resent"
+                version = claim.version
+        if version < source.version:
+            return "superseded"
+        if version == source.version:
             return "resent"
-    if source.version is not None and versions.newer(source.version, event):
-        return "superseded"
-    return "resent?"
-
-
-def _unexplained(partition: int, offset: int, positions: dict[int, int]) -> str:
-    return "not_yet_applied" if offset >= positions.get(partition, 0) else "missing"
+        return "missing"
 
 
 async def _bounds(settings: Settings, positions: dict[int, int], lost: dict[int, int], found: Audit) -> None:
@@ -210,31 +226,13 @@ async def _read_model(
         async with conn.transaction():
             await cur.execute(SNAPSHOT_SOURCES)
             while rows := await cur.fetchmany(50_000):
-                for uid, p, o, vp, vo, vts in rows:
-                    sources[uid.encode()] = Source(p, o, Event(vp, vo, vts) if vp is not None else None)
+                for uid, p, o, vt, vp, vo, erased in rows:
+                    sources[uid.encode()] = Source(p, o, postgres.version_of(vt, vp, vo), erased)
         redriven = {letter: (p, o) for letter, p, o in await (await conn.execute(REDRIVEN)).fetchall()}
         lost: dict[int, int] = {}
         for p, first, end in await (await conn.execute(LOST, {"topic": settings.orders_topic})).fetchall():
             lost[p] = lost.get(p, 0) + end - first
     return sources, redriven, lost
-
-
-async def _same_as_current(settings: Settings, resends: list[Incoming]) -> Iterable[tuple[Incoming, bool]]:
-    """Whether each message is the same JSON as its order's current version (an identical re-send
-    changes nothing and keeps the earlier source)."""
-    if not resends:
-        return []
-    async with await psycopg.AsyncConnection.connect(_read_only(settings)) as conn:
-        cur = await conn.execute(SNAPSHOT_BODIES, {"uids": sorted({m.key.decode() for m in resends})})  # type: ignore[union-attr]
-        bodies = dict(await cur.fetchall())
-    judged = []
-    for m in resends:
-        try:
-            same = store.compact_json(orjson.loads(m.value)) == bodies.get(m.key.decode())  # type: ignore[arg-type, union-attr]
-        except (orjson.JSONDecodeError, UnicodeDecodeError, TypeError):
-            same = False
-        judged.append((m, same))
-    return judged
 
 
 def _read_only(settings: Settings) -> str:
@@ -268,7 +266,7 @@ def report(found: Audit, topic: str, show: int) -> str:
         lines.append(f"MISSING {missing:,} (partition:offset): {shown}{' …' if missing > show else ''}")
     else:
         lines.append(
-            "nothing missing: every record is applied, superseded, resent, dead-lettered or not yet applied"
+            "nothing missing: every record is applied, erased, superseded, resent, dead-lettered or not yet applied"
         )
     if lost:
         lines.append(

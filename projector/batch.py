@@ -1,10 +1,12 @@
-"""One batch of messages from the orders topic → one PostgreSQL transaction, retried until durable.
+"""One batch of the orders topic → one PostgreSQL transaction, retried until durable.
 
-Each message is judged alone before the transaction (projector/judge.py); the transaction follows
-the commit protocol (projector/checkpoint.py). An outage of the database or the broker, or a
-missing topic, rolls back and retries the same batch with capped, jittered backoff, saying what
-is wrong in /readyz (once a minute in the log); any other error propagates, and the worker stops
-(projector/faults.py).
+Each record is judged alone before the transaction (projector/core/verdicts.py); the transaction
+follows the commit protocol (projector/checkpoint.py). An outage of the database or the broker, a
+missing topic, or a partition another projector still writes rolls back and retries the same
+batch with capped, jittered backoff, saying what is wrong in /readyz (once a minute in the log).
+While dead letters cannot be sent, what comes before the first of them in each partition is
+applied and the rest waits: one rule, whether the dead-letter topic is missing at start or goes
+away later. Any other error propagates, and the worker stops (projector/faults.py).
 """
 
 from __future__ import annotations
@@ -19,19 +21,23 @@ import psycopg
 
 from orderview.jsonlog import OncePer
 from orderview.settings import Settings
-from projector import faults, topics
-from projector.checkpoint import Checkpoint, Group, LettersBlocked, Outcome
-from projector.dlq import DeadLetterQueue
-from projector.judge import Judge, Prepared
-from projector.kafka import KafkaLog
-from projector.messages import Incoming
+from projector import faults
+from projector.adapters import topics
+from projector.adapters.dead_letters import DeadLetterQueue
+from projector.adapters.kafka import KafkaLog
+from projector.checkpoint import Checkpoint, Group, Outcome
+from projector.core.plan import Fate
+from projector.core.records import Record
+from projector.core.verdicts import Judge, Verdict
 from projector.metrics import ProjectorMetrics, Readiness
-from projector.positions import Positions
 
 log = logging.getLogger("orderview.projector")
 
-# How often a running worker asks whether its topics still exist.
+# How often a running worker asks whether its topics still exist (for /readyz; every batch asks
+# for the orders topic's incarnation itself).
 TOPIC_CHECK_EVERY_S = 10.0
+
+Verdicts = dict[tuple[int, int], Verdict]
 
 
 def backoff_seconds(attempt: int, cap: float, base: float = 0.1) -> float:
@@ -48,22 +54,20 @@ class BatchProjector:
         group: Group | None = None,
     ) -> None:
         self.settings = settings
-        self.topic = settings.orders_topic
         self.metrics = metrics or ProjectorMetrics()
         self.readiness = Readiness(self.metrics)
-        self.judge = Judge(settings.max_message_bytes)
+        self.judge = Judge(settings.max_message_bytes, settings.redrive_secret.encode())
         self.dlq = dlq or DeadLetterQueue(settings)
         self.kafka_log = KafkaLog(settings, settings.orders_topic)
-        self.positions = Positions(settings.orders_topic, self.kafka_log, self.metrics)
-        self.checkpoint = Checkpoint(settings, self.positions, self.dlq, group)
+        self.checkpoint = Checkpoint(settings, self.kafka_log, self.dlq, self.metrics, group)
         self._conn: psycopg.AsyncConnection | None = None
         self._started = False
         self._watching: asyncio.Task | None = None
         self._say = OncePer(60.0)
 
     async def start(self) -> None:
-        """Reach the broker, the database and both topics, waiting (not ready) while any is
-        missing; then keep an eye on the topics."""
+        """Reach the broker and the database, waiting (not ready) while either is away; then keep
+        an eye on the topics."""
         attempt = 0
         while True:
             try:
@@ -72,7 +76,6 @@ class BatchProjector:
                     await self.kafka_log.start()
                     self._started = True
                 await self._connection()
-                await self.check_topics()
                 break
             except Exception as exc:
                 await self._wait_out(exc, attempt := attempt + 1, source="start")
@@ -91,13 +94,34 @@ class BatchProjector:
             await self.kafka_log.stop()
             await self.dlq.stop()
 
-    def prepare(self, batch: Sequence[Incoming]) -> Prepared:
-        """Judge every message of a batch: pure CPU, done while the previous batch is written."""
-        return self.judge.prepare(batch)
+    def prepare(self, batch: Sequence[Record]) -> Verdicts:
+        """Judge every record of a batch: pure CPU, done while the previous batch is written."""
+        judge = self.judge
+        return {r.where: judge(r) for r in batch}
+
+    async def process(self, batch: Sequence[Record], verdicts: Verdicts | None = None) -> Outcome:
+        """Apply the batch, retrying through outages until it is durable (or the task is cancelled)."""
+        verdicts = verdicts if verdicts is not None else self.prepare(batch)
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            try:
+                outcome = await self.checkpoint.commit(await self._connection(), batch, verdicts)
+            except Exception as exc:
+                if not isinstance(exc, faults.TopicMissing | faults.PartitionBusy):
+                    await self._close_connection()
+                await self._wait_out(exc, attempt := attempt + 1)
+                self.metrics.db_retries.inc()
+                continue
+            self._record(len(batch) - len(outcome.rest), outcome, time.perf_counter() - started)
+            if outcome.blocked is None:
+                self.readiness.set_ready()
+                return outcome
+            batch = outcome.rest
+            await self._wait_out(outcome.blocked, attempt := attempt + 1)
 
     async def check_topics(self) -> None:
-        """TopicMissing for the orders or the dead-letter topic if either does not exist (a DLQ
-        without a partition to write to counts as missing)."""
+        """TopicMissing for the orders or the dead-letter topic if either does not exist."""
         names = {self.settings.orders_topic: "orders", self.settings.dlq_topic: "dead-letter"}
         found = await self.kafka_log.describe_topics(list(names))
         missing = [name for name in names if not topics.usable(found[name])]
@@ -106,60 +130,21 @@ class BatchProjector:
         if missing:
             raise faults.TopicMissing(missing[0], names[missing[0]])
 
-    async def process(self, batch: Sequence[Incoming], prepared: Prepared | None = None) -> Outcome:
-        """Apply the batch, retrying through outages until it is durable (or the task is
-        cancelled). While dead letters cannot be sent, what comes before the first of them in
-        each partition is applied, and the rest waits."""
-        prepared = prepared or self.prepare(batch)
-        started = time.perf_counter()
-        attempt = 0
-        cut: dict[int, int] | None = None
-        blocked: LettersBlocked | None = None
-        while True:
-            try:
-                conn = await self._connection()
-                outcome, plan = await self.checkpoint.write(conn, batch, prepared, cut)
-            except LettersBlocked as exc:
-                if cut is None and any(m.offset < exc.cut.get(m.partition, m.offset + 1) for m in batch):
-                    cut, blocked = exc.cut, exc  # what precedes the first dead letters: at once
-                    continue
-                cut = None
-                await self._wait_out(exc.cause, attempt := attempt + 1)
-                continue
-            except Exception as exc:
-                await self._close_connection()
-                cut = None
-                await self._wait_out(exc, attempt := attempt + 1)
-                self.metrics.db_retries.inc()
-                continue
-            self.checkpoint.settle(plan, outcome)
-            await self.checkpoint.follow(plan, outcome)
-            if cut is None:
-                self._record(len(batch), outcome, time.perf_counter() - started)
-                self.readiness.set_ready()
-                return outcome
-            rest = [m for m in batch if m.partition in cut and m.offset >= cut[m.partition]]
-            self._record(len(batch) - len(rest), outcome, time.perf_counter() - started)
-            batch, cut = rest, None
-            assert blocked is not None
-            await self._wait_out(blocked.cause, attempt := attempt + 1)
-
     async def _watch_topics(self) -> None:
-        """A topic deleted while the worker runs is said in /readyz and once a minute in the log."""
+        """A missing topic is said in /readyz and once a minute in the log, at start and later."""
         while True:
-            await asyncio.sleep(TOPIC_CHECK_EVERY_S)
             try:
                 await self.check_topics()
             except faults.TopicMissing as exc:
                 self.readiness.set_not_ready(str(exc), "topics")
                 if self._say(str(exc)):
                     log.error("%s", exc, extra={"topic": exc.topic})
-                continue
             except Exception as exc:  # an outage: said by whatever waits for it
                 if self._say(("topics", type(exc))):
                     log.warning("could not check the topics: %s", faults.describe(exc))
-                continue
-            self.readiness.set_ready("topics")
+            else:
+                self.readiness.set_ready("topics")
+            await asyncio.sleep(TOPIC_CHECK_EVERY_S)
 
     async def _wait_out(self, exc: Exception, attempt: int, source: str = "batch") -> None:
         """Wait before another attempt if `exc` is an outage; re-raise anything else."""
@@ -174,22 +159,42 @@ class BatchProjector:
     def _record(self, consumed: int, outcome: Outcome, seconds: float) -> None:
         m = self.metrics
         m.consumed.inc(consumed)
-        m.projected.inc(outcome.applied)
-        m.changed.inc(len(outcome.changed))
-        m.redeliveries.inc(outcome.skipped)
-        m.discarded.inc(outcome.discarded)
-        m.stale_versions.inc(outcome.stale)
-        m.redrives_skipped.inc(outcome.redrives_skipped)
-        for d in outcome.dead_letters:
-            m.dead_lettered.labels(d.reason).inc()
         m.batch_size.observe(consumed)
         m.batch_seconds.observe(seconds)
+        plan = outcome.plan
+        if plan is None:
+            return
+        m.redeliveries.inc(plan.fresh.redeliveries)
+        m.discarded.inc(plan.fresh.discarded)
+        m.projected.inc(plan.count(Fate.APPLIED) + plan.count(Fate.SUPERSEDED))
+        m.resent.inc(plan.count(Fate.RESENT))
+        m.redrives_skipped.inc(plan.count(Fate.REDRIVE_SEEN))
+        m.changed.inc(sum(1 for c in plan.changes if c.changed))
+        m.erased.inc(sum(1 for c in plan.changes if c.changed and c.body is None))
+        m.history_rows.inc(sum(len(c.history) + c.archive for c in plan.changes))
+        for letter in plan.letters:
+            m.dead_lettered.labels(letter.reason).inc()
+            if letter.reason == "stale_version":
+                m.stale_versions.inc()
+            log.info(
+                "dead-lettered",
+                extra={
+                    "partition": letter.record.partition,
+                    "offset": letter.record.offset,
+                    "reason": letter.reason,
+                    "path": letter.path,
+                },
+            )
         for partition, next_offset in outcome.recorded.items():
             m.last_applied_offset.labels(str(partition)).set(next_offset - 1)
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(self.settings.dsn("projector"))
+            # Autocommit: the partitions' advisory locks are taken outside transactions
+            # (projector/checkpoint.py); each batch's transaction is explicit.
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.settings.dsn("projector"), autocommit=True
+            )
         return self._conn
 
     async def _close_connection(self) -> None:

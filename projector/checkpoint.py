@@ -1,53 +1,65 @@
 """The commit protocol: how one batch of the orders topic becomes durable.
 
-`Checkpoint.write` applies a batch in one PostgreSQL transaction, in these steps:
+`Checkpoint.commit` takes a batch whose records were judged (projector/core/verdicts.py) and
+applies it in these steps. Every decision is the pure core's (projector/core/plan.py); this module
+reads what the core needs, and executes and writes what it decides.
 
-1. Lock: the positions of the batch's partitions, FOR UPDATE; a worker of an older consumer
-   generation still writing the same partitions waits instead of interleaving.
-2. Plan: which messages are fresh (projector/positions.py): from the recorded position on, each
-   offset once and in order; redeliveries below it are skipped; a position the log cannot have
-   produced, or a record the consumer skipped, stops here (UntrustedPosition, SkippedRecords).
-3. Redrives: a redriven dead letter seen before is skipped; the first copy of each is noted.
-4. Rows: the fresh valid orders, written where they are newer than the read model's versions
-   (projector/store.py); an older version is stale; an order the database refuses is found
-   alone under a savepoint. N refusals in a row with the same error stop the worker: that is
-   the database's fault, not the orders' (SystemicRefusal), and nothing of the batch is sent.
-5. Dead letters: every fresh message that is not applied — invalid, stale, refused — is sent to
-   the DLQ and acknowledged by the broker (acks=all), each once (projector/dlq.py). If they
-   cannot be sent, what precedes the first of them in each partition may be applied alone
-   (LettersBlocked): a missing DLQ holds back no order that comes before a bad message.
-6. Position: per partition, the next offset and what the record before it was (positions.record).
-7. Notify: the changed order_uids, delivered to the API replicas at commit.
-8. Commit: rows, positions and notifications together, or nothing.
-Then, after the commit (`settle`, `follow`):
-9. Group offsets: the recorded positions are copied to the consumer group, trailing them.
+0. Own: the batch's partitions' advisory locks (projector/adapters/postgres.py): one writer per
+   partition, also while letters are sent outside any transaction.
+1. Facts: the topic's incarnation now, asked of the broker after the batch was fetched.
+Then, until the plan lacks nothing:
+2. Fresh: in a transaction, lock the partitions' positions and plan which records are fresh. A fact
+   it lacks (what lies in a gap of offsets, the record before a position) is asked of the log
+   after leaving the transaction, and planning starts again.
+3. Decide: lock the versions of the fresh records' orders and the redrives seen; decide each
+   record's fate and what changes.
+4. Letters: if the plan needs letters the DLQ has not acknowledged (acks=all), leave the
+   transaction, send them, plan again. If they cannot be sent, what comes before the first of
+   them in each partition is applied alone, and the rest waits (`Outcome.rest`).
+5. Write: the changes, under a savepoint. Rows the database refuses are found one by one and, if
+   the database takes a valid order of its own (the canary), planned again as refused (a letter
+   each); if it refuses that too, the worker stops (SystemicRefusal) with nothing sent.
+6. Check: every offset below each new position has exactly one fate, every letter is acknowledged
+   (FatesBroken otherwise: the worker stops).
+7. Record: redrives taken, records lost, positions; notify the API replicas of what changed.
+8. Commit.
+9. After the commit: release the partitions, read again from where the plan seeks, and copy the
+   positions to the consumer group's offsets (in the background: they trail, never lead).
 
-Why no recorded or committed offset passes a message whose effect is not durable: a position is
-written in step 6 only, for the fresh messages of step 2, inside the transaction that holds their
-rows (step 4) and after their dead letters were acknowledged (step 5); it commits with them in
-step 8 or not at all. Group offsets (step 9) are copies of committed positions. Any exception
-before step 8 rolls the transaction back: nothing of the batch is recorded.
+Why no recorded position passes a record whose effect is not durable: positions are written in
+step 7 only, inside the transaction that writes the batch's changes (step 5), after step 6
+checked that each record below them is applied, superseded, resent, a redrive seen, or has its
+dead letter acknowledged (step 4, before the transaction); they commit with the changes in step 8
+or not at all. No broker round trip happens inside a transaction: each leaves it first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Protocol
 
 import psycopg
 
 from orderview.settings import Settings
-from projector import faults, queries, store
-from projector.dlq import DeadLetter, DeadLetterQueue
-from projector.judge import Prepared
-from projector.kafka import COMMIT_RETRY_S
-from projector.messages import Incoming
-from projector.positions import Plan, Positions
+from projector import faults
+from projector.adapters import postgres
+from projector.adapters.dead_letters import DeadLetterQueue
+from projector.adapters.kafka import KafkaLog
+from projector.core import plan as core
+from projector.core.plan import Ask, Facts, Plan
+from projector.core.records import Record
+from projector.core.verdicts import Rejected, Verdict
+from projector.metrics import ProjectorMetrics
 
 log = logging.getLogger("orderview.projector")
+
+COMMIT_RETRY_S = 0.5  # a group commit refused while the group rebalances is tried again after this
+SEEK_AGAIN_AFTER_S = 1.0  # a partition sought to the same offset is not sought again sooner
 
 
 class Group(Protocol):
@@ -60,120 +72,240 @@ class Group(Protocol):
     async def seek(self, partition: int, offset: int) -> None: ...
 
 
-class LettersBlocked(Exception):
-    """Dead letters could not be sent (`cause`: the DLQ topic missing, the broker away). `cut`
-    gives, per partition, the first offset that needs one: what is below can be applied alone."""
-
-    def __init__(self, cause: Exception, cut: dict[int, int]) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-        self.cut = cut
-
-
-@dataclass(frozen=True, slots=True)
-class Refusals:
-    """Valid orders the database refused in a row, and with which error."""
-
-    error: tuple | None = None
-    count: int = 0
-    example: str = ""
-
-    def after(self, exc: psycopg.Error) -> Refusals:
-        diag = exc.diag
-        error = (exc.sqlstate, diag.table_name, diag.column_name, diag.constraint_name)
-        example = f"SQLSTATE {exc.sqlstate}: {diag.message_primary or faults.describe(exc)}"
-        return Refusals(error, self.count + 1 if error == self.error else 1, example)
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass
 class Outcome:
-    applied: int
-    changed: list[str]
-    dead_letters: list[DeadLetter]
-    stale: int
-    skipped: int  # redeliveries
-    discarded: int
-    redrives_skipped: int
-    recorded: dict[int, int]  # partition -> next offset recorded
-    refusals: Refusals = field(default_factory=Refusals)
+    plan: Plan | None  # None: nothing of the batch was fresh
+    recorded: dict[int, int] = field(default_factory=dict)  # partition -> next offset recorded
+    rest: list[Record] = field(default_factory=list)  # not applied: their letters cannot be sent now
+    blocked: Exception | None = None  # why not
+
+
+class _Leave(Exception):
+    """Leave the transaction (rolled back) to do what the plan lacks."""
 
 
 class Checkpoint:
     def __init__(
-        self, settings: Settings, positions: Positions, dlq: DeadLetterQueue, group: Group | None = None
+        self,
+        settings: Settings,
+        kafka_log: KafkaLog,
+        dlq: DeadLetterQueue,
+        metrics: ProjectorMetrics,
+        group: Group | None = None,
+        store: ModuleType = postgres,
     ) -> None:
         self.settings = settings
-        self.positions = positions
+        self.store = store  # projector/adapters/postgres.py; the generated histories give a fake
+        self.topic = settings.orders_topic
+        self.log = kafka_log
         self.dlq = dlq
+        self.metrics = metrics
         self.group = group
-        self.refusals = Refusals()  # as of the last committed batch
+        self.refused: dict[tuple[int, int], str] = {}  # rows the database refused, until recorded
+        self._said: set[tuple[str, int, int]] = set()
+        self._sought: dict[int, tuple[int, float]] = {}
+        self.seek_again_after_s = SEEK_AGAIN_AFTER_S
+        # Per partition, the position this worker last knew the database to hold: sought at
+        # assignment (projector/assignment.py) or recorded since.
+        self.known: dict[int, int] = {}
         self._to_commit: dict[int, int] = {}  # recorded positions not yet copied to the group
         self._committing: asyncio.Task | None = None
 
-    async def write(
-        self,
-        conn: psycopg.AsyncConnection,
-        batch: Sequence[Incoming],
-        prepared: Prepared,
-        cut: dict[int, int] | None = None,
-    ) -> tuple[Outcome, Plan]:
-        """Steps 1 to 8. With `cut`, only the messages below it (per partition) are applied."""
-        if cut is not None:
-            batch = [m for m in batch if m.offset < cut.get(m.partition, m.offset + 1)]
-        async with conn.transaction():
-            # 1. Lock
-            recorded = await self.positions.lock(conn, sorted({m.partition for m in batch}))
-            # 2. Plan
-            plan = await self.positions.plan(batch, recorded)
-            # 3. Redrives
-            fresh, redrives_skipped = await self._first_redrives(conn, plan.fresh, prepared)
-            # 4. Rows
-            by_source = {(m.partition, m.offset): m for m in fresh}
-            accepted = [prepared.accepted[k] for k in by_source if k in prepared.accepted]
-            written, refused, refusals = await self._write_rows(conn, accepted, by_source)
-            # 5. Dead letters
-            letters = [prepared.dead[k] for k in by_source if k in prepared.dead] + refused
-            letters += [
-                DeadLetter(by_source[s.event.partition, s.event.offset], "stale_version", s.reason(), "$")
-                for s in written.stale
-            ]
-            await self._send(letters)
-            # 6. Position
-            next_offsets = await self.positions.record(conn, plan)
-            # 7. Notify
-            await store.notify_changed(conn, self.settings.notify_channel, written.changed)
-        # 8. Commit: leaving the transaction's block without an exception.
-        outcome = Outcome(
-            applied=len(accepted) - len(refused) - len(written.stale),
-            changed=written.changed,
-            dead_letters=letters,
-            stale=len(written.stale),
-            skipped=plan.skipped,
-            discarded=plan.discarded,
-            redrives_skipped=redrives_skipped,
-            recorded=next_offsets,
-            refusals=refusals,
-        )
-        return outcome, plan
+    async def commit(
+        self, conn: psycopg.AsyncConnection, batch: Sequence[Record], verdicts: dict[tuple[int, int], Verdict]
+    ) -> Outcome:
+        """Steps 0 to 9 (the module says why they keep the invariant)."""
+        partitions = sorted({r.partition for r in batch})
+        # 0. Own
+        held = await self.store.own(conn, self.topic, partitions)
+        if held:
+            raise faults.PartitionBusy(held)
+        try:
+            # 1. Facts
+            topic_id = await self.log.topic_id()
+            if topic_id is None:
+                raise faults.TopicMissing(self.topic, "orders")
+            facts = Facts(topic_id)
+            rest: list[Record] = []
+            blocked: Exception | None = None
+            while True:
+                lacking: list[Ask] = []
+                unsent: list[core.Letter] = []
+                try:
+                    async with conn.transaction():
+                        # 2. Fresh
+                        positions = await self.store.lock_positions(conn, self.topic, partitions)
+                        fresh = core.freshness(batch, positions, facts)
+                        if fresh.asks:
+                            lacking = fresh.asks
+                            raise _Leave
+                        # 3. Decide
+                        plan = await self._decide(conn, fresh, verdicts)
+                        # 4. Letters
+                        unsent = [d for d in plan.letters if d.source not in self.dlq.acknowledged]
+                        if unsent:
+                            raise _Leave
+                        # 5. Write
+                        if not await self._write(conn, plan):
+                            raise _Leave
+                        # 6. Check
+                        core.check(plan, positions, self.dlq.acknowledged)
+                        # 7. Record
+                        await self.store.record(
+                            conn, self.topic, topic_id, plan, self.settings.notify_channel
+                        )
+                    # 8. Commit: the transaction's block ended without an exception.
+                    break
+                except _Leave:
+                    pass
+                except self.store.Conflict:
+                    continue
+                if lacking:
+                    await self._ask(facts, lacking)
+                elif unsent:
+                    try:
+                        await self.dlq.send(unsent)
+                    except Exception as exc:
+                        if faults.outage(exc) is None:
+                            raise
+                        batch, rest, blocked = self._cut(batch, unsent, rest, exc)
+        finally:
+            await self.store.release(conn, self.topic, partitions)
+        # 9. After the commit
+        recorded = {p: a.next_offset for p, a in plan.fresh.advances.items()}
+        self.known.update(recorded)
+        self._settle(plan, recorded)
+        await self._follow(plan, recorded)
+        return Outcome(plan, recorded, rest, blocked)
 
-    def settle(self, plan: Plan, outcome: Outcome) -> None:
-        """The batch is durable: keep what its steps learned."""
-        self.positions.settle(plan)
-        self.dlq.settle(outcome.recorded)
-        self.refusals = outcome.refusals
+    async def reconcile(self, conn: psycopg.AsyncConnection) -> None:
+        """On a new connection: a database that holds older positions than this worker knew lost
+        commits (a failover to an asynchronous standby that lacked them). Read those partitions
+        again from its positions; a batch that comes meanwhile finds the consumer ahead, as the
+        plan expects (projector/core/plan.py)."""
+        if not self.known or self.group is None:
+            return
+        positions = await self.store.read_positions(conn, self.topic)
+        for partition, mine in sorted(self.known.items()):
+            theirs = positions.get(partition, core.Position()).next_offset
+            if theirs < mine:
+                log.warning(
+                    "the database holds an older position than this worker recorded (a failover to a "
+                    "standby that lacked the last commits); reading again from it",
+                    extra={"partition": partition, "recorded": mine, "found": theirs},
+                )
+                self.known[partition] = theirs
+                self._to_commit.pop(partition, None)
+                await self.group.seek(partition, theirs)
 
-    async def follow(self, plan: Plan, outcome: Outcome) -> None:
-        """9. Group offsets: read again from where the consumer skipped, and copy the recorded
-        positions to the consumer group's offsets (in the background: a round trip to the group
-        coordinator per batch cost 7% of the write's time)."""
+    async def _decide(
+        self, conn: psycopg.AsyncConnection, fresh: core.Fresh, verdicts: dict[tuple[int, int], Verdict]
+    ) -> Plan:
+        judged = [verdicts[r.where] for r, _ in fresh.records]
+        uids = {v.uid for v in judged if not isinstance(v, Rejected)}
+        ofs = {v.claim.of for v in judged if not isinstance(v, Rejected) and v.claim is not None}
+        heads = await self.store.lock_heads(conn, uids)
+        seen = await self.store.seen_redrives(conn, ofs)
+        return core.decide(fresh, verdicts, heads, seen, self.refused)
+
+    async def _write(self, conn: psycopg.AsyncConnection, plan: Plan) -> bool:
+        """Write the plan's changes; False, with `refused` grown, when the database refused rows."""
+        try:
+            async with conn.transaction():
+                await self.store.write_changes(conn, plan.changes)
+            return True
+        except faults.EVENT_FAULTS as exc:
+            refused = await self.store.refused_changes(conn, plan.changes)
+            if not refused:  # refused together, taken alone: not the orders' fault
+                raise
+            canary = await self.store.database_refuses_any_order(conn)
+            if canary is not None:
+                raise faults.SystemicRefusal(
+                    f"the database refuses every order, a valid order of the projector's own too "
+                    f"(SQLSTATE {canary.sqlstate}: {canary.diag.message_primary or faults.describe(canary)}): "
+                    "a change to the database, not the orders; none of them is dead-lettered. Fix the "
+                    "database and start the worker again: it goes on from the recorded position"
+                ) from exc
+            self.refused.update(refused)
+            return False
+
+    async def _ask(self, facts: Facts, asks: list[Ask]) -> None:
+        """What the log says, outside any transaction."""
+        for ask in asks:
+            if ask.kind == "gap":
+                facts.gaps[ask.partition, ask.offset] = await self.log.gap(ask.partition, ask.offset)
+            else:
+                facts.last[ask.partition, ask.offset] = await self.log.last(ask.partition, ask.offset)
+
+    @staticmethod
+    def _cut(
+        batch: Sequence[Record], unsent: list[core.Letter], rest: list[Record], exc: Exception
+    ) -> tuple[list[Record], list[Record], Exception]:
+        """Letters cannot be sent: what precedes the first of them in each partition goes alone."""
+        cut: dict[int, int] = {}
+        for letter in unsent:
+            p, o = letter.source
+            cut[p] = min(o, cut.get(p, o))
+        kept = core.restrict(batch, cut)
+        if not any(r.offset < cut.get(r.partition, r.offset + 1) for r in kept):
+            raise exc
+        left = [r for r in batch if r.offset >= cut.get(r.partition, r.offset + 1)]
+        return kept, left + rest, exc
+
+    def _settle(self, plan: Plan, recorded: dict[int, int]) -> None:
+        """The batch is durable: forget what it needed, say once what it found."""
+        self.dlq.settle(recorded)
+        self.refused = {(p, o): e for (p, o), e in self.refused.items() if o >= recorded.get(p, 0)}
+        for partition, first, end in plan.fresh.lost:
+            self._once(
+                ("lost", partition, end),
+                logging.ERROR,
+                "records deleted from the log before they were applied: they are lost to the read "
+                "model; the partition goes on from the first record the log still holds",
+                **{"partition": partition, "from": first, "to": end, "records": end - first},
+            )
+            self.metrics.lost(partition, first, end)
+        for partition, offset, reason in plan.fresh.applied_deleted:
+            self.applied_record_deleted(partition, offset, reason)
+
+    def applied_record_deleted(self, partition: int, offset: int, reason: str) -> None:
+        """The last record applied is gone (compaction, retention): expected; said once."""
+        if self._once(
+            ("deleted", partition, offset),
+            logging.INFO,
+            f"the last record applied was deleted from the log since ({reason}); the position stands",
+            partition=partition,
+            offset=offset,
+            reason=reason,
+        ):
+            self.metrics.applied_record_deleted(partition, reason)
+
+    def _once(self, key: tuple[str, int, int], level: int, message: str, **extra: object) -> bool:
+        if key in self._said:
+            return False
+        self._said.add(key)
+        log.log(level, message, extra=extra)
+        return True
+
+    async def _follow(self, plan: Plan, recorded: dict[int, int]) -> None:
+        """9. Read again from where the plan seeks, and copy the recorded positions to the group."""
         if self.group is None:
             return
-        for partition, offset in plan.seeks.items():
+        now = time.monotonic()
+        for partition, offset in plan.fresh.seeks.items():
+            last = self._sought.get(partition)
+            if last is not None and last[0] == offset and now - last[1] < self.seek_again_after_s:
+                continue  # the seek is on its way; what was fetched before it is still coming
+            log.warning(
+                "the consumer delivered records past ones it skipped; reading again from the position",
+                extra={"partition": partition, "next_offset": offset},
+            )
+            self._sought[partition] = (offset, now)
             await self.group.seek(partition, offset)
         if self._committing is not None and self._committing.done():
             self._committing.result()  # a failed commit stops the worker here
             self._committing = None
-        self._to_commit.update(self.positions.committed_offsets(outcome.recorded))
+        self._to_commit.update(recorded)
         if self._to_commit and self._committing is None:
             self._committing = asyncio.create_task(self._commit_group_offsets())
 
@@ -192,95 +324,3 @@ class Checkpoint:
             if not await self.group.commit(offsets):  # not taken now: again soon
                 self._to_commit = {**offsets, **self._to_commit}
                 await asyncio.sleep(COMMIT_RETRY_S)
-
-    async def _first_redrives(
-        self, conn: psycopg.AsyncConnection, fresh: list[Incoming], prepared: Prepared
-    ) -> tuple[list[Incoming], int]:
-        """The fresh messages minus redriven letters processed before (here or in this batch)."""
-        redriven = {
-            (m.partition, m.offset): prepared.redrives[m.partition, m.offset]
-            for m in fresh
-            if (m.partition, m.offset) in prepared.redrives
-        }
-        if not redriven:
-            return fresh, 0
-        first: dict[str, tuple[int, int]] = {}
-        for where, of in redriven.items():
-            first.setdefault(of, where)
-        cur = await conn.execute(
-            queries.NOTE_REDRIVES,
-            {
-                "redrives": list(first),
-                "partitions": [p for p, _ in first.values()],
-                "offsets": [o for _, o in first.values()],
-            },
-        )
-        new = {of for (of,) in await cur.fetchall()}
-        keep = {first[of] for of in new}
-        kept = [
-            m for m in fresh if (m.partition, m.offset) not in redriven or (m.partition, m.offset) in keep
-        ]
-        return kept, len(fresh) - len(kept)
-
-    async def _write_rows(
-        self,
-        conn: psycopg.AsyncConnection,
-        accepted: list[store.Accepted],
-        by_source: dict[tuple[int, int], Incoming],
-    ) -> tuple[store.Written, list[DeadLetter], Refusals]:
-        """Write all at once; if the database refuses, find the events it refuses, one by one."""
-        try:
-            async with conn.transaction():
-                written = await store.write_versions(conn, accepted)
-            return written, [], Refusals() if accepted else self.refusals
-        except faults.EVENT_FAULTS:
-            pass
-        changed: list[str] = []
-        stale: list[store.Stale] = []
-        refused: list[DeadLetter] = []
-        refusals = self.refusals
-        for event in accepted:
-            try:
-                async with conn.transaction():
-                    one = await store.write_versions(conn, [event])
-            except faults.EVENT_FAULTS as exc:
-                refusals = refusals.after(exc)
-                if refusals.count >= self.settings.db_refusals_in_a_row:
-                    raise faults.SystemicRefusal(
-                        f"the database refused {refusals.count} valid orders in a row with the same "
-                        f"error ({refusals.example}): a change to the database refuses every order, "
-                        "not the orders themselves; none of them is dead-lettered. Fix the database "
-                        "and start the worker again: it goes on from the recorded position"
-                    ) from exc
-                error = exc.diag.message_primary or str(exc)
-                refused.append(
-                    DeadLetter(by_source[event.partition, event.offset], "db_rejected", error, "$")
-                )
-                continue
-            refusals = Refusals()
-            changed += one.changed
-            stale += one.stale
-        return store.Written(list(dict.fromkeys(changed)), stale), refused, refusals
-
-    async def _send(self, letters: list[DeadLetter]) -> None:
-        try:
-            await self.dlq.send(letters)
-        except Exception as exc:
-            if faults.outage(exc) is None:
-                raise
-            cut: dict[int, int] = {}
-            for d in letters:
-                cut[d.message.partition] = min(
-                    d.message.offset, cut.get(d.message.partition, d.message.offset)
-                )
-            raise LettersBlocked(exc, cut) from exc
-        for d in letters:
-            log.info(
-                "dead-lettered",
-                extra={
-                    "partition": d.message.partition,
-                    "offset": d.message.offset,
-                    "reason": d.reason,
-                    "path": d.path,
-                },
-            )

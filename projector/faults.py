@@ -1,14 +1,16 @@
 """What a failure is, and what the worker does about it.
 
 Three kinds, and nothing else:
-- one message's fault: decoding, validating or explaining it failed, or the database refused its
-  rows. It becomes that message's dead letter (projector/batch.py) and the stream goes on.
-- an outage: the database or the broker cannot be reached or answered late. The batch is
-  rolled back and retried with capped backoff; /readyz says what is down.
-- anything else: a bug, a privilege revoked, a position the log cannot have produced. The worker
-  stops at once, loudly, with a non-zero exit status and nothing of the interrupted batch
-  recorded or committed; whoever restarts it (compose, `make run`) starts again from the last
-  durable position. An error nobody anticipated never turns into progress.
+- one message's fault, anticipated: bad bytes, the schema, the invariants, the size, forged
+  redrive headers (projector/core/verdicts.py), or rows the database refuses while it takes a
+  valid order of its own (projector/adapters/postgres.py: the canary). It becomes that message's
+  dead letter and the stream goes on.
+- an outage: the database or the broker cannot be reached or answered late, a topic is missing.
+  The batch is rolled back and retried with capped backoff; /readyz says what is down.
+- anything else: a bug, a privilege revoked, a position the log cannot have produced, a plan whose
+  fates do not add up. The worker stops at once, loudly, with a non-zero exit status and nothing
+  of the interrupted batch recorded or committed; whoever restarts it (compose, `make run`) starts
+  again from the last durable position. An error nobody anticipated never turns into progress.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import psycopg
 from aiokafka.errors import KafkaError, KafkaTimeoutError, KafkaUnavailableError
 
 from orderview import refusals
+from projector.core.plan import FatesBroken as FatesBroken
+from projector.core.plan import UntrustedPosition as UntrustedPosition
 
 log = logging.getLogger("orderview.projector")
 
@@ -30,18 +34,26 @@ log = logging.getLogger("orderview.projector")
 EXIT_FAILED = 70
 EXIT_UNTRUSTED_POSITION = 65
 
-# The database refuses one event's rows (NUL in text, a number out of range, a constraint, a row
-# too big for an index): that event's fault, found by writing the batch's events one by one.
+# The database refuses one event's rows (a constraint, a number out of range, a row too big for an
+# index): that event's fault if the database takes a valid order of its own (the canary), found by
+# writing the batch's events one by one.
 EVENT_FAULTS = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded)
-
-
-class SkippedRecords(Exception):
-    """The consumer delivered a record without the committed records before it: applying the
-    batch would record a position past records never applied."""
 
 
 class SystemicRefusal(Exception):
     """The database refuses every valid order the same way: its fault, not the orders'."""
+
+
+class PartitionBusy(Exception):
+    """Another session owns partitions of this batch: a worker of an older consumer generation
+    finishing its batch, or a rebuild. Waited out like an outage."""
+
+    def __init__(self, partitions: list[int]) -> None:
+        self.partitions = partitions
+        super().__init__(
+            f"partition {', '.join(map(str, partitions))} of the orders topic is being written by "
+            "another projector (a previous owner finishing its batch, or a rebuild); waiting for it"
+        )
 
 
 class TopicMissing(Exception):
@@ -56,15 +68,10 @@ class TopicMissing(Exception):
         )
 
 
-class UntrustedPosition(Exception):
-    """A recorded position that the log cannot have produced: the topic was recreated or
-    truncated, or the read model belongs to another log."""
-
-
 def outage(exc: BaseException) -> str | None:
     """What is down, when `exc` means the database or the broker is unreachable or slow, or a
     topic is missing."""
-    if isinstance(exc, TopicMissing):
+    if isinstance(exc, TopicMissing | PartitionBusy):
         return str(exc)
     if (refused := refusals.database(exc, "projector")) is not None:  # a setting: one sentence
         return refused

@@ -28,8 +28,9 @@ import psycopg
 from prometheus_client import CollectorRegistry, Gauge
 
 from orderview.settings import Settings
-from projector import faults, queries
-from projector.kafka import KafkaLog
+from projector import faults
+from projector.adapters import postgres
+from projector.adapters.kafka import KafkaLog
 
 log = logging.getLogger("orderview.projector.lag")
 
@@ -164,8 +165,8 @@ class LagSampler:
                 self._conn = await psycopg.AsyncConnection.connect(
                     self.settings.dsn("projector"), autocommit=True, application_name="orderview-lag"
                 )
-            cur = await self._conn.execute(queries.READ_POSITIONS, {"topic": self.topic})
-            self._positions = {p: next_offset for p, next_offset, *_ in await cur.fetchall()}
+            positions = await postgres.read_positions(self._conn, self.topic)
+            self._positions = {p: position.next_offset for p, position in positions.items()}
         except Exception as exc:
             if faults.outage(exc) is None:
                 raise

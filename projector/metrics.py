@@ -14,6 +14,15 @@ class ProjectorMetrics:
         )
         self.projected = Counter("orderview_projector_projected", "Valid order events applied", registry=r)
         self.changed = Counter("orderview_projector_changed", "Orders whose read model changed", registry=r)
+        self.resent = Counter(
+            "orderview_projector_resent",
+            "Valid records that changed nothing but the version (the same order again)",
+            registry=r,
+        )
+        self.erased = Counter("orderview_projector_erased", "Orders erased by a tombstone", registry=r)
+        self.history_rows = Counter(
+            "orderview_projector_history_rows", "Earlier versions written to order_history", registry=r
+        )
         self.dead_lettered = Counter(
             "orderview_projector_dead_lettered", "Messages sent to the DLQ", ["reason"], registry=r
         )
@@ -80,7 +89,6 @@ class ProjectorMetrics:
         for reason in ("compaction", "retention"):
             self.applied_deleted.labels(reason)
 
-    # projector.positions.Observer
     def lost(self, partition: int, first: int, end: int) -> None:
         self.records_lost.labels("deleted_before_applied").inc(end - first)
 

@@ -4,17 +4,21 @@
     python -m projector.rebuild --keep           over the read model, keeping what the log lost
     python -m projector.rebuild --truncate       from empty tables (refused on a trimmed log)
 
-Stop every projector first. The topic is read (committed records only) up to its end at the time
-the command starts, through the same BatchProjector as the live worker, so the result equals the
-live read model. Bad messages that the DLQ does not hold yet are dead-lettered; those it holds are
-not sent again. At the end, the projectors' consumer group is set to the rebuilt positions.
+Stop every projector first: the command refuses while the projectors' consumer group has members
+or any partition is held by a projector. The topic is read (committed records only) up to its end
+at the time the command starts, through the same BatchProjector as the live worker, so the result
+equals the live read model for every order whose records the log still holds. Bad messages that
+the DLQ does not hold yet are dead-lettered; those it holds are not sent again. At the end, the
+projectors' consumer group is set to the rebuilt positions.
 
 What each keeps: the log holds the latest version of every order whose records it still has (a
-compacted topic keeps the last record of each key). --truncate rebuilds exactly that, so orders
-whose records retention or delete-records removed would vanish: it refuses while any partition
-no longer starts at offset 0, unless --accept-loss says so. --keep forgets the positions and
-where each order's version came from, then replays: every order the log holds gets its latest
-version from the log, and the others stay as they were.
+compacted topic keeps the last record of each key, and a tombstone until delete.retention.ms).
+--truncate rebuilds exactly that, so orders whose records retention or delete-records removed
+would vanish: it refuses while any partition no longer starts at offset 0, unless --accept-loss
+says so. --keep forgets where each order's version came from and which redrives were taken, then
+replays: every order the log holds gets its versions and history from the log again, and the
+others stay as they were. Records below the recorded positions that the log no longer holds were
+applied before: they are not reported lost.
 """
 
 from __future__ import annotations
@@ -32,29 +36,37 @@ from aiokafka.structs import OffsetAndMetadata
 
 from orderview import jsonlog, kafka_clients
 from orderview.settings import Settings, get_settings
+from projector.adapters import postgres
+from projector.adapters.dead_letters import DeadLetterQueue, dead_lettered, holds
+from projector.adapters.kafka import KafkaLog, partitions_of, scan
 from projector.batch import BatchProjector
-from projector.dlq import DeadLetter, DeadLetterQueue, dead_lettered, holds
-from projector.kafka import KafkaLog, partitions_of, scan
-from projector.messages import Incoming
-from projector.positions import read_positions
+from projector.core.plan import Advance, Letter
+from projector.core.records import Record, timestamp
 
 log = logging.getLogger("orderview.rebuild")
 
 # Children before parents: one TRUNCATE empties the whole read model.
-READ_MODEL = "items, payments, deliveries, orders, order_snapshots, applied_offsets, redrives, lost_records"
+READ_MODEL = (
+    "items, payments, deliveries, orders, order_snapshots, order_history, applied_offsets, redrives, "
+    "lost_records"
+)
 COUNT_SNAPSHOTS = "SELECT count(*) FROM order_snapshots"
 TRUNCATE_READ_MODEL = "TRUNCATE " + READ_MODEL
-# --keep: the versions the read model holds came from a log that is not this one any more (or
-# not all of it): unknown, so that any version of the log replaces them (projector/versions.py).
+# --keep: the versions the read model holds are forgotten (projector/core/versions.py: UNKNOWN), so
+# that the log's versions replace them; orders the log does not hold keep theirs.
 FORGET_POSITIONS = "DELETE FROM applied_offsets WHERE topic = %(topic)s"
 FORGET_LOSSES = "DELETE FROM lost_records WHERE topic = %(topic)s"
 FORGET_VERSIONS = """
-UPDATE order_snapshots SET version_partition = NULL, version_offset = NULL, version_time = NULL
+UPDATE order_snapshots SET version_time = NULL, version_partition = NULL, version_offset = NULL
 """
 FORGET_REDRIVES = "TRUNCATE redrives"
 
 
-class TrimmedLog(SystemExit):
+class Refused(SystemExit):
+    """The rebuild cannot start: one sentence says why."""
+
+
+class TrimmedLog(Refused):
     """--truncate on a log that no longer starts at offset 0."""
 
 
@@ -65,14 +77,19 @@ class NewDeadLetters:
         self.dlq = dlq
         self.held = held
 
+    @property
+    def acknowledged(self) -> set[tuple[int, int]]:
+        return self.dlq.acknowledged
+
     async def start(self) -> None:
         await self.dlq.start()
 
     async def stop(self) -> None:
         await self.dlq.stop()
 
-    async def send(self, letters: Sequence[DeadLetter]) -> None:
-        await self.dlq.send([d for d in letters if not holds(self.held, d.message)])
+    async def send(self, letters: Sequence[Letter]) -> None:
+        self.dlq.acknowledged.update(d.source for d in letters if holds(self.held, d.record))
+        await self.dlq.send([d for d in letters if not holds(self.held, d.record)])
 
     def settle(self, recorded: dict[int, int]) -> None:
         self.dlq.settle(recorded)
@@ -82,59 +99,129 @@ async def rebuild(
     settings: Settings, truncate: bool = False, keep: bool = False, accept_loss: bool = False
 ) -> int:
     """Replay the topic into the read model; return the number of messages replayed."""
-    if truncate and not accept_loss:
-        await refuse_trimmed_log(settings)
-    async with await psycopg.AsyncConnection.connect(settings.dsn("owner")) as conn:
-        if truncate:
-            await conn.execute(TRUNCATE_READ_MODEL)
-        elif keep:
-            await conn.execute(FORGET_POSITIONS, {"topic": settings.orders_topic})
-            await conn.execute(FORGET_LOSSES, {"topic": settings.orders_topic})
-            await conn.execute(FORGET_VERSIONS)
-            await conn.execute(FORGET_REDRIVES)
-        else:
-            (count,) = await (await conn.execute(COUNT_SNAPSHOTS)).fetchone()
-            if count:
-                raise SystemExit(
-                    f"the read model holds {count} orders: stop the projectors and use --keep "
-                    "(keeps orders the log no longer holds) or --truncate (starts from empty tables)"
-                )
-        await conn.commit()
+    await refuse_running_projectors(settings)
+    kafka_log = KafkaLog(settings, settings.orders_topic)
+    await kafka_log.start()
+    try:
+        if truncate and not accept_loss:
+            await refuse_trimmed_log(settings, kafka_log)
+        async with await psycopg.AsyncConnection.connect(settings.dsn("owner")) as conn:
+            if truncate:
+                await conn.execute(TRUNCATE_READ_MODEL)
+            elif keep:
+                await forget(conn, settings, kafka_log)
+            else:
+                (count,) = await (await conn.execute(COUNT_SNAPSHOTS)).fetchone()
+                if count:
+                    raise Refused(
+                        f"the read model holds {count} orders: stop the projectors and use --keep "
+                        "(keeps orders the log no longer holds) or --truncate (starts from empty tables)"
+                    )
+            await conn.commit()
+    finally:
+        await kafka_log.stop()
+    replayed = await replay(settings)
+    await set_group_offsets(settings)
+    return replayed
+
+
+async def replay(settings: Settings) -> int:
     held = await dead_lettered(settings)
-    dlq = DeadLetterQueue(settings)
-    projector = BatchProjector(settings, dlq=NewDeadLetters(dlq, held))  # type: ignore[arg-type]
+    projector = BatchProjector(settings, dlq=NewDeadLetters(DeadLetterQueue(settings), held))  # type: ignore[arg-type]
     await projector.start()
     replayed = 0
     try:
         async for _, records in scan(settings, settings.orders_topic, settings.batch_size):
             batch = [
-                Incoming(r.partition, r.offset, r.key, r.value, r.timestamp, None, tuple(r.headers))
+                Record(
+                    r.partition,
+                    r.offset,
+                    r.key,
+                    r.value,
+                    timestamp(r.timestamp),
+                    r.timestamp_type,
+                    tuple(r.headers),
+                )
                 for r in records
             ]
             await projector.process(batch)
             replayed += len(batch)
     finally:
         await projector.stop()
-    await set_group_offsets(settings)
     return replayed
 
 
-async def refuse_trimmed_log(settings: Settings) -> None:
-    """TrimmedLog unless every partition of the topic still starts at offset 0."""
-    kafka_log = KafkaLog(settings, settings.orders_topic)
-    await kafka_log.start()
+async def forget(conn: psycopg.AsyncConnection, settings: Settings, kafka_log: KafkaLog) -> None:
+    """--keep: forget versions and redrives; each partition is replayed from its start, and what
+    the log deleted below the recorded position was applied before (not lost)."""
+    topic = settings.orders_topic
+    recorded = await postgres.read_positions(conn, topic)
+    topic_id = await kafka_log.topic_id()
+    starts: list[Advance] = []
+    for partition, position in recorded.items():
+        same = position.topic_id is None or position.topic_id == topic_id
+        begin = min(position.next_offset, await kafka_log.start_offset(partition)) if same else 0
+        if begin > 0:
+            # Applied up to here before: the replay goes on from there, and only what the log deleted
+            # past the recorded position is lost.
+            starts.append(Advance(partition, begin, 0, None, None))
+    await conn.execute(FORGET_POSITIONS, {"topic": topic})
+    await conn.execute(FORGET_LOSSES, {"topic": topic})
+    await conn.execute(FORGET_VERSIONS)
+    await conn.execute(FORGET_REDRIVES)
+    await postgres.record_positions(conn, topic, topic_id, starts)
+
+
+async def refuse_running_projectors(settings: Settings, patience_s: float = 30.0) -> None:
+    """Refused while the projectors' consumer group keeps members (a worker that stopped without
+    leaving it, killed or failed, is one until its session times out: waited for) or a partition
+    is held."""
+    deadline = time.monotonic() + patience_s
+    while (members := await group_members(settings)) and time.monotonic() < deadline:
+        log.warning("waiting for the projectors' consumer group to be empty", extra={"members": members})
+        await asyncio.sleep(1.0)
+    if members:
+        raise Refused(
+            f"the consumer group {settings.consumer_group!r} has {members} members: stop every "
+            "projector and run the rebuild again; nothing was changed"
+        )
+    partitions = await partitions_of(settings, settings.orders_topic)
+    async with await psycopg.AsyncConnection.connect(settings.dsn("projector"), autocommit=True) as conn:
+        held = await postgres.own(conn, settings.orders_topic, partitions)
+        if held:
+            raise Refused(
+                f"partition {held[0]} of {settings.orders_topic!r} is being written by a projector: stop "
+                "every projector and run the rebuild again; nothing was changed"
+            )
+        await postgres.release(conn, settings.orders_topic, partitions)
+
+
+async def group_members(settings: Settings) -> int:
+    admin = kafka_clients.admin(settings)
+    await admin.start()
     try:
-        for partition in await partitions_of(settings, settings.orders_topic):
-            start = await kafka_log.start_offset(partition)
-            if start > 0:
-                raise TrimmedLog(
-                    f"refusing to truncate: partition {partition} of {settings.orders_topic!r} starts "
-                    f"at offset {start}, not 0 (retention or delete-records removed its first "
-                    "records), so orders only those records held would vanish from the read model; "
-                    "rebuild with --keep to keep them, or add --accept-loss to truncate anyway"
-                )
+        described = await admin.describe_consumer_groups([settings.consumer_group])
     finally:
-        await kafka_log.stop()
+        await admin.close()
+    return sum(
+        len(members)
+        for response in described
+        for _, group_id, _, _, _, members, *_ in response.groups
+        if group_id == settings.consumer_group
+    )
+
+
+async def refuse_trimmed_log(settings: Settings, kafka_log: KafkaLog) -> None:
+    """TrimmedLog unless every partition of the topic still starts at offset 0."""
+    for partition in await partitions_of(settings, settings.orders_topic):
+        start = await kafka_log.start_offset(partition)
+        if start > 0:
+            raise TrimmedLog(
+                f"refusing to truncate: partition {partition} of {settings.orders_topic!r} starts "
+                f"at offset {start}, not 0 (retention or delete-records removed its first "
+                "records), so orders only those records held would vanish from the read model; "
+                "rebuild with --keep to keep them, or add --accept-loss to truncate anyway"
+            )
 
 
 async def set_group_offsets(settings: Settings, patience_s: float = 30.0) -> None:
@@ -143,7 +230,11 @@ async def set_group_offsets(settings: Settings, patience_s: float = 30.0) -> Non
 
     Kafka takes such a commit only from an empty group; a worker that stopped without leaving
     it (killed, or stopped by a failure) is still a member until its session times out."""
-    recorded = {p: position.next_offset for p, position in (await read_positions(settings)).items()}
+    async with await psycopg.AsyncConnection.connect(settings.dsn("projector")) as conn:
+        recorded = {
+            p: pos.next_offset
+            for p, pos in (await postgres.read_positions(conn, settings.orders_topic)).items()
+        }
     partitions = await partitions_of(settings, settings.orders_topic)
     offsets = {
         TopicPartition(settings.orders_topic, p): OffsetAndMetadata(recorded.get(p, 0), "")
@@ -162,7 +253,7 @@ async def set_group_offsets(settings: Settings, patience_s: float = 30.0) -> Non
                 return
             except CommitFailedError:
                 if time.monotonic() > deadline:
-                    raise SystemExit(
+                    raise Refused(
                         f"the consumer group {settings.consumer_group!r} still has members: "
                         "stop every projector, then run the rebuild again"
                     ) from None

@@ -7,11 +7,13 @@
 A letter is chosen when it matches every filter given: its reason, the time it was dead-lettered
 (its record timestamp in the DLQ, from --since inclusive to --until exclusive; ISO 8601, UTC when
 no zone is given), the coordinates of its original in the orders topic. It is published to the
-orders topic with its original key, value and headers, and two headers of ours: what it is a
-redrive of (`orderview.redrive.of`, the original's topic:partition:offset) and which event it was
-(`orderview.redrive.event`, the original's partition:offset:timestamp, kept through redrives of
-redrives). The projector applies each original once however often it is redriven, and orders its
-version as the original event: a redrive never replaces a newer version of its order.
+orders topic with its original key, value and headers, and three headers of ours, signed with
+ORDERVIEW_REDRIVE_SECRET (projector/core/redrives.py): what it is a redrive of
+(`orderview.redrive.of`, the original's topic:partition:offset), the original's version
+(`orderview.redrive.version`, kept through redrives of redrives) and the signature. The projector
+applies each original once however often it is redriven, and orders it by the original's version:
+a redrive never replaces a newer version of its order. A redrive is a new record with a timestamp
+of its own (when it reached the log), so lag and age metrics see it as the new arrival it is.
 
 Truncated letters (dead-lettered as a prefix for their size) cannot be redriven: the command says
 so for each and counts them; the original is still in the orders topic at its coordinates.
@@ -32,10 +34,11 @@ from aiokafka import ConsumerRecord
 
 from orderview import jsonlog, kafka_clients
 from orderview.settings import Settings, get_settings
-from projector.dlq import ORIGINAL_HEADER, letters_of
-from projector.messages import REDRIVE_EVENT, REDRIVE_OF, Event
-
-OURS = (REDRIVE_OF, REDRIVE_EVENT)
+from projector.adapters.dead_letters import ORIGINAL_HEADER, letters_of
+from projector.core import redrives, versions
+from projector.core.records import Record
+from projector.core.redrives import OURS, REDRIVE_OF, REDRIVE_SIGNATURE, REDRIVE_VERSION, Claim
+from projector.core.versions import Version
 
 
 @dataclass(frozen=True)
@@ -73,17 +76,35 @@ class Letter:
     def truncated(self) -> bool:
         return self.headers.get("dlq.truncated") == b"true"
 
-    def event(self) -> Event:
-        """The event the original was: carried over from an earlier redrive, else the original."""
-        carried = self.headers.get(ORIGINAL_HEADER + REDRIVE_EVENT)
+    def version(self, secret: bytes) -> Version:
+        """The original's version: carried from an earlier redrive when its signature verifies,
+        else the one the letter recorded (its original's coordinates and timestamp for a letter
+        older than that)."""
+        carried = self.carried(secret)
         if carried is not None:
+            return carried.version
+        recorded = self.headers.get("dlq.version")
+        if recorded is not None:
             try:
-                p, o, ts = (int(x) for x in carried.decode().split(":"))
-                return Event(p, o, ts)
+                return versions.parse(recorded.decode())
             except ValueError:
                 pass
         stamp = self.headers.get("dlq.timestamp")
-        return Event(*self.source, int(stamp) if stamp else self.timestamp_ms)
+        return Version(int(stamp) if stamp else self.timestamp_ms, *self.source)
+
+    def carried(self, secret: bytes) -> Claim | None:
+        """The redrive the original was, if it was one this deployment signed."""
+        names = (REDRIVE_OF, REDRIVE_VERSION, REDRIVE_SIGNATURE)
+        if not all(ORIGINAL_HEADER + name in self.headers for name in names):
+            return None
+        original = Record(
+            *self.source,
+            self.record.key,
+            self.record.value,
+            headers=tuple((name, self.headers[ORIGINAL_HEADER + name]) for name in names),
+        )
+        claim = redrives.claim(original, secret)
+        return claim if isinstance(claim, Claim) else None
 
     def original_headers(self) -> list[tuple[str, bytes]]:
         return [
@@ -158,26 +179,19 @@ async def _publish(settings: Settings, letters: Sequence[Letter]) -> None:
     producer = kafka_clients.producer(
         settings, linger_ms=20, max_request_size=64 * 1024 * 1024
     )  # acks=all, idempotent
+    secret = settings.redrive_secret.encode()
     await producer.start()
     try:
         futures = []
         for letter in letters:
-            event = letter.event()
             p, o = letter.source
+            key, value = letter.record.key, letter.record.value
+            of = f"{settings.orders_topic}:{p}:{o}"
             headers = [
                 *letter.original_headers(),
-                (REDRIVE_OF, f"{settings.orders_topic}:{p}:{o}".encode()),
-                (REDRIVE_EVENT, event.header_value()),
+                *redrives.headers(secret, of, letter.version(secret), key, value),
             ]
-            futures.append(
-                await producer.send(
-                    settings.orders_topic,
-                    value=letter.record.value,
-                    key=letter.record.key,
-                    headers=headers,
-                    timestamp_ms=event.timestamp_ms,
-                )
-            )
+            futures.append(await producer.send(settings.orders_topic, value=value, key=key, headers=headers))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

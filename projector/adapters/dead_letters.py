@@ -10,10 +10,13 @@ message never blocks the messages behind it; the source topic keeps the original
 coordinates and digest find it there.
 
 Each letter is sent once per process: the producer is idempotent (the broker drops a batch the
-client sends again after a lost acknowledgement), and a letter acknowledged while its batch is
-retried is remembered and not sent again (`settle` forgets them once their position is recorded). A
-crash between a letter's acknowledgement and its batch's commit sends it again after the restart:
-readers deduplicate by the source coordinates.
+client sends again after a lost acknowledgement), a letter acknowledged while its batch is retried
+is remembered and not sent again (`settle` forgets them once their position is recorded), and a
+send that failed without a refusal (a timeout, a lost connection: a timeout is not "not written")
+is settled by reading the DLQ back from where it ended before the send: what landed there counts
+as acknowledged, and only the rest is sent again. A crash between a letter's acknowledgement and
+its batch's commit sends it again after the restart: readers deduplicate by the source
+coordinates (`dlq.topic`, `dlq.partition`, `dlq.offset`).
 """
 
 from __future__ import annotations
@@ -23,17 +26,18 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError, OutOfOrderSequenceNumber
 
 from orderview import kafka_clients
 from orderview.settings import Settings
-from projector import topics
+from projector.adapters import topics
+from projector.adapters.kafka import READ_COMMITTED, scan
+from projector.core import versions
+from projector.core.plan import Letter
+from projector.core.records import Record
 from projector.faults import TopicMissing
-from projector.kafka import scan
-from projector.messages import Incoming
 
 log = logging.getLogger("orderview.projector")
 
@@ -42,9 +46,9 @@ REASONS = (
     "decode",
     "schema",
     "invariant",
+    "forged_redrive",
     "stale_version",
     "db_rejected",
-    "unprocessable",
 )
 # Headers are for people and tools reading the DLQ; a bounded error keeps them small.
 MAX_ERROR_CHARS = 1000
@@ -59,24 +63,12 @@ ORIGINAL_HEADER = "dlq.header."
 TOPIC_CHECK_EVERY_S = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    message: Incoming
-    reason: str  # one of REASONS
-    error: str
-    path: str
-
-    @property
-    def source(self) -> tuple[int, int]:
-        return self.message.partition, self.message.offset
-
-
 class DeadLetterRefused(Exception):
     """The broker refuses even a truncated dead letter: the DLQ topic's limits are wrong."""
 
 
-def dlq_headers(letter: DeadLetter, source_topic: str) -> list[tuple[str, bytes]]:
-    m = letter.message
+def dlq_headers(letter: Letter, source_topic: str) -> list[tuple[str, bytes]]:
+    m = letter.record
     headers = [
         ("dlq.reason", letter.reason.encode()),
         ("dlq.error", letter.error[:MAX_ERROR_CHARS].encode()),
@@ -87,6 +79,8 @@ def dlq_headers(letter: DeadLetter, source_topic: str) -> list[tuple[str, bytes]
     ]
     if m.timestamp_ms is not None:
         headers.append(("dlq.timestamp", str(m.timestamp_ms).encode()))
+    if letter.version is not None:  # what a redrive of it carries (projector/core/redrives.py)
+        headers.append(("dlq.version", versions.text(letter.version).encode()))
     if m.value is not None:
         headers += [
             ("dlq.original_size", str(len(m.value)).encode()),
@@ -95,17 +89,17 @@ def dlq_headers(letter: DeadLetter, source_topic: str) -> list[tuple[str, bytes]
     return headers
 
 
-def letter_headers(letter: DeadLetter, source_topic: str) -> list[tuple[str, bytes]]:
+def letter_headers(letter: Letter, source_topic: str) -> list[tuple[str, bytes]]:
     """Ours, then the original's under `dlq.header.<name>`."""
-    own = [(ORIGINAL_HEADER + name, value) for name, value in letter.message.headers]
+    own = [(ORIGINAL_HEADER + name, value) for name, value in letter.record.headers]
     return dlq_headers(letter, source_topic) + own
 
 
 def truncated(
-    letter: DeadLetter, source_topic: str, value_bytes: int
+    letter: Letter, source_topic: str, value_bytes: int
 ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
     """Key, value and headers of the letter cut down to `value_bytes` of its value."""
-    key, value = letter.message.key, letter.message.value
+    key, value = letter.record.key, letter.record.value
     headers = [*dlq_headers(letter, source_topic), ("dlq.truncated", b"true")]
     if key is not None and len(key) > TRUNCATED_KEY_BYTES:
         headers += [
@@ -124,7 +118,11 @@ class DeadLetterQueue:
         self.dlq_topic = settings.dlq_topic
         self.source_topic = settings.orders_topic
         self._producer: AIOKafkaProducer | None = None
+        self._offsets_consumer: AIOKafkaConsumer | None = None
         self._acknowledged: set[tuple[int, int]] = set()  # source coordinates, until `settle`
+        # Letters whose send failed without an answer, and where the DLQ ended before it.
+        self._unknown: set[tuple[int, int]] = set()
+        self._since: dict[int, int] = {}
         self._checked_at = -TOPIC_CHECK_EVERY_S
 
     async def start(self) -> None:
@@ -149,6 +147,14 @@ class DeadLetterQueue:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
+        if self._offsets_consumer is not None:
+            consumer, self._offsets_consumer = self._offsets_consumer, None
+            await consumer.stop()
+
+    @property
+    def acknowledged(self) -> set[tuple[int, int]]:
+        """Source coordinates of the letters acknowledged and not yet settled."""
+        return self._acknowledged
 
     async def check_topic(self) -> None:
         """TopicMissing unless the DLQ topic exists, with a leader for each partition."""
@@ -157,14 +163,17 @@ class DeadLetterQueue:
         if not topics.usable(found):
             raise TopicMissing(self.dlq_topic, "dead-letter")
 
-    async def send(self, letters: Sequence[DeadLetter]) -> None:
+    async def send(self, letters: Sequence[Letter]) -> None:
         """Send every letter not acknowledged yet, truncating those the broker refuses for
         their size; each acknowledged one is remembered until `settle`."""
+        if self._unknown:
+            await self._read_back()
         todo = [d for d in letters if d.source not in self._acknowledged]
         if not todo:
             return
         if time.monotonic() - self._checked_at > TOPIC_CHECK_EVERY_S:
             await self.check_topic()
+        ends = await self._ends()
         try:
             while todo:
                 refused, again = await self._send_all(todo)
@@ -181,20 +190,79 @@ class DeadLetterQueue:
                 todo = again
         except Exception:
             self._checked_at = -TOPIC_CHECK_EVERY_S  # a topic deleted meanwhile is said next time
+            unknown = {d.source for d in todo} - self._acknowledged
+            if unknown:  # sent, or not: the DLQ says which, before anything is sent again
+                self._unknown |= unknown
+                for p, offset in ends.items():
+                    self._since[p] = min(offset, self._since.get(p, offset))
             raise
+
+    async def acknowledged_by_the_log(self, since: dict[int, int]) -> set[tuple[int, int]]:
+        """The source coordinates of this topic's letters in the DLQ from `since` (DLQ partition ->
+        offset) to its end now."""
+        consumer = kafka_clients.consumer(
+            self.settings, enable_auto_commit=False, isolation_level=READ_COMMITTED, request_timeout_ms=10_000
+        )
+        await consumer.start()
+        found: set[tuple[int, int]] = set()
+        try:
+            tps = [TopicPartition(self.dlq_topic, p) for p in since]
+            consumer.assign(tps)
+            end = await consumer.end_offsets(tps)
+            remaining = {tp for tp in tps if end[tp] > since[tp.partition]}
+            for tp in remaining:
+                consumer.seek(tp, since[tp.partition])
+            while remaining:
+                fetched = await consumer.getmany(*remaining, timeout_ms=1000)
+                for tp, records in fetched.items():
+                    for r in records:
+                        source = letter_source(dict(r.headers), self.source_topic)
+                        if r.offset < end[tp] and source is not None:
+                            found.add(source)
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= end[tp]:
+                        remaining.discard(tp)
+        finally:
+            await consumer.stop()
+        return found
+
+    async def _read_back(self) -> None:
+        landed = await self.acknowledged_by_the_log(self._since)
+        self._acknowledged |= landed & self._unknown
+        log.info(
+            "dead letters whose send had no answer, read back from the DLQ",
+            extra={"unknown": len(self._unknown), "landed": len(landed & self._unknown)},
+        )
+        self._unknown, self._since = set(), {}
+
+    async def _ends(self) -> dict[int, int]:
+        """Where each partition of the DLQ ends now: what a failed send is read back from."""
+        producer = self._started()
+        partitions = await producer.partitions_for(self.dlq_topic)
+        tps = [TopicPartition(self.dlq_topic, p) for p in partitions]
+        return {tp.partition: offset for tp, offset in (await self._end_offsets(tps)).items()}
+
+    async def _end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        consumer = self._offsets_consumer
+        if consumer is None:
+            consumer = self._offsets_consumer = kafka_clients.consumer(
+                self.settings, enable_auto_commit=False, request_timeout_ms=10_000
+            )
+            await consumer.start()
+        return await consumer.end_offsets(tps)
 
     def settle(self, recorded: dict[int, int]) -> None:
         """Positions were recorded (partition -> next offset): letters below them are durable and
         will not be asked for again; those above, of a batch applied in part, are still kept."""
         self._acknowledged = {(p, o) for p, o in self._acknowledged if o >= recorded.get(p, 0)}
 
-    async def _send_all(self, letters: Sequence[DeadLetter]) -> tuple[list[DeadLetter], list[DeadLetter]]:
+    async def _send_all(self, letters: Sequence[Letter]) -> tuple[list[Letter], list[Letter]]:
         """Send at once; return those refused for their size and those to send again."""
         producer = self._started()
-        pending: list[tuple[DeadLetter, asyncio.Future]] = []
-        refused: list[DeadLetter] = []
+        pending: list[tuple[Letter, asyncio.Future]] = []
+        refused: list[Letter] = []
         for letter in letters:
-            m = letter.message
+            m = letter.record
             try:
                 future = await producer.send(
                     self.dlq_topic,
@@ -207,7 +275,7 @@ class DeadLetterQueue:
             else:
                 pending.append((letter, future))
         results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
-        again: list[DeadLetter] = []
+        again: list[Letter] = []
         failed: BaseException | None = None
         for (letter, _), result in zip(pending, results, strict=True):
             if isinstance(result, MessageSizeTooLargeError):
@@ -222,7 +290,7 @@ class DeadLetterQueue:
             raise failed
         return refused, again
 
-    async def _send_truncated(self, letter: DeadLetter) -> None:
+    async def _send_truncated(self, letter: Letter) -> None:
         for size in TRUNCATED_VALUE_BYTES:
             key, value, headers = truncated(letter, self.source_topic, size)
             try:
@@ -234,15 +302,15 @@ class DeadLetterQueue:
             log.warning(
                 "dead letter refused for its size, sent truncated",
                 extra={
-                    "partition": letter.message.partition,
-                    "offset": letter.message.offset,
+                    "partition": letter.record.partition,
+                    "offset": letter.record.offset,
                     "kept_bytes": len(value or b""),
                 },
             )
             return
         raise DeadLetterRefused(
             f"the broker refuses even an empty dead letter on {self.dlq_topic!r} "
-            f"(for {self.source_topic}[{letter.message.partition}] offset {letter.message.offset}); "
+            f"(for {self.source_topic}[{letter.record.partition}] offset {letter.record.offset}); "
             "check the topic's max.message.bytes"
         )
 
@@ -260,17 +328,22 @@ async def letters_of(
 ) -> AsyncIterator[tuple[ConsumerRecord, dict[str, bytes], tuple[int, int]]]:
     """Every dead letter of the orders topic the DLQ holds, with its headers (ours win over
     nothing: the original's are renamed) and the original's partition and offset."""
-    source_topic = settings.orders_topic.encode()
     async for _, records in scan(settings, settings.dlq_topic):
         for record in records:
             headers = dict(record.headers)
-            if headers.get("dlq.topic") != source_topic:
-                continue
-            try:
-                source = (int(headers["dlq.partition"]), int(headers["dlq.offset"]))
-            except (KeyError, ValueError):
-                continue
-            yield record, headers, source
+            source = letter_source(headers, settings.orders_topic)
+            if source is not None:
+                yield record, headers, source
+
+
+def letter_source(headers: dict[str, bytes], source_topic: str) -> tuple[int, int] | None:
+    """The original's partition and offset, for a letter of `source_topic`."""
+    if headers.get("dlq.topic") != source_topic.encode():
+        return None
+    try:
+        return int(headers["dlq.partition"]), int(headers["dlq.offset"])
+    except (KeyError, ValueError):
+        return None
 
 
 async def dead_lettered(settings: Settings) -> dict[tuple[int, int], str | None]:
@@ -283,7 +356,7 @@ async def dead_lettered(settings: Settings) -> dict[tuple[int, int], str | None]
     return found
 
 
-def holds(letters: dict[tuple[int, int], str | None], message: Incoming) -> bool:
+def holds(letters: dict[tuple[int, int], str | None], message: Record) -> bool:
     """Whether `letters` (from `dead_lettered`) holds this message's dead letter."""
     key = (message.partition, message.offset)
     if key not in letters:

@@ -1,10 +1,23 @@
 """The Faust worker: takes batches from the orders topic and hands them to BatchProjector.
+The only module that imports Faust.
 
     python -m projector            (a worker; run several for more partitions in parallel)
 
 Positions: the agent never acknowledges an event, so Faust commits nothing; after each batch's
 transaction, the worker copies the positions it recorded to the consumer group's offsets
-(projector/positions.py says why that cannot pass a message whose effect is not durable).
+(projector/checkpoint.py says why that cannot pass a record whose effect is not durable). When
+partitions are assigned, the consumer seeks each to the position the read model recorded
+(projector/assignment.py), not to the group's offset.
+
+Faust's private parts used, each here only, as faust-streaming 0.15.3 and aiokafka 0.14.0 have them:
+- `App._new_transport`: the transport is given (`_Transport`), not looked up in Faust's global
+  registry by URL scheme.
+- `AIOKafkaConsumerThread._create_worker_consumer` and aiokafka's `AIOKafkaConsumer._isolation_level`:
+  read_committed (Faust asks for it only in its exactly-once mode, which would also make it
+  produce and commit in transactions we do not use; without it, records of an aborted Kafka
+  transaction would be projected as real orders).
+- `Consumer._new_consumer_thread`, `Consumer._seek` (through the thread's `seek_wait`),
+  `Consumer.perform_seek` and `Consumer._commit`.
 
 Failures: see projector/faults.py. Anything that is neither one message's fault nor an outage
 stops the process (no agent restart inside it: a restarted agent would take later batches past
@@ -19,11 +32,13 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import faust
+from aiokafka import AIOKafkaConsumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode import CrashingSupervisor, Service
 from mode.utils.trees import NodeT
@@ -32,11 +47,12 @@ from prometheus_client import generate_latest
 from orderview import jsonlog, kafka_clients
 from orderview.settings import Settings
 from projector import faults
-from projector.batch import BatchProjector
-from projector.judge import Prepared
-from projector.kafka import broker_url
+from projector.adapters.kafka import READ_COMMITTED, KafkaLog, partitions_of
+from projector.assignment import seek_targets
+from projector.batch import BatchProjector, Verdicts
+from projector.checkpoint import COMMIT_RETRY_S
+from projector.core.records import CREATE_TIME, Record, timestamp
 from projector.lag import LagSampler
-from projector.messages import Incoming
 
 log = logging.getLogger("orderview.projector")
 
@@ -47,19 +63,27 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 SHUTDOWN_DEADLINE_S = 15.0
 
 
+def broker_url(bootstrap: str) -> str:
+    """Faust's broker URL for a comma-separated bootstrap list: `kafka://h1:p1;h2:p2`."""
+    return "kafka://" + ";".join(a.strip() for a in bootstrap.split(",") if a.strip())
+
+
 def create_app(settings: Settings) -> faust.App:
-    """A projector worker: the Faust app, its agent, its pages, and the BatchProjector it feeds
-    (`app.projector`, which the consumer asks where to seek, projector/kafka.py)."""
-    app = faust.App(
+    """A projector worker: the Faust app, its agent, its pages, and the BatchProjector it feeds,
+    which its consumer is handed to ask where to seek."""
+    group = FaustGroup(settings.orders_topic)
+    projector = BatchProjector(settings, group=group)
+    app = _App(
         settings.consumer_group,
+        transport=_transport(projector),
         broker=broker_url(settings.kafka_bootstrap),
         broker_credentials=kafka_clients.faust_credentials(settings),
         store="memory://",
         autodiscover=False,
         topic_allow_declare=False,
         topic_disable_leader=True,
-        # Positions are always set explicitly (projector/kafka.py). A position that leaves the log
-        # under the consumer is reset to the log's start and checked there (projector/positions.py:
+        # Positions are always set explicitly (projector/assignment.py). A position that leaves the
+        # log under the consumer is reset to the log's start and checked there (projector/core/plan.py:
         # records deleted before they were applied are reported; another incarnation stops).
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
@@ -89,8 +113,7 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         partitions=settings.orders_partitions,
     )
-    projector = BatchProjector(settings, group=FaustGroup(app, settings.orders_topic))
-    app.projector = projector
+    group.app = app
     app.agent(orders, name="project", concurrency=1, supervisor_strategy=CrashingSupervisor)(
         Agent(app, projector).run
     )
@@ -113,31 +136,176 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
+class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    logger = faust_aiokafka.logger  # Faust's, whose level the logging configuration sets
+
+    def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka hands this to its fetcher when the consumer starts, which is after this.
+        consumer._isolation_level = READ_COMMITTED
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    logger = faust_aiokafka.logger
+    projector: BatchProjector  # given by `_transport`
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        # Faust's own seek calls aiokafka from this thread while the consumer's thread fetches;
+        # both delete from the fetcher's buffers, and the race crashed the fetcher (KeyError).
+        # seek_wait seeks on the consumer's thread.
+        await self._thread.seek_wait({partition: offset})
+
+    async def perform_seek(self) -> None:
+        """Faust calls this once partitions are assigned, to seek them to the group's offsets.
+        The read model is the source of truth: seek each to the position it recorded (the start
+        for a partition it has none for), once what the position points to is verified. If the
+        database or the broker cannot be asked now, the group's offsets stand (the start where
+        there is none), and positions are checked when the first batch is written.
+
+        Every partition gets an explicit position: the consumer resets none by itself
+        (auto_offset_reset "none"), so a position that leaves the log under it — a topic
+        truncated or recreated between two metadata refreshes — stops the worker instead of
+        being quietly moved."""
+        await super().perform_seek()
+        settings = self.projector.settings
+        assigned = {tp.partition: tp for tp in self.assignment() if tp.topic == settings.orders_topic}
+        if not assigned:
+            return
+        kafka_log = KafkaLog(settings, settings.orders_topic)
+        try:
+            await kafka_log.start()
+            existing = await partitions_of(settings, settings.orders_topic)
+            targets = await seek_targets(
+                settings,
+                kafka_log,
+                sorted(assigned),
+                existing,
+                self.projector.checkpoint.applied_record_deleted,
+            )
+        except faults.UntrustedPosition as exc:
+            faults.stop_worker(str(exc), status=faults.EXIT_UNTRUSTED_POSITION)
+        except Exception as exc:
+            if faults.outage(exc) is None:
+                raise
+            log.warning("cannot check the recorded positions now; starting from the group's offsets: %s", exc)
+            committed = await self.seek_to_committed()
+            for tp in assigned.values():
+                if not committed.get(tp):
+                    await self.seek(tp, 0)
+            # Compared with the database's positions once it answers (BatchProjector.reconcile).
+            self.projector.checkpoint.known.update(
+                {tp.partition: committed.get(tp) or 0 for tp in assigned.values()}
+            )
+            return
+        finally:
+            await kafka_log.stop()
+        self.projector.checkpoint.known.update(targets)
+        sought = {assigned[p]: offset for p, offset in targets.items()}
+        for tp, offset in sought.items():
+            await self.seek(tp, offset)
+        self._copy_to_group(sought)
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        """Commit to the group, or False if it cannot take the offsets now (try again later).
+
+        Not while the group rebalances: a commit that reaches the coordinator after the group's
+        generation moved on fails with IllegalGeneration, and aiokafka answers that by making
+        this member join again, which moves the generation on again, and so on (a CI run of the
+        chaos test showed three such rebalances in a row after a kill -9). The offsets are a
+        copy of the database's positions: they can wait.
+
+        Never moving a partition back from an offset this worker sent: the copy of the
+        positions sought and the first batch's commit may cross."""
+        if self.app.rebalancing:
+            return False
+        sent: dict[TP, int] = self.__dict__.setdefault("_sent_offsets", {})
+        ahead = {tp: o for tp, o in offsets.items() if o > sent.get(tp, -1)}
+        if not ahead:
+            return True
+        before = {tp: sent.get(tp, -1) for tp in ahead}
+        sent.update(ahead)  # before sending: a commit that starts later sees it
+        done = False
+        try:
+            done = await super()._commit(ahead)
+        finally:
+            for tp, o in ahead.items():
+                if not done and sent.get(tp) == o:  # not sent after all
+                    sent[tp] = before[tp]
+        return done
+
+    def _copy_to_group(self, offsets: dict[TP, int]) -> None:
+        """The group's offsets say the same as the positions sought (for tools that show lag),
+        once the group takes them (`_commit`)."""
+        previous = getattr(self, "_copying", None)
+        if previous is not None:
+            previous.cancel()
+
+        async def copy() -> None:
+            while not await self._commit(offsets):  # noqa: ASYNC110 (a retry, not a wait for a flag)
+                await asyncio.sleep(COMMIT_RETRY_S)
+
+        self._copying = asyncio.ensure_future(copy())
+
+
+class Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+def _transport(projector: BatchProjector) -> type[faust_aiokafka.Transport]:
+    """Faust's Kafka transport, whose consumer asks this projector where to seek."""
+
+    class Consumer(_Consumer):
+        pass
+
+    Consumer.projector = projector
+
+    class Transport(faust_aiokafka.Transport):
+        pass
+
+    Transport.Consumer = Consumer
+    return Transport
+
+
+class _App(faust.App):
+    def __init__(self, *args: Any, transport: type[faust_aiokafka.Transport], **kwargs: Any) -> None:
+        self._transport_class = transport
+        super().__init__(*args, **kwargs)
+
+    def _new_transport(self) -> faust_aiokafka.Transport:
+        return self._transport_class(self.conf.broker_consumer, self)
+
+
 class FaustGroup:
     """The worker's consumer group, through Faust's consumer (which runs on its own thread)."""
 
-    def __init__(self, faust_app: faust.App, topic: str) -> None:
-        self.app = faust_app
+    def __init__(self, topic: str) -> None:
         self.topic = topic
+        self.app: faust.App | None = None  # the app is made with the projector that commits here
 
     async def commit(self, offsets: dict[int, int]) -> bool:
         # Consumer._commit is the step Faust's own commit() ends in; commit() itself would
         # commit acknowledged events, and this worker acknowledges none. Ours refuses while
-        # the group rebalances (projector/kafka.py).
+        # the group rebalances (`_Consumer._commit`).
+        assert self.app is not None
         return await self.app.consumer._commit({TP(self.topic, p): o for p, o in offsets.items()})
 
     async def seek(self, partition: int, offset: int) -> None:
+        assert self.app is not None
         await self.app.consumer.seek(TP(self.topic, partition), offset)
 
 
-def incoming(message: faust.types.tuples.Message) -> Incoming:
-    return Incoming(
+def record(message: faust.types.tuples.Message) -> Record:
+    return Record(
         message.partition,
         message.offset,
         message.key,
         message.value,
-        round(message.timestamp * 1000),
-        message.generation_id,
+        timestamp(round(message.timestamp * 1000)),
+        message.timestamp_type if message.timestamp_type is not None else CREATE_TIME,
         tuple(message.headers or ()),
     )
 
@@ -146,7 +314,7 @@ def fail(exc: BaseException) -> NoReturn:
     """Stop the worker for a failure of the agent or of a batch being written."""
     if isinstance(exc, faults.UntrustedPosition):
         faults.stop_worker(str(exc), status=faults.EXIT_UNTRUSTED_POSITION)
-    if isinstance(exc, faults.SystemicRefusal | faults.SkippedRecords):
+    if isinstance(exc, faults.SystemicRefusal | faults.FatesBroken):
         faults.stop_worker(str(exc), exc)
     faults.stop_worker("a batch could not be projected", exc)
 
@@ -171,11 +339,11 @@ class Agent:
         try:
             await projector.start()
             async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
-                batch = [incoming(e.message) for e in events]
-                prepared = projector.prepare(batch)
+                batch = [record(e.message) for e in events]
+                verdicts = projector.prepare(batch)
                 if writing is not None:
                     await writing
-                writing = asyncio.create_task(self.write(batch, prepared))
+                writing = asyncio.create_task(self.write(batch, verdicts))
                 writing.add_done_callback(_fail_if_failed)
             if writing is not None:
                 await writing
@@ -191,8 +359,8 @@ class Agent:
                 await asyncio.gather(writing, return_exceptions=True)
             await projector.stop()
 
-    async def write(self, batch: list[Incoming], prepared: Prepared) -> None:
-        await self.projector.process(batch, prepared)
+    async def write(self, batch: list[Record], verdicts: Verdicts) -> None:
+        await self.projector.process(batch, verdicts)
 
 
 def setup_pages(app: faust.App, projector: BatchProjector) -> None:

@@ -1,0 +1,464 @@
+"""The read model in PostgreSQL, as the projector reads and writes it: positions, versions, rows,
+history, redrives, losses and notifications. Every function runs in a transaction the caller owns.
+
+Partitions are owned one writer at a time: `own` takes a session-level advisory lock per
+partition (released by `release`, or by the server when the connection dies), so that a worker
+of an older consumer generation still finishing a batch and its successor never interleave, also
+while letters are sent outside any transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+
+import psycopg
+
+from orderview import readmodel
+from projector.adapters.rows import Rows
+from projector.core.plan import Advance, Change, Fresh, Head, Plan, Position, decide
+from projector.core.records import Record
+from projector.core.verdicts import Order, compact_json
+from projector.core.versions import UNKNOWN, Version
+from projector.faults import EVENT_FAULTS
+
+# -- owning partitions ------------------------------------------------------------------------
+
+# Session locks keyed by (hash of the topic's name, partition): taken by workers and by rebuilds.
+TRY_OWN = """
+SELECT p, pg_try_advisory_lock(hashtext(%(topic)s), p) FROM unnest(%(partitions)s::int[]) AS p ORDER BY p
+"""
+RELEASE = "SELECT pg_advisory_unlock(hashtext(%(topic)s), p) FROM unnest(%(partitions)s::int[]) AS p"
+
+# -- reading ----------------------------------------------------------------------------------
+
+LOCK_POSITIONS = """
+SELECT partition, next_offset, clock, last_timestamp, last_digest, topic_id FROM applied_offsets
+WHERE topic = %(topic)s AND partition = ANY(%(partitions)s)
+FOR UPDATE
+"""
+
+READ_POSITIONS = """
+SELECT partition, next_offset, clock, last_timestamp, last_digest, topic_id FROM applied_offsets
+WHERE topic = %(topic)s
+"""
+
+# The versions the read model holds of these orders, locked until the transaction ends: a worker
+# writing the same order from another partition waits, then compares with what it wrote.
+LOCK_HEADS = """
+SELECT order_uid, body_json, version_time, version_partition, version_offset
+FROM order_snapshots WHERE order_uid = ANY(%(uids)s)
+FOR UPDATE
+"""
+
+SEEN_REDRIVES = "SELECT redrive_of FROM redrives WHERE redrive_of = ANY(%(ofs)s)"
+
+# -- writing ----------------------------------------------------------------------------------
+
+_SNAPSHOT_VALUES = """
+unnest(%(uids)b::text[], %(bodies)b::text[], %(partitions)b::int[], %(offsets)b::bigint[],
+       %(version_times)b::bigint[], %(version_partitions)b::int[], %(version_offsets)b::bigint[],
+       %(record_timestamps)b::bigint[], %(timestamp_types)b::smallint[])
+"""
+
+# Orders the read model did not have (LOCK_HEADS found no row): those another worker inserted
+# meanwhile are not returned, and the batch is planned again.
+INSERT_SNAPSHOTS = f"""
+INSERT INTO order_snapshots
+    (order_uid, body_json, source_partition, source_offset, version_time, version_partition,
+     version_offset, record_timestamp, timestamp_type)
+SELECT * FROM {_SNAPSHOT_VALUES}
+ON CONFLICT (order_uid) DO NOTHING
+RETURNING order_uid
+"""
+
+REPLACE_SNAPSHOTS = f"""
+UPDATE order_snapshots AS s
+SET body_json = n.body_json, source_partition = n.source_partition, source_offset = n.source_offset,
+    version_time = n.version_time, version_partition = n.version_partition,
+    version_offset = n.version_offset, record_timestamp = n.record_timestamp,
+    timestamp_type = n.timestamp_type, applied_at = now(), updated_at = now()
+FROM {_SNAPSHOT_VALUES}
+     AS n(order_uid, body_json, source_partition, source_offset, version_time, version_partition,
+          version_offset, record_timestamp, timestamp_type)
+WHERE s.order_uid = n.order_uid
+"""
+
+# The same order again with a newer version: only the version moves (it decides what comes later).
+BUMP_VERSIONS = """
+UPDATE order_snapshots AS s
+SET version_time = n.version_time, version_partition = n.version_partition,
+    version_offset = n.version_offset, updated_at = now()
+FROM unnest(%(uids)s::text[], %(version_times)s::bigint[], %(version_partitions)s::int[],
+            %(version_offsets)s::bigint[]) AS n(order_uid, version_time, version_partition, version_offset)
+WHERE s.order_uid = n.order_uid
+"""
+
+# The version being replaced moves to the history (sql/006), before REPLACE_SNAPSHOTS overwrites it.
+ARCHIVE_CURRENT = """
+INSERT INTO order_history
+    (order_uid, version_time, version_partition, version_offset, source_partition, source_offset,
+     record_timestamp, timestamp_type, applied_at, body_json)
+SELECT order_uid, coalesce(version_time, -1), coalesce(version_partition, -1), coalesce(version_offset, -1),
+       source_partition, source_offset, record_timestamp, timestamp_type, applied_at, body_json
+FROM order_snapshots WHERE order_uid = ANY(%(uids)s) AND body_json IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
+
+# Versions applied and replaced within one batch.
+INSERT_HISTORY = """
+INSERT INTO order_history
+    (order_uid, version_time, version_partition, version_offset, source_partition, source_offset,
+     record_timestamp, timestamp_type, applied_at, body_json)
+SELECT u, vt, vp, vo, sp, so, rt, tt, now(), b
+FROM unnest(%(uids)b::text[], %(version_times)b::bigint[], %(version_partitions)b::int[],
+            %(version_offsets)b::bigint[], %(partitions)b::int[], %(offsets)b::bigint[],
+            %(record_timestamps)b::bigint[], %(timestamp_types)b::smallint[], %(bodies)b::text[])
+     AS h(u, vt, vp, vo, sp, so, rt, tt, b)
+ON CONFLICT DO NOTHING
+"""
+
+# An erasure deletes the order's history: nothing of the customer stays.
+CLEAR_HISTORY = "DELETE FROM order_history WHERE order_uid = ANY(%(uids)s)"
+
+# A new version's normalized rows replace the old ones: deleted here (deliveries, payments and
+# items by cascade), then COPYed from the message like a new order's (projector/adapters/rows.py).
+DELETE_NORMALIZED = "DELETE FROM orders WHERE order_uid = ANY(%(uids)s)"
+
+NOTE_REDRIVES = """
+INSERT INTO redrives (redrive_of, record_partition, record_offset)
+SELECT * FROM unnest(%(ofs)s::text[], %(partitions)s::int[], %(offsets)s::bigint[])
+ON CONFLICT (redrive_of) DO NOTHING
+"""
+
+# Offsets the log deleted (retention, delete-records) before the projector applied them: a loss it
+# could not prevent, kept for the audit (projector/audit.py).
+RECORD_LOST = """
+INSERT INTO lost_records (topic, partition, first_offset, end_offset)
+SELECT %(topic)s, * FROM unnest(%(partitions)s::int[], %(firsts)s::bigint[], %(ends)s::bigint[])
+ON CONFLICT (topic, partition, first_offset) DO UPDATE
+SET end_offset = greatest(lost_records.end_offset, excluded.end_offset)
+"""
+
+# Positions only move forward; the clock, digest and timestamp are those of the record just before,
+# the topic id that of the incarnation they were read from.
+RECORD_POSITIONS = """
+INSERT INTO applied_offsets AS a (topic, partition, next_offset, clock, last_timestamp, last_digest, topic_id)
+SELECT %(topic)s, p.*, %(topic_id)s::uuid
+FROM unnest(%(partitions)s::int[], %(next_offsets)s::bigint[], %(clocks)s::bigint[],
+            %(timestamps)s::bigint[], %(digests)s::bytea[]) AS p
+ON CONFLICT (topic, partition) DO UPDATE
+SET next_offset = excluded.next_offset, clock = excluded.clock, last_timestamp = excluded.last_timestamp,
+    last_digest = excluded.last_digest, topic_id = excluded.topic_id, updated_at = now()
+WHERE a.next_offset < excluded.next_offset
+"""
+
+NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+# The canary's snapshot, always rolled back (`database_refuses_any_order`).
+INSERT_CANARY = f"""
+INSERT INTO order_snapshots
+    (order_uid, body_json, source_partition, source_offset, version_time, version_partition,
+     version_offset, record_timestamp, timestamp_type)
+SELECT * FROM {_SNAPSHOT_VALUES}
+"""
+
+# The canary a refusal is checked against (`database_refuses_any_order`): a valid order of its own.
+CANARY = {
+    "order_uid": "orderview-canary",
+    "track_number": "CANARY",
+    "entry": "WBIL",
+    "delivery": {
+        "name": "Canary",
+        "phone": "+10000000000",
+        "zip": "0",
+        "city": "Canary",
+        "address": "Canary 1",
+        "region": "Canary",
+        "email": "canary@example.com",
+    },
+    "payment": {
+        "transaction": "orderview-canary",
+        "request_id": "",
+        "currency": "USD",
+        "provider": "wbpay",
+        "amount": 100,
+        "payment_dt": 1637907727,
+        "bank": "alpha",
+        "delivery_cost": 0,
+        "goods_total": 100,
+        "custom_fee": 0,
+    },
+    "items": [
+        {
+            "chrt_id": 1,
+            "track_number": "CANARY",
+            "price": 100,
+            "rid": "canary",
+            "name": "Canary",
+            "sale": 0,
+            "size": "0",
+            "total_price": 100,
+            "nm_id": 1,
+            "brand": "Canary",
+            "status": 202,
+        }
+    ],
+    "locale": "en",
+    "internal_signature": "",
+    "customer_id": "canary",
+    "delivery_service": "meest",
+    "shardkey": "9",
+    "sm_id": 99,
+    "date_created": "2021-11-26T06:22:19Z",
+    "oof_shard": "1",
+}
+
+
+class Conflict(Exception):
+    """Another worker inserted one of the batch's new orders meanwhile: plan again."""
+
+
+async def own(conn: psycopg.AsyncConnection, topic: str, partitions: Sequence[int]) -> list[int]:
+    """Take the partitions' advisory locks; return those another session holds (none taken then)."""
+    cur = await conn.execute(TRY_OWN, {"topic": topic, "partitions": sorted(partitions)})
+    rows = await cur.fetchall()
+    held = [p for p, taken in rows if not taken]
+    if held:
+        await release(conn, topic, [p for p, taken in rows if taken])
+    return held
+
+
+async def release(conn: psycopg.AsyncConnection, topic: str, partitions: Sequence[int]) -> None:
+    if partitions:
+        await conn.execute(RELEASE, {"topic": topic, "partitions": list(partitions)})
+
+
+async def lock_positions(
+    conn: psycopg.AsyncConnection, topic: str, partitions: Iterable[int]
+) -> dict[int, Position]:
+    cur = await conn.execute(LOCK_POSITIONS, {"topic": topic, "partitions": sorted(partitions)})
+    return positions_of(await cur.fetchall())
+
+
+async def read_positions(conn: psycopg.AsyncConnection, topic: str) -> dict[int, Position]:
+    cur = await conn.execute(READ_POSITIONS, {"topic": topic})
+    return positions_of(await cur.fetchall())
+
+
+def positions_of(rows: list[tuple]) -> dict[int, Position]:
+    return {
+        p: Position(offset, clock, ts, bytes(d) if d is not None else None, topic_id)
+        for p, offset, clock, ts, d, topic_id in rows
+    }
+
+
+async def lock_heads(conn: psycopg.AsyncConnection, uids: Iterable[str]) -> dict[str, Head]:
+    uids = sorted(set(uids))
+    if not uids:
+        return {}
+    cur = await conn.execute(LOCK_HEADS, {"uids": uids})
+    return {uid: Head(version_of(t, p, o), body) for uid, body, t, p, o in await cur.fetchall()}
+
+
+def version_of(time: int | None, partition: int | None, offset: int | None) -> Version:
+    if time is None or partition is None or offset is None:
+        return UNKNOWN
+    return Version(time, partition, offset)
+
+
+async def seen_redrives(conn: psycopg.AsyncConnection, ofs: Iterable[str]) -> set[str]:
+    ofs = sorted(set(ofs))
+    if not ofs:
+        return set()
+    cur = await conn.execute(SEEN_REDRIVES, {"ofs": ofs})
+    return {of for (of,) in await cur.fetchall()}
+
+
+async def write_changes(conn: psycopg.AsyncConnection, changes: Sequence[Change]) -> None:
+    """What the batch does to each order: snapshot, history, normalized rows. Conflict if another
+    worker inserted one of its new orders meanwhile."""
+    new = [c for c in changes if not c.known]
+    if new:
+        cur = await conn.execute(INSERT_SNAPSHOTS, _snapshots(new))
+        if len(await cur.fetchall()) != len(new):
+            raise Conflict("an order new to this batch was inserted by another worker meanwhile")
+    known = [c for c in changes if c.known]
+    await _execute(conn, CLEAR_HISTORY, {"uids": [c.uid for c in changes if c.clear_history]})
+    await _execute(conn, ARCHIVE_CURRENT, {"uids": [c.uid for c in known if c.archive]})
+    pasts = [(c.uid, p) for c in changes for p in c.history]
+    if pasts:
+        await conn.execute(
+            INSERT_HISTORY,
+            {
+                "uids": [uid for uid, _ in pasts],
+                "version_times": [p.version.time for _, p in pasts],
+                "version_partitions": [p.version.partition for _, p in pasts],
+                "version_offsets": [p.version.offset for _, p in pasts],
+                "partitions": [p.source.partition for _, p in pasts],
+                "offsets": [p.source.offset for _, p in pasts],
+                "record_timestamps": [p.source.timestamp_ms for _, p in pasts],
+                "timestamp_types": [p.source.timestamp_type for _, p in pasts],
+                "bodies": [p.body for _, p in pasts],
+            },
+        )
+    replaced = [c for c in known if c.source is not None]
+    if replaced:
+        await conn.execute(REPLACE_SNAPSHOTS, _snapshots(replaced))
+    bumped = [c for c in known if c.source is None]
+    if bumped:
+        await conn.execute(
+            BUMP_VERSIONS,
+            {
+                "uids": [c.uid for c in bumped],
+                "version_times": [c.version.time for c in bumped],
+                "version_partitions": [c.version.partition for c in bumped],
+                "version_offsets": [c.version.offset for c in bumped],
+            },
+        )
+    await _execute(conn, DELETE_NORMALIZED, {"uids": [c.uid for c in changes if c.had_rows]})
+    rows = Rows.of(c.document for c in changes if c.document is not None)
+    await copy_rows(conn, rows)
+
+
+async def record(
+    conn: psycopg.AsyncConnection, topic: str, topic_id: uuid.UUID, plan: Plan, channel: str
+) -> None:
+    """The plan's redrives, losses and positions, and the notification of what changed."""
+    if plan.redrives:
+        await conn.execute(
+            NOTE_REDRIVES,
+            {
+                "ofs": [of for of, _, _ in plan.redrives],
+                "partitions": [p for _, p, _ in plan.redrives],
+                "offsets": [o for _, _, o in plan.redrives],
+            },
+        )
+    lost = plan.fresh.lost
+    if lost:
+        await conn.execute(
+            RECORD_LOST,
+            {
+                "topic": topic,
+                "partitions": [p for p, _, _ in lost],
+                "firsts": [f for _, f, _ in lost],
+                "ends": [e for _, _, e in lost],
+            },
+        )
+    await record_positions(conn, topic, topic_id, list(plan.fresh.advances.values()))
+    await notify(conn, channel, plan.notifications())
+
+
+async def record_positions(
+    conn: psycopg.AsyncConnection, topic: str, topic_id: uuid.UUID | None, advances: Sequence[Advance]
+) -> None:
+    if not advances:
+        return
+    await conn.execute(
+        RECORD_POSITIONS,
+        {
+            "topic": topic,
+            "partitions": [a.partition for a in advances],
+            "next_offsets": [a.next_offset for a in advances],
+            "clocks": [a.clock for a in advances],
+            "timestamps": [a.last_timestamp for a in advances],
+            "digests": [a.last_digest for a in advances],
+            "topic_id": topic_id,
+        },
+    )
+
+
+async def notify(conn: psycopg.AsyncConnection, channel: str, changes: Iterable[tuple[str, Version]]) -> None:
+    """Delivered at commit, to every API replica listening (orderview/readmodel.py)."""
+    for payload in readmodel.encode_changes(changes):
+        await conn.execute(NOTIFY, {"channel": channel, "payload": payload})
+
+
+async def refused_changes(
+    conn: psycopg.AsyncConnection, changes: Sequence[Change]
+) -> dict[tuple[int, int], str]:
+    """Which changes the database refuses, each tried alone under a savepoint (all rolled back):
+    source coordinates -> the database's words."""
+    refused: dict[tuple[int, int], str] = {}
+    for change in changes:
+        try:
+            async with conn.transaction(force_rollback=True):
+                await write_changes(conn, [change])
+        except EVENT_FAULTS as exc:
+            where = change.source.where if change.source is not None else None
+            if where is not None:
+                refused[where] = exc.diag.message_primary or str(exc)
+    return refused
+
+
+async def database_refuses_any_order(conn: psycopg.AsyncConnection) -> psycopg.Error | None:
+    """Whether the database refuses the canary, a valid order of its own, written under a
+    savepoint and rolled back: then refusals are the database's fault, not the orders'."""
+    canary = Change(
+        uid=str(CANARY["order_uid"]),
+        version=UNKNOWN,
+        body="{}",
+        source=None,
+        document=CANARY,
+        known=False,
+        had_rows=False,
+        archive=False,
+        clear_history=False,
+    )
+    try:
+        async with conn.transaction(force_rollback=True):
+            await conn.execute(INSERT_CANARY, _snapshots([canary]))
+            await copy_rows(conn, Rows.of([CANARY]))
+    except EVENT_FAULTS as exc:
+        return exc
+    return None
+
+
+async def copy_rows(conn: psycopg.AsyncConnection, rows: Rows) -> None:
+    """COPY normalized rows of orders that have none (new, or whose old rows were deleted)."""
+    async with conn.cursor() as cur:
+        for statement, table_rows in rows.by_statement():
+            if not table_rows:
+                continue
+            async with cur.copy(statement) as copy:
+                for row in table_rows:
+                    await copy.write_row(row)
+
+
+async def _execute(conn: psycopg.AsyncConnection, statement: str, params: dict[str, list]) -> None:
+    if params["uids"]:
+        await conn.execute(statement, params)
+
+
+def _snapshots(changes: Sequence[Change]) -> dict[str, list]:
+    sources = [c.source for c in changes]
+    return {
+        "uids": [c.uid for c in changes],
+        "bodies": [c.body for c in changes],
+        "partitions": [s.partition if s is not None else -1 for s in sources],
+        "offsets": [s.offset if s is not None else -1 for s in sources],
+        "version_times": [c.version.time for c in changes],
+        "version_partitions": [c.version.partition for c in changes],
+        "version_offsets": [c.version.offset for c in changes],
+        "record_timestamps": [s.timestamp_ms if s is not None else None for s in sources],
+        "timestamp_types": [s.timestamp_type if s is not None else None for s in sources],
+    }
+
+
+async def write_orders(
+    conn: psycopg.AsyncConnection, orders: Sequence[tuple[int, dict]], partition: int = 0
+) -> list[tuple[str, Version]]:
+    """Orders written by the projector's own rules and writes, without Kafka (for seeding: tests,
+    the bench): each (offset, order) is a record of `partition` at that offset, its version's time
+    the offset too. Returns the changes to notify."""
+    fresh = Fresh()
+    verdicts: dict[tuple[int, int], Order] = {}
+    for offset, order in orders:
+        body = compact_json(order)
+        record = Record(partition, offset, order["order_uid"].encode(), body.encode(), offset)
+        fresh.records.append((record, Version(offset, partition, offset)))
+        verdicts[record.where] = Order(order["order_uid"], body, order)
+    heads = await lock_heads(conn, {v.uid for v in verdicts.values()})
+    plan = decide(fresh, verdicts, heads, (), {})
+    await write_changes(conn, plan.changes)
+    return plan.notifications()
