@@ -11,8 +11,8 @@ import psycopg
 
 from emulator import stream
 from orderview.settings import Settings
-from projector import store
-from projector.rows import Rows
+from projector.adapters import postgres
+from projector.adapters.rows import Rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +48,14 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
 
 
 async def load_through_projector(settings: Settings, orders: Sequence[Order], batch_size: int = 500) -> None:
-    """Write orders with the projector's own write path (store.write_orders), one transaction per batch."""
+    """Write orders with the projector's own write path (postgres.write_orders), one transaction per batch."""
     async with await psycopg.AsyncConnection.connect(settings.dsn("projector")) as conn:
         offset = 0
         for batch in batches(orders, batch_size):
-            events = [store.Accepted(o.uid, o.value.decode(), 0, offset + i) for i, o in enumerate(batch)]
+            orders_ = [(offset + i, orjson.loads(o.value)) for i, o in enumerate(batch)]
             offset += len(batch)
             async with conn.transaction():
-                await store.write_orders(conn, events)
+                await postgres.write_orders(conn, orders_)
 
 
 # --- raw COPY -----------------------------------------------------------------------------------

@@ -29,8 +29,8 @@ from bench.scale import Scale
 from orderview import kafka_clients
 from orderview.settings import Settings
 from projector.audit import audit
+from projector.core.validate import Validator
 from projector.rebuild import TRUNCATE_READ_MODEL, rebuild
-from projector.validate import Validator
 
 SECTION = "ingest"
 LATENCY = "latency"

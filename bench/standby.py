@@ -20,7 +20,6 @@ import statistics
 import time
 from contextlib import AsyncExitStack
 
-import orjson
 import psycopg
 
 from bench import data, env, wrk
@@ -29,7 +28,7 @@ from bench.procs import Service, free_port
 from bench.results import Results
 from bench.scale import Scale
 from orderview.settings import Settings
-from projector import store
+from projector.adapters import postgres
 from tests.replication import (
     CommitLog,
     Standby,
@@ -212,12 +211,8 @@ async def _coherence(settings: Settings, scale: Scale) -> dict[str, float]:
 
 async def _write(settings: Settings, orders: list[dict], offset: int = 0) -> None:
     async with await psycopg.AsyncConnection.connect(settings.dsn("projector")) as conn:
-        events = [
-            store.Accepted(o["order_uid"], orjson.dumps(o).decode(), partition=0, offset=offset + i)
-            for i, o in enumerate(orders)
-        ]
-        changed = await store.write_orders(conn, events)
-        await store.notify_changed(conn, settings.notify_channel, changed)
+        changes = await postgres.write_orders(conn, [(offset + i, o) for i, o in enumerate(orders)])
+        await postgres.notify(conn, settings.notify_channel, changes)
         await conn.commit()
 
 

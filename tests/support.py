@@ -10,7 +10,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import orjson
 import psycopg
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord, RecordMetadata
@@ -18,7 +17,7 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata
 from orderview import kafka_clients
 from orderview.bootstrap import ensure_topics
 from orderview.settings import Settings, get_settings
-from projector import store
+from projector.adapters import postgres
 from projector.rebuild import TRUNCATE_READ_MODEL
 
 REFERENCE_ORDER_PATH = Path(__file__).resolve().parents[1] / "examples" / "order.json"
@@ -157,7 +156,7 @@ def headers(record: ConsumerRecord) -> dict[str, str]:
 
 def later_offsets(n: int) -> range:
     """Offsets of partition 0 later than any given before: a seeded order is a newer version of
-    whatever was seeded of it earlier (projector/versions.py)."""
+    whatever was seeded of it earlier (projector/core/versions.py)."""
     first = time.time_ns() // 1000
     global _last_offset
     first = max(first, _last_offset + 1)
@@ -172,12 +171,10 @@ async def seed_orders(settings: Settings, orders: Sequence[dict]) -> None:
     """Write orders through the projector's own write path (no Kafka) and NOTIFY them, each a
     newer version of what was seeded of it before."""
     async with await psycopg.AsyncConnection.connect(settings.dsn("projector")) as conn:
-        events = [
-            store.Accepted(o["order_uid"], orjson.dumps(o).decode(), partition=0, offset=offset)
-            for offset, o in zip(later_offsets(len(orders)), orders, strict=True)
-        ]
-        changed = await store.write_orders(conn, events)
-        await store.notify_changed(conn, settings.notify_channel, changed)
+        changes = await postgres.write_orders(
+            conn, list(zip(later_offsets(len(orders)), orders, strict=True))
+        )
+        await postgres.notify(conn, settings.notify_channel, changes)
         await conn.commit()
 
 

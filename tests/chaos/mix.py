@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from emulator.orders import pad
 from emulator.stream import stream
-from projector.messages import REDRIVE_EVENT, REDRIVE_OF
+from projector.core import redrives
+from projector.core.redrives import REDRIVE_OF, REDRIVE_VERSION, UNSIGNED_EVENT
+from projector.core.versions import Version
 from tests import strategies
 
 TAG = "chaos.tag"
@@ -66,7 +68,9 @@ class Mix:
 
     def __init__(self, seed: int, max_message_bytes: int, dlq_max_bytes: int, broker_max_bytes: int) -> None:
         self.rng = random.Random(seed)
-        self.orders = stream(0, seed=seed, invalid_share=0.08, repeat_share=0.2, max_bytes=max_message_bytes)
+        self.orders = stream(
+            0, seed=seed, invalid_share=0.08, repeat_share=0.2, erase_share=0.02, max_bytes=max_message_bytes
+        )
         self.pool = hypothesis_pool(seed, 300)
         self.max_message_bytes = max_message_bytes
         self.dlq_max_bytes = dlq_max_bytes
@@ -197,7 +201,9 @@ class Mix:
         return Outgoing("wrong_key", "hostile", self.rng.randbytes(16), orjson.dumps(order))
 
     def _tombstone(self) -> Outgoing:
-        return Outgoing("tombstone", "hostile", self.valid_order()["order_uid"].encode(), None)
+        """A tombstone whose key is no order_uid: it erases nothing (tombstones of sent orders come
+        with the emulator's stream, as valid erasures)."""
+        return Outgoing("tombstone", "hostile", self.rng.choice([b"", b"not an uid!", b"x" * 65]), None)
 
     def _empty(self) -> Outgoing:
         return Outgoing("empty", "hostile", b"empty", b"")
@@ -209,17 +215,22 @@ class Mix:
         return self._keyed("odd_unicode", "valid", order, ensure_ascii=self.rng.random() < 0.5)
 
     def _forged_redrive(self) -> Outgoing:
-        """A valid order claiming to be a redrive, with a header of ours that says nothing."""
+        """A valid order claiming to be a redrive: headers of ours that say nothing, an unsigned
+        claim of older redrives, or a claim signed with a secret that is not the deployment's."""
         order = self.valid_order()
-        name, values = self.rng.choice(
-            [
-                (REDRIVE_OF, [b"", b"orders", b"t:x:1", b"t:1:-5", b":1:2"]),
-                (REDRIVE_EVENT, [b"", b"1:2", b"x:y:z", b"-1:0:0", b"1:2:3:4"]),
-            ]
-        )
-        value = self.rng.choice([*values, self.rng.randbytes(24)])
         m = self._keyed("forged_redrive", "hostile", order)
-        return Outgoing(m.kind, m.tag, m.key, m.value, ((name, value),))
+        choice = self.rng.randrange(3)
+        if choice == 0:
+            name = self.rng.choice([REDRIVE_OF, REDRIVE_VERSION])
+            headers = (
+                (name, self.rng.choice([b"", b"orders", b"t:x:1", b"1:2:3:4", self.rng.randbytes(24)])),
+            )
+        elif choice == 1:
+            headers = ((UNSIGNED_EVENT, b"0:9000000000000000000:99999999999999"),)
+        else:
+            version = Version(9_000_000_000_000_000, 0, 0)  # would outrank every later version
+            headers = tuple(redrives.headers(b"a guess", "orders:0:0", version, m.key, m.value))
+        return Outgoing(m.kind, m.tag, m.key, m.value, headers)
 
     def _with_noise_headers(self, message: Outgoing) -> Outgoing:
         noise = tuple(

@@ -24,10 +24,11 @@ from aiokafka.errors import MessageSizeTooLargeError
 from orderview import kafka_clients
 from orderview.bootstrap import create_database, drop_database
 from orderview.settings import Settings
-from projector import versions
+from projector.adapters.kafka import scan
 from projector.audit import Audit, audit
-from projector.kafka import scan
-from projector.messages import Event
+from projector.core import versions
+from projector.core.records import timestamp
+from projector.core.versions import Version
 from tests import logops, support
 from tests.api_server import api_process
 from tests.chaos.cluster import ClusterFaults, caught_up_line
@@ -539,13 +540,16 @@ async def _check(
     if untagged:
         problems.append(f"{untagged} records without a {TAG} header in the topic")
     with psycopg.connect(s.dsn("owner")) as conn:
-        held = {uid for (uid,) in conn.execute("SELECT order_uid FROM order_snapshots")}
+        held = {
+            uid
+            for (uid,) in conn.execute("SELECT order_uid FROM order_snapshots WHERE body_json IS NOT NULL")
+        }
     if held != set(expected):
         problems.append(
             f"read model orders != expected: {len(held - set(expected))} extra (e.g. {sorted(held - set(expected))[:3]}),"
             f" {len(set(expected) - held)} absent (e.g. {sorted(set(expected) - held)[:3]})"
         )
-    problems.extend(await _served_exactly(api_url, expected, oracle.tied))
+    problems.extend(await _served_exactly(api_url, expected, oracle.erased))
     if report.longest_stall_after_faults_s > STALL_LIMIT_S:
         problems.append(
             f"a partition stood still {report.longest_stall_after_faults_s:.0f} s after the last fault"
@@ -565,44 +569,50 @@ class Oracle:
     """What the log says should have become of each record."""
 
     expected: dict[str, dict] = field(default_factory=dict)  # order_uid -> its newest valid version
+    erased: set[str] = field(default_factory=set)  # orders whose newest version is a tombstone
     hostile: set[tuple[int, int]] = field(default_factory=set)
     refused: set[tuple[int, int]] = field(default_factory=set)
     older: set[tuple[int, int]] = field(default_factory=set)  # valid, but not the newest of its order
     # Refused, but older than a valid version of the same order: superseded within a batch, it
     # may never be written, so never refused either.
     refused_older: set[tuple[int, int]] = field(default_factory=set)
-    tied: dict[str, list[dict]] = field(default_factory=dict)  # same timestamp on two partitions: either
     untagged: int = 0
 
 
 async def _oracle(s: Settings, trimmed: list[ConsumerRecord]) -> Oracle:
     """From the log, and the records the run deleted from it: each order's newest valid version
-    by the projector's version rule, and where the hostile and refused are."""
+    in the total order of versions (projector/core/versions.py), and where the hostile and
+    refused are."""
     found = Oracle()
-    newest: dict[str, tuple[Event, tuple[int, int]]] = {}
-    refused: dict[tuple[int, int], tuple[str, Event]] = {}
+    newest: dict[str, tuple[Version, tuple[int, int]]] = {}
+    refused: dict[tuple[int, int], tuple[str, Version]] = {}
+    clocks: dict[int, int] = {}
 
     def take(r: ConsumerRecord) -> None:
         tag = next((v for k, v in r.headers if k == TAG), None)  # ours is the first
         where = (r.partition, r.offset)
+        clock = clocks[r.partition] = versions.tick(clocks.get(r.partition, 0), timestamp(r.timestamp))
+        version = Version(clock, r.partition, r.offset)
         if tag == b"valid":
-            uid, event = r.key.decode(), Event(r.partition, r.offset, r.timestamp)
+            uid = r.key.decode()
             current = newest.get(uid)
-            if current is None or versions.newer(event, current[0]):
+            if current is None or version > current[0]:
                 if current is not None:
                     found.older.add(current[1])
-                found.tied.pop(uid, None)
-                newest[uid] = (event, where)
-                found.expected[uid] = orjson.loads(r.value)
+                newest[uid] = (version, where)
+                if r.value is None:
+                    found.expected.pop(uid, None)
+                    found.erased.add(uid)
+                else:
+                    found.erased.discard(uid)
+                    found.expected[uid] = orjson.loads(r.value)
             else:
                 found.older.add(where)
-                if not versions.newer(current[0], event) and current[0].partition != event.partition:
-                    found.tied.setdefault(uid, []).append(orjson.loads(r.value))
         elif tag == b"hostile":
             found.hostile.add(where)
         elif tag == b"refused":
             found.refused.add(where)
-            refused[where] = (r.key.decode(), Event(r.partition, r.offset, r.timestamp))
+            refused[where] = (r.key.decode(), version)
         else:
             found.untagged += 1
 
@@ -611,8 +621,8 @@ async def _oracle(s: Settings, trimmed: list[ConsumerRecord]) -> Oracle:
     async for _, records in scan(s, s.orders_topic):
         for r in records:
             take(r)
-    for where, (uid, event) in refused.items():
-        if uid in newest and versions.newer(newest[uid][0], event):
+    for where, (uid, version) in refused.items():
+        if uid in newest and newest[uid][0] > version:
             found.refused_older.add(where)
     return found
 
@@ -648,18 +658,21 @@ async def _dead_letters(s: Settings) -> dict[tuple[int, int], str]:
     return letters
 
 
-async def _served_exactly(api_url: str, expected: dict[str, dict], tied: dict[str, list[dict]]) -> list[str]:
-    """GET /order/<uid> of every expected order answers 200 with exactly its newest valid version
-    (or, where two partitions hold versions of the same timestamp, either)."""
+async def _served_exactly(api_url: str, expected: dict[str, dict], erased: set[str]) -> list[str]:
+    """GET /order/<uid> of every expected order answers 200 with exactly its newest valid version,
+    and of every erased one 404."""
     problems: list[str] = []
-    queue = list(expected.items())
+    queue: list[tuple[str, dict | None]] = [*expected.items(), *((uid, None) for uid in erased)]
 
     async def worker(client: aiohttp.ClientSession) -> None:
         while queue:
             uid, document = queue.pop()
             async with client.get(f"{api_url}/order/{uid}") as response:
                 body = await response.read()
-                if response.status != 200 or orjson.loads(body) not in [document, *tied.get(uid, [])]:
+                if document is None:
+                    if response.status != 404:
+                        problems.append(f"GET /order/{uid}: {response.status}, not 404 for an erased order")
+                elif response.status != 200 or orjson.loads(body) != document:
                     problems.append(f"GET /order/{uid}: {response.status}, not the last valid version")
 
     async with aiohttp.ClientSession() as client:

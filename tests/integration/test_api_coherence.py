@@ -9,13 +9,12 @@ import copy
 import json
 from collections.abc import AsyncIterator
 
-import orjson
 import psycopg
 import pytest_asyncio
 
 from api.freshness import LISTEN_APPLICATION_NAME
 from orderview.settings import Settings
-from projector import store
+from projector.adapters import postgres
 from tests import support
 from tests.api_server import RunningApi, api_process
 
@@ -138,9 +137,8 @@ async def test_a_replica_that_lost_listen_resyncs_what_it_missed(
     update = changed(order, "Eilat")
     async with await psycopg.AsyncConnection.connect(settings.dsn("projector")) as writer:
         [offset] = support.later_offsets(1)
-        event = store.Accepted(order["order_uid"], orjson.dumps(update).decode(), partition=0, offset=offset)
-        uids = await store.write_orders(writer, [event])
-        await store.notify_changed(writer, settings.notify_channel, uids)
+        changes = await postgres.write_orders(writer, [(offset, update)])
+        await postgres.notify(writer, settings.notify_channel, changes)
         async with await admin_connection(settings) as admin:
             assert await kill_listeners(admin, settings.pg_database) == 2
         await writer.commit()

@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from orderview import kafka_clients
 from orderview.settings import Settings
+from projector import faults
 from projector.redrive import Choice, redrive
 from tests import support
 from tests.processes import Projector
@@ -27,7 +28,9 @@ from tests.readmodel import (
     wait_for_orders,
 )
 
-NO_CODECS = Path(__file__).resolve().parents[1] / "fault_injection" / "no_codecs"
+FAULTS = Path(__file__).resolve().parents[1] / "fault_injection"
+NO_CODECS = FAULTS / "no_codecs"
+VALIDATOR_BUG = FAULTS / "validator_bug"
 
 
 async def dead_letters(settings: Settings, n: int) -> list:
@@ -186,21 +189,43 @@ async def test_keys_that_are_not_the_order_uid_are_dead_lettered_with_the_reason
                 (None, orjson.dumps(order("no-key"))),
                 (huge_key, orjson.dumps(order("huge-key"))),
                 (b"\xff\xfe", orjson.dumps(order("binary-key"))),
-                (b"keyed", None),  # a tombstone
+                (b"keyed", None),  # a tombstone: erases "keyed", and the order after it is newer
                 message(valid),
             ],
         )
-        letters = await dead_letters(s, 4)
+        letters = await dead_letters(s, 3)
         await wait_for_orders(s, 1)
         assert set(snapshots(s)) == {"keyed"}
         by_offset = {support.headers(r)["dlq.offset"]: support.headers(r) for r in letters}
         assert by_offset["0"]["dlq.reason"] == "invariant" and "no Kafka key" in by_offset["0"]["dlq.error"]
         assert by_offset["1"]["dlq.reason"] == "invariant" and len(by_offset["1"]["dlq.error"]) <= 1000
         assert by_offset["2"]["dlq.reason"] == "invariant" and "b'\\xff\\xfe'" in by_offset["2"]["dlq.error"]
-        assert by_offset["3"]["dlq.reason"] == "decode" and "no value" in by_offset["3"]["dlq.error"]
     finally:
         assert p.terminate() == 0
 
 
-def test_the_fault_injection_folder_holds_only_what_the_worker_loads() -> None:
-    assert sorted(os.listdir(NO_CODECS)) in (["sitecustomize.py"], ["__pycache__", "sitecustomize.py"])
+def test_the_fault_injection_folders_hold_only_what_the_worker_loads() -> None:
+    for folder in (NO_CODECS, VALIDATOR_BUG):
+        assert sorted(os.listdir(folder)) in (["sitecustomize.py"], ["__pycache__", "sitecustomize.py"])
+
+
+async def test_a_bug_in_the_validator_stops_the_worker_and_dead_letters_nothing(
+    one_partition: Settings,
+) -> None:
+    s = one_partition
+    bug = order("bug")
+    bug["customer_id"] = "trigger-the-bug"
+    await support.produce(s, [*orders("before", 20), message(bug), *orders("after", 20)])
+    buggy = Projector(s, "projector-validator-bug", env={"PYTHONPATH": str(VALIDATOR_BUG)}).start()
+    assert buggy.wait_exit(60) == faults.EXIT_FAILED, "an exception nobody anticipated stops the worker"
+    [why] = [line for line in map(orjson.loads, buggy.log_text().splitlines()) if line["level"] == "critical"]
+    assert "KeyError" in why.get("exc", ""), "it says which exception"
+    assert positions(s).get(0, 0) <= 20 and await support.end_offset(s, s.dlq_topic) == 0, (
+        "no position past the record, and no letter for a fault of ours"
+    )
+    fixed = Projector(s, "projector-validator-fixed").start().wait_ready()
+    try:
+        await wait_for_orders(s, 41)
+        assert positions(s) == {0: 41} and await support.end_offset(s, s.dlq_topic) == 0
+    finally:
+        assert fixed.terminate() == 0

@@ -57,7 +57,8 @@ async def test_reference_order_reaches_every_table_and_its_snapshot_equals_the_m
 BAD_MESSAGES = [
     ("decode", "$", b"k1", b"\xff\xfe not utf-8"),
     ("decode", "$", b"k2", b'{"order_uid": "trunc'),
-    ("decode", "$", b"k3", None),
+    ("decode", "$", b"k3", b""),
+    ("invariant", "$key", b"not an order uid", None),  # a tombstone erases only an order_uid
     ("schema", "$.delivery.email", b"bad-email", None),
     ("schema", "$.payment.amount", b"wrong-type", None),
     ("schema", "$.locale", b"missing-field", None),
@@ -91,7 +92,10 @@ async def test_every_bad_message_kind_reaches_the_dlq_with_reason_path_and_sourc
 ) -> None:
     s = clean_settings
     sent = [
-        (key, value if value is not None or reason == "decode" else bad_value(key, s.max_message_bytes))
+        (
+            key,
+            value if value is not None or key == b"not an order uid" else bad_value(key, s.max_message_bytes),
+        )
         for reason, _, key, value in BAD_MESSAGES
     ]
     good = order("good-after-bad")

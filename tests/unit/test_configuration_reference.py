@@ -39,11 +39,10 @@ def test_a_setting_added_with_comments_appears_where_and_as_settings_py_puts_it(
         1,
     ).replace(
         "    log_level: str",
-        "    # Redrive: what it takes to send dead letters back\n"
-        "    redrive_secret: str = 'changeme'\n\n    log_level: str",
+        "    # Examples: what a new section says\n    example_secret: str = 'changeme'\n\n    log_level: str",
         1,
     )
-    assert added.count("pg_hosts") == added.count("redrive_secret") == 1
+    assert added.count("pg_hosts") == added.count("example_secret") == 1
     page = reference.render(_module(added, tmp_path))
     postgres = _section(page, "PostgreSQL")
     assert (
@@ -54,9 +53,9 @@ def test_a_setting_added_with_comments_appears_where_and_as_settings_py_puts_it(
         "| `ORDERVIEW_PG_CONNECT_TIMEOUT_S` | integer | `5` | how long a new connection may take |"
         in postgres
     )
-    redrive = _section(page, "Redrive")
-    assert redrive.splitlines()[2] == "What it takes to send dead letters back."
-    assert "| `ORDERVIEW_REDRIVE_SECRET` | text | `changeme` |  |" in redrive
+    redrive = _section(page, "Examples")
+    assert redrive.splitlines()[2] == "What a new section says."
+    assert "| `ORDERVIEW_EXAMPLE_SECRET` | text | `changeme` |  |" in redrive
     assert "ORDERVIEW_LOG_LEVEL" in redrive  # after a blank line, still the section above it
 
 

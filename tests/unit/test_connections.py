@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict
 from orderview import kafka_clients, refusals
 from orderview.bootstrap import replication
 from orderview.settings import Settings
-from projector.kafka import broker_url
+from projector.adapters.faust import broker_url
 
 CA = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
 
@@ -76,7 +76,7 @@ async def test_producers_are_idempotent_with_acks_all_unless_told_otherwise() ->
 
 def test_faust_gets_every_bootstrap_server() -> None:
     assert broker_url("127.0.0.1:9092, 127.0.0.1:9094,127.0.0.1:9096") == (
-        "orderview-kafka://127.0.0.1:9092;127.0.0.1:9094;127.0.0.1:9096"
+        "kafka://127.0.0.1:9092;127.0.0.1:9094;127.0.0.1:9096"
     )
 
 

@@ -1,5 +1,6 @@
-"""One message can never raise out of its batch: whatever goes wrong while judging it becomes
-its own dead letter."""
+"""What a record holds is judged alone (projector/core/verdicts.py): every anticipated fault of
+one record becomes its own rejection, and an exception nobody anticipated is a bug of ours that
+stops the worker, never a dead letter."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orderview.settings import Settings
-from projector.judge import Judge
-from projector.messages import Incoming
-from projector.validate import Rejection
+from projector.batch import BatchProjector
+from projector.core.records import Record
+from projector.core.validate import Rejection
+from projector.core.verdicts import Erase, Judge, Order, Rejected
 from tests import strategies
 from tests.support import reference_order_bytes
 
 UID = b"b563feb7b2b84b6test"
+SECRET = b"secret"
 
 
 class Exploding:
@@ -30,8 +33,8 @@ class Exploding:
         return orjson.loads(raw)  # type: ignore[arg-type]
 
 
-def projector_with(validator: object) -> Judge:
-    judge = Judge(Settings().max_message_bytes)
+def judge_with(validator: object) -> Judge:
+    judge = Judge(Settings().max_message_bytes, SECRET)
     judge.validator = validator  # type: ignore[assignment]
     return judge
 
@@ -40,24 +43,14 @@ def projector_with(validator: object) -> Judge:
     "exc",
     [RecursionError("maximum recursion depth exceeded"), MemoryError(), KeyError("payment"), ValueError("")],
 )
-def test_an_exception_while_judging_one_message_makes_it_unprocessable_and_spares_the_others(exc):
+def test_an_exception_nobody_anticipated_is_not_a_dead_letter_it_stops_the_batch(exc):
     good = reference_order_bytes()
     bad = b'{"poison": true}'
-    batch = [Incoming(0, 0, UID, good), Incoming(0, 1, b"x", bad), Incoming(0, 2, UID, good)]
-    prepared = projector_with(Exploding(exc, bad)).prepare(batch)
-    assert set(prepared.accepted) == {(0, 0), (0, 2)}
-    [letter] = prepared.dead.values()
-    assert (letter.reason, letter.path, letter.message.offset) == ("unprocessable", "$", 1)
-    assert letter.error.startswith(type(exc).__name__)
-
-
-def test_an_exception_whose_message_cannot_be_rendered_still_names_its_type():
-    class Unprintable(Exception):
-        def __str__(self) -> str:
-            raise RuntimeError("no")
-
-    letter = projector_with(Exploding(Unprintable(), b"{}")).prepare([Incoming(0, 0, UID, b"{}")]).dead[0, 0]
-    assert letter.error == "Unprintable"
+    batch = [Record(0, 0, UID, good), Record(0, 1, b"x", bad), Record(0, 2, UID, good)]
+    projector = BatchProjector(Settings())
+    projector.judge = judge_with(Exploding(exc, bad))
+    with pytest.raises(type(exc)):
+        projector.prepare(batch)
 
 
 @given(
@@ -69,11 +62,12 @@ def test_an_exception_whose_message_cannot_be_rendered_still_names_its_type():
         max_size=20,
     )
 )
-def test_every_message_of_any_batch_is_either_accepted_or_dead_lettered(pairs):
-    batch = [Incoming(0, offset, key, value) for offset, (key, value) in enumerate(pairs)]
-    prepared = BATCH_PROJECTOR.prepare(batch)
-    assert set(prepared.accepted) | set(prepared.dead) == {(0, m.offset) for m in batch}
-    assert not set(prepared.accepted) & set(prepared.dead)
+def test_any_record_whatever_its_bytes_is_an_order_an_erasure_or_a_rejection_and_never_raises(pairs):
+    for offset, (key, value) in enumerate(pairs):
+        verdict = JUDGE(Record(0, offset, key, value))
+        assert isinstance(verdict, Order | Erase | Rejected)
+        if isinstance(verdict, Erase):
+            assert value is None and key is not None
 
 
-BATCH_PROJECTOR = Judge(Settings().max_message_bytes)
+JUDGE = Judge(Settings().max_message_bytes, SECRET)

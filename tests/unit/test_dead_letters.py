@@ -1,6 +1,7 @@
-"""Each dead letter is sent once per process, whatever fails around it (projector/dlq.py), with a
-producer that fails on demand. The real broker's side is in tests/integration/test_poison.py and
-test_log_operations.py."""
+"""Each dead letter is sent once per process, whatever fails around it
+(projector/adapters/dead_letters.py), with a producer that fails on demand. A send that fails
+without a refusal may have been written: the DLQ is read back before anything is sent again. The
+real broker's side is in tests/integration/test_poison.py and test_log_operations.py."""
 
 from __future__ import annotations
 
@@ -11,21 +12,26 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from orderview.settings import Settings
-from projector.dlq import DeadLetter, DeadLetterQueue
-from projector.messages import Incoming
+from projector.adapters.dead_letters import DeadLetterQueue
+from projector.core.plan import Letter
+from projector.core.records import Record
 
 
 class FlakyProducer:
-    """Acknowledges every record but those whose value is in `failing` (once each)."""
+    """Writes every record; those whose value is in `unanswered` (once each) time out after being
+    written (`lost=False`) or before (`lost=True`)."""
 
-    def __init__(self, failing: set[bytes]) -> None:
-        self.failing = failing
+    def __init__(self, unanswered: set[bytes], lost: bool = False) -> None:
+        self.unanswered = unanswered
+        self.lost = lost
         self.sent: list[bytes] = []
 
     async def send(self, topic: str, value: bytes, key: bytes, headers: list) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
-        if value in self.failing:
-            self.failing.discard(value)
+        if value in self.unanswered:
+            self.unanswered.discard(value)
+            if not self.lost:
+                self.sent.append(value)
             future.set_exception(KafkaTimeoutError())
         else:
             self.sent.append(value)
@@ -33,8 +39,8 @@ class FlakyProducer:
         return future
 
 
-def letters(n: int) -> list[DeadLetter]:
-    return [DeadLetter(Incoming(0, i, b"k", f"v{i}".encode()), "decode", "not JSON", "$") for i in range(n)]
+def letters(n: int) -> list[Letter]:
+    return [Letter(Record(0, i, b"k", f"v{i}".encode()), "decode", "not JSON", "$") for i in range(n)]
 
 
 def queue_with(producer: FlakyProducer) -> DeadLetterQueue:
@@ -45,22 +51,32 @@ def queue_with(producer: FlakyProducer) -> DeadLetterQueue:
     async def exists() -> None:  # the topic is there
         pass
 
+    async def ends() -> dict[int, int]:  # where the DLQ ends before a send
+        return {0: len(producer.sent)}
+
+    async def read_back(since: dict[int, int]) -> set[tuple[int, int]]:
+        return {(0, int(v[1:])) for v in producer.sent[since[0] :]}
+
     dlq.check_topic = exists  # type: ignore[method-assign]
+    dlq._ends = ends  # type: ignore[method-assign]
+    dlq.acknowledged_by_the_log = read_back  # type: ignore[method-assign]
     return dlq
 
 
-async def test_a_retry_after_one_letter_failed_sends_only_that_letter():
-    producer = FlakyProducer(failing={b"v2"})
+@pytest.mark.parametrize("lost", [False, True], ids=["written-before-the-timeout", "not-written"])
+async def test_a_letter_whose_send_timed_out_is_sent_again_only_if_the_dlq_lacks_it(lost):
+    producer = FlakyProducer(unanswered={b"v2"}, lost=lost)
     dlq = queue_with(producer)
     batch = letters(5)
     with pytest.raises(KafkaTimeoutError):
         await dlq.send(batch)
     await dlq.send(batch)  # the batch is retried
-    assert sorted(producer.sent) == [b"v0", b"v1", b"v2", b"v3", b"v4"]
+    assert sorted(producer.sent) == [b"v0", b"v1", b"v2", b"v3", b"v4"], "each letter in the DLQ once"
+    assert dlq.acknowledged == {(0, i) for i in range(5)}
 
 
 async def test_letters_are_forgotten_only_once_their_position_is_recorded():
-    producer = FlakyProducer(failing=set())
+    producer = FlakyProducer(unanswered=set())
     dlq = queue_with(producer)
     batch = letters(4)
     await dlq.send(batch)

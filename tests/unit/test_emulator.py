@@ -18,7 +18,7 @@ from emulator.orders import BAD_KINDS, OrderFactory, bad_message, copy_order
 from emulator.send import Tally
 from emulator.stream import BLOCK, check_arguments
 from orderview.settings import get_settings
-from projector.validate import Rejection, Validator
+from projector.core.validate import Rejection, Validator
 from schemas.formats import is_date_time, is_email
 from tests.support import REFERENCE_ORDER_PATH, reference_order_bytes
 

@@ -61,4 +61,5 @@ def test_loopback_or_changed_passwords_start() -> None:
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         assert Settings.from_env({"ORDERVIEW_API_HOST": host}).api_host == host
     changed = {f"ORDERVIEW_PG_{r}_PASSWORD": f"secret {r}" for r in ("ADMIN", "OWNER", "PROJECTOR", "API")}
+    changed["ORDERVIEW_REDRIVE_SECRET"] = "a secret of our own"
     assert Settings.from_env({**changed, "ORDERVIEW_API_HOST": "0.0.0.0"}).api_host == "0.0.0.0"

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from projector.validate import (
+from projector.core.validate import (
     MAX_DEPTH,
     MAX_VALUES,
     Rejection,
