@@ -17,8 +17,10 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from orderview import kafka_clients
 from orderview.bootstrap import ensure_topics
+from orderview.readmodel import Version, encode_changes
 from orderview.settings import Settings, get_settings
 from projector import store
+from projector.messages import Event
 from projector.rebuild import TRUNCATE_READ_MODEL
 
 REFERENCE_ORDER_PATH = Path(__file__).resolve().parents[1] / "examples" / "order.json"
@@ -168,16 +170,30 @@ def later_offsets(n: int) -> range:
 _last_offset = 0
 
 
+# The versions of the snapshots a transaction wrote, as it wrote them.
+WRITTEN_VERSIONS = """
+SELECT order_uid, version_time, version_partition, version_offset FROM order_snapshots
+WHERE order_uid = ANY(%(uids)s)
+"""
+
+
 async def seed_orders(settings: Settings, orders: Sequence[dict]) -> None:
-    """Write orders through the projector's own write path (no Kafka) and NOTIFY them, each a
-    newer version of what was seeded of it before."""
+    """Write orders through the projector's own write path (no Kafka), each a newer version of
+    what was seeded of it before, and NOTIFY them with the versions written, as a projector that
+    tells versions does (orderview/readmodel.py): a replica that read one already keeps it."""
+    now_ms = time.time_ns() // 1_000_000
     async with await psycopg.AsyncConnection.connect(settings.dsn("projector")) as conn:
         events = [
-            store.Accepted(o["order_uid"], orjson.dumps(o).decode(), partition=0, offset=offset)
+            store.Accepted(
+                o["order_uid"], orjson.dumps(o).decode(), 0, offset, event=Event(0, offset, now_ms)
+            )
             for offset, o in zip(later_offsets(len(orders)), orders, strict=True)
         ]
         changed = await store.write_orders(conn, events)
-        await store.notify_changed(conn, settings.notify_channel, changed)
+        cur = await conn.execute(WRITTEN_VERSIONS, {"uids": changed})
+        changes = [(uid, Version(*version)) for uid, *version in await cur.fetchall()]
+        for payload in encode_changes(changes):
+            await conn.execute("SELECT pg_notify(%s, %s)", [settings.notify_channel, payload])
         await conn.commit()
 
 
