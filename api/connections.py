@@ -1,4 +1,5 @@
-"""A replica's connections: how long a request head may take, and how many connections it holds.
+"""A replica's connections: how long a request head may take, how many connections it holds, and
+the answers aiohttp makes itself, before any handler runs.
 
 - **Slow heads.** A request head (the request line and headers) that has not fully arrived
   `api_head_timeout_s` after the connection opened (or, on a kept-alive connection, after its
@@ -9,6 +10,9 @@
   the longest between requests; only when every connection is busy with a request is the new one
   closed. A request in progress is never cut, and a new client always gets in while slow heads
   or idle connections hold the places.
+- **aiohttp's own answers** (a bad request line, an oversized or malformed header: the parser's
+  400s, and its 500/504 should a handler ever let one out) are JSON with the headers every other
+  answer carries (api/edge.py), not aiohttp's plain text without them.
 
 The protocol is aiohttp's `RequestHandler` with a few checks added where data arrives: a request
 that arrives whole in one read (the common case) costs three attribute tests more. It reads some
@@ -24,12 +28,15 @@ import logging
 import resource
 from collections import deque
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
+from api.answers import error_response
 from api.edge import SECURITY_HEADERS, VARY
 from orderview.settings import Settings
 
@@ -44,6 +51,15 @@ SWEEP_S = 0.25
 # Between two scans for idle connections to close for room; a scan that found none is not
 # repeated sooner, so a flood while every connection is busy costs no scan per connection.
 IDLE_SCAN_S = 0.05
+
+_PARSER_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (http_exceptions.LineTooLong, "a line of the request head is too long"),
+    (http_exceptions.BadHttpMethod, "not an HTTP request method"),
+    (http_exceptions.BadStatusLine, "not an HTTP request line"),
+    (http_exceptions.InvalidURLError, "not a request target"),
+    (http_exceptions.PayloadEncodingError, "the request body cannot be read"),
+    (http_exceptions.BadHttpMessage, "the request head cannot be read"),
+)
 
 
 def _request_timeout_bytes() -> tuple[bytes, bytes]:
@@ -77,6 +93,7 @@ class Connections:
         self.slow_heads = 0  # closed: the head took longer than head_timeout_s
         self.made_room = 0  # closed: waiting or idle, to make room for a new connection
         self.refused = 0  # closed at once: the replica was full of busy connections
+        self.unreadable = 0  # answered 400 and closed: the parser refused the request
         self._idle: deque[tuple[float, EdgeProtocol]] = deque()
         self._scanned_at = float("-inf")
         self._sweeping: asyncio.TimerHandle | None = None
@@ -238,6 +255,29 @@ class EdgeProtocol(RequestHandler):
             transport.write(b"%sDate: %s\r\n\r\n%s" % (_TIMEOUT_HEAD, date.encode(), _TIMEOUT_BODY))
         self.force_close()
         return True
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's answer to what no handler answered, as JSON with the edge's headers.
+
+        A request the parser refused is the client's doing: counted and logged at debug, not
+        as aiohttp's error with a traceback, which any client could flood the log with."""
+        if isinstance(exc, http_exceptions.HttpProcessingError) and status < 500:
+            self._connections.unreadable += 1
+            log.debug("unreadable request from %s: %r", request.remote, exc)
+        else:
+            super().handle_error(request, status, exc, message)  # logs it; raises if an answer began
+        reason = next((text for kind, text in _PARSER_ERRORS if isinstance(exc, kind)), None)
+        phrase = HTTPStatus(status).phrase
+        code = phrase.lower().replace(" ", "_").replace("-", "_")
+        answer = error_response(status, code, reason or phrase.lower())
+        answer.force_close()
+        return answer
 
 
 class EdgeServer(web.Server):

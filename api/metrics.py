@@ -72,12 +72,14 @@ class ConnectionCollector(Collector):
             "orderview_api_connections_closed",
             "Client connections the replica closed: head_timeout (the request head took longer than "
             "ORDERVIEW_API_HEAD_TIMEOUT_S), made_room (waiting or idle, closed for a new one past "
-            "ORDERVIEW_API_MAX_CONNECTIONS), refused (new, while every one was busy)",
+            "ORDERVIEW_API_MAX_CONNECTIONS), refused (new, while every one was busy), unreadable "
+            "(answered 400: a request line or header it could not read)",
             labels=["reason"],
         )
         closed.add_metric(["head_timeout"], c.slow_heads)
         closed.add_metric(["made_room"], c.made_room)
         closed.add_metric(["refused"], c.refused)
+        closed.add_metric(["unreadable"], c.unreadable)
         yield closed
 
 
