@@ -1,6 +1,7 @@
-"""The answers aiohttp makes itself, before any handler runs (a request it cannot read), from a
-real `python -m api` over raw sockets: JSON with the security headers every other answer
-carries, counted, and not logged as the server's error."""
+"""The answers aiohttp would make itself, before any handler of ours runs (a request it cannot
+read, a target no route can match), from a real `python -m api` over raw sockets: JSON with the
+security headers every other answer carries; the unreadable ones counted, and not logged as the
+server's error."""
 
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ UNREADABLE = {
     + HOST
     + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",
 }
+
+
+# A target that is no path: no route can match it, and aiohttp answered it itself. (CONNECT's
+# host:port still is: README › Security says why.)
+NO_PATH = {"OPTIONS *": b"OPTIONS * HTTP/1.1\r\n" + HOST + b"\r\n"}
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -97,3 +103,15 @@ async def test_unreadable_requests_are_counted_and_not_logged_as_the_servers_err
     assert await unreadable() - before == len(UNREADABLE)
     errors = [line for line in log.read_text().splitlines() if '"level":"error"' in line]
     assert errors == []
+
+
+@pytest.mark.parametrize("request_bytes", NO_PATH.values(), ids=NO_PATH.keys())
+async def test_a_target_that_is_no_path_is_a_json_404_with_the_security_headers(
+    api: tuple[RunningApi, Path], request_bytes: bytes
+) -> None:
+    status, headers, body = parse(
+        await exchange(api[0], request_bytes.replace(HOST, HOST + b"Connection: close\r\n"))
+    )
+    assert status == 404
+    assert {name: headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
+    assert json.loads(body)["error"] == "not_found"
