@@ -38,7 +38,7 @@ from api.contexts import (
     pg_context,
     scrape_context,
 )
-from api.edge import exposure_warning
+from api.edge import exposure_warning, null_origin_warning
 from api.metrics import ApiMetrics
 from api.routes import setup_routes
 from api.scrape import OwnOnly, ReplicaFiles
@@ -213,8 +213,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     jsonlog.setup(settings.log_level)
     # The app decides its Host allow-list from the address it binds to.
     settings = dataclasses.replace(settings, api_host=args.host)
-    if (warning := exposure_warning(settings)) is not None:
-        log.warning(warning)
+    for warning in (exposure_warning(settings), null_origin_warning(settings)):
+        if warning is not None:
+            log.warning(warning)
     if args.replicas <= 1:
         serve(settings, args.host, args.port)
     else:

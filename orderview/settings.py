@@ -105,7 +105,8 @@ class Settings:
     api_not_found_ttl_s: float = 60.0
     # Comma-separated. Host names the API answers for (others get 421); empty: any.
     api_allowed_hosts: str = ""
-    # Comma-separated. Origins whose pages may call the API (`*` any, `null` file pages); empty: none.
+    # Comma-separated. Origins whose pages may call the API (`*` any, `null` file pages, and with
+    # them any site's sandboxed iframe: said at start); empty: none.
     api_cors_origins: str = ""
     # Slow and numerous clients (api/connections.py). A request head (request line and headers)
     # not all there this many seconds after its connection opened, or after its first byte on a
