@@ -114,7 +114,7 @@ async def no_route(request: web.Request) -> web.Response:
     for resource in request.app.router.resources():
         if resource is not request.match_info.route.resource:
             _, methods = await resource.resolve(request)
-            allowed |= methods
+            allowed |= methods - {hdrs.METH_ANY}  # the catch-alls (api/routes.py) allow no method
     if allowed:
         allow = ",".join(sorted(allowed))
         message = f"method {request.method} is not allowed here; allowed: {allow}"

@@ -7,32 +7,43 @@ counters are plain ints read by the /metrics collector, so the hit path costs no
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from api.encoding import strong_etag
+from api.versions import UNKNOWN_KEY, holds, of_columns
+from api.views import Snapshot
+from orderview.readmodel import Version
 
-# Besides the body and the key: the entry, its ETag, its time and the LRU's slot for it
-# (measured with tracemalloc: bench/boot.py reports it beside this accounting).
-ENTRY_OVERHEAD_BYTES = 336
+# Besides the body and the key: the entry, its ETag, its time, its version and the LRU's slot for
+# it (measured with tracemalloc: bench/boot.py reports it beside this accounting).
+ENTRY_OVERHEAD_BYTES = 392
 
 
 class CachedOrder:
-    """One order as served: its exact bytes, strong ETag and version time.
+    """One order as served: its exact bytes, strong ETag, when it was written and its version
+    (api/versions.py: one int that orders as the read model's versions do).
 
     No headers: every answer's headers but the ETag are the same, so the handler takes shared
     ones (api/handlers.py) and adds the ETag; an entry holds only what differs between orders.
     """
 
-    __slots__ = ("body", "etag", "order_uid", "position", "stale", "updated_at")
+    __slots__ = ("body", "etag", "order_uid", "position", "stale", "updated_at", "version")
 
     def __init__(
-        self, order_uid: str, body: bytes, etag: str, updated_at: datetime, position: int = 0
+        self,
+        order_uid: str,
+        body: bytes,
+        etag: str,
+        updated_at: datetime,
+        position: int = 0,
+        version: int = UNKNOWN_KEY,
     ) -> None:
         self.order_uid = order_uid
         self.body = body
         self.etag = etag
         self.updated_at = updated_at
+        self.version = version
         # Read from a standby that had replayed up to this WAL position (0: from the primary).
         self.position = position
         self.stale = False  # a newer version exists: not served, kept in place until it is read
@@ -41,12 +52,27 @@ class CachedOrder:
         return f"CachedOrder({self.order_uid!r}, {len(self.body)} bytes, {self.etag}, {self.updated_at})"
 
     @classmethod
-    def build(cls, order_uid: str, body: bytes, updated_at: datetime, position: int = 0) -> CachedOrder:
-        return cls(order_uid, body, strong_etag(body), updated_at, position)
+    def build(
+        cls, order_uid: str, body: bytes, updated_at: datetime, position: int = 0, version: int = UNKNOWN_KEY
+    ) -> CachedOrder:
+        return cls(order_uid, body, strong_etag(body), updated_at, position, version)
 
     # A snapshot row (api/views.py) holds the bytes the API serves: the compact JSON the
     # projector stored, fetched as bytes of exactly their size.
     from_snapshot = build
+
+    @classmethod
+    def from_row(cls, row: Snapshot, position: int = 0) -> CachedOrder:
+        """The entry of a snapshot row read at a standby's `position` (0: from the primary)."""
+        uid, body, updated_at, time, partition, offset = row
+        return cls.build(uid, body, updated_at, position, of_columns(time, partition, offset))
+
+    def is_older_than(self, other: CachedOrder) -> bool:
+        """By version when both are known (the projector's own order); else by when each was
+        written (a version kept by `rebuild --keep` is UNKNOWN)."""
+        if self.version != UNKNOWN_KEY and other.version != UNKNOWN_KEY:
+            return self.version < other.version
+        return self.updated_at < other.updated_at
 
     @property
     def size(self) -> int:
@@ -102,7 +128,7 @@ class OrderCache:
                 self.evict(uid)
             return False
         if current is not None:
-            if entry.updated_at < current.updated_at:
+            if entry.is_older_than(current):
                 self._drop_if_stale(current)
                 return False
             self._replace(current, entry)
@@ -118,7 +144,7 @@ class OrderCache:
         current = self._entries.get(entry.order_uid)
         if current is None:
             return False
-        if entry.updated_at < current.updated_at:
+        if entry.is_older_than(current):
             self._drop_if_stale(current)
             return False
         if not self._fits(entry):
@@ -145,18 +171,26 @@ class OrderCache:
         self.bytes += entry.size
         return True
 
-    def mark_stale(self, order_uids: Iterable[str], position: int | None = None) -> list[str]:
+    def mark_stale(
+        self,
+        order_uids: Iterable[str],
+        position: int | None = None,
+        versions: Mapping[str, Version | None] | None = None,
+    ) -> list[str]:
         """These orders changed: returns the cached ones to re-read.
 
+        With `versions` (the version each changed to, where the notification told it), an entry
+        at that version or newer already holds the change: it is left as it is, not re-read.
         With `position` (reading from a standby: the primary's WAL position at or past the
         change), an entry read at an earlier position is stale: not served any more, but kept in
         place until `refresh` replaces it (or `evict` drops it); one read at or past it already
         holds the change and is left alone. Without (reading from the primary), entries are
         served until replaced: the primary has the change already, the re-read is one query."""
         entries, marked = self._entries, []
+        told = versions or {}
         for uid in order_uids:
             entry = entries.get(uid)
-            if entry is None:
+            if entry is None or holds(entry.version, told.get(uid)):
                 continue
             if position is None:
                 marked.append(uid)

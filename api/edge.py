@@ -83,6 +83,21 @@ def exposure_warning(settings: Settings) -> str | None:
     )
 
 
+NULL_ORIGIN = "null"
+
+
+def null_origin_warning(settings: Settings) -> str | None:
+    """One sentence when CORS allows the `null` origin: not only pages opened from files have it."""
+    if NULL_ORIGIN not in settings.listed("api_cors_origins"):
+        return None
+    return (
+        "ORDERVIEW_API_CORS_ORIGINS allows the null origin: besides pages opened from files, any "
+        "site's page can read every order through the browser of anyone who reaches this API, by "
+        "calling it from a sandboxed iframe or a data: URL, whose origin is null too; list the "
+        "origins of the pages meant to call it instead"
+    )
+
+
 class Cors:
     """ORDERVIEW_API_CORS_ORIGINS: origins whose pages may read the API (`*` any, `null` file pages)."""
 

@@ -22,20 +22,21 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from time import monotonic, time
 
 import psycopg
 from psycopg import sql
 
-from api import views
+from api import versions, views
 from api.cache import CachedOrder, OrderCache
 from api.errors import DatabaseTimeout
 from api.loader import OrderLoader
 from api.metrics import ApiMetrics
 from api.reads import PrimaryReads, StandbyReads
-from orderview import readmodel, refusals
+from orderview import refusals
+from orderview.readmodel import Version
 from orderview.settings import Settings
 
 log = logging.getLogger("orderview.api.freshness")
@@ -141,10 +142,8 @@ class Freshness:
                 position = None
                 if self._reads.needs_positions:  # the primary's position now: past these commits
                     _, position = await self._heartbeat(conn)
-                uids = dict.fromkeys(
-                    uid for payload in payloads for uid, _ in readmodel.decode_changes(payload)
-                )
-                await self.apply(list(uids), position)
+                changes = versions.changes(payloads)
+                await self.apply(list(changes), position, changes)
             if monotonic() >= beat_at:
                 # What was committed before the last heartbeat was asked reached the connection
                 # before its answer, and notifies() yielded it first: it is applied by now.
@@ -186,8 +185,8 @@ class Freshness:
                 contextlib.aclosing(views.recent_snapshots(conn, cache.max_entries, CHUNK)) as chunks,
             ):
                 async for rows in chunks:
-                    for uid, body, updated_at in rows:
-                        if not cache.warm(CachedOrder.from_snapshot(uid, body, updated_at, position)):
+                    for row in rows:
+                        if not cache.warm(CachedOrder.from_row(row, position)):
                             log.info("cache warmed: %d orders (full)", added)
                             return added
                         added += 1
@@ -213,14 +212,20 @@ class Freshness:
         log.info("re-synced after reconnect: %d cached orders changed since %s", len(stale), since)
         return len(stale)
 
-    async def apply(self, order_uids: Sequence[str], position: int | None = None) -> None:
+    async def apply(
+        self,
+        order_uids: Sequence[str],
+        position: int | None = None,
+        told: Mapping[str, Version | None] | None = None,
+    ) -> None:
         """A notification: these orders changed (committed at or before the primary's `position`,
-        when reading from a standby). Their cached versions are stale from now on; re-read them."""
+        when reading from a standby; `told`: the version each changed to, where it said). Their
+        cached versions are stale from now on, unless at that version or newer; re-read them."""
         self._metrics.notifications.inc(len(order_uids))
         if position is not None:
             self._reads.learned(order_uids, position)
-        self._loader.changed(order_uids)
-        cached = self._cache.mark_stale(order_uids, position)
+        self._loader.changed(order_uids, told)
+        cached = self._cache.mark_stale(order_uids, position, told)
         if cached:
             await self._refresh(cached)
 
@@ -234,12 +239,11 @@ class Freshness:
             log.warning("refresh failed, evicting %d orders: %s", len(uids), exc)
             self._evict(uids)
             return
-        found = {uid: (body, at) for uid, body, at in rows}
+        found = {row[0]: row for row in rows}
         gone = []
         for uid in uids:
             if uid in found:
-                body, at = found[uid]
-                if self._cache.refresh(CachedOrder.from_snapshot(uid, body, at, position)):
+                if self._cache.refresh(CachedOrder.from_row(found[uid], position)):
                     self._metrics.refreshed.inc()
             else:
                 gone.append(uid)

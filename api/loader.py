@@ -7,22 +7,25 @@ one future (single flight). Every wait has a deadline: a request whose lookup ha
 then gets DatabaseTimeout (a 503), while the lookup itself is cancelled in the background.
 Ids found absent are remembered for a while (api/missing.py).
 
-A notification for an order whose lookup is in flight makes that lookup's result stale: it is
-not cached, and requests arriving after the notification do not share it but start a new
-lookup, which reads a version at least as new as the notification (api/reads.py).
+A notification for an order whose lookup is in flight makes that lookup's result stale, unless
+the result is at the version the notification told or a newer one (api/versions.py): a stale
+result is not cached. Either way requests arriving after the notification do not share it but
+start a new lookup, which reads a version at least as new as the notification (api/reads.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from api import versions
 from api.cache import CachedOrder, OrderCache
 from api.errors import DatabaseTimeout, OrderNotFound
 from api.metrics import ApiMetrics
 from api.missing import MissingOrders
 from api.reads import PrimaryReads, StandbyReads
+from orderview.readmodel import Version
 
 log = logging.getLogger("orderview.api.loader")
 
@@ -34,13 +37,19 @@ def _mark_retrieved(future: asyncio.Future) -> None:
 
 
 class _Lookup:
-    """One query in flight: the futures of its order_uids, and those of them that changed meanwhile."""
+    """One query in flight: the futures of its order_uids, and those of them that changed
+    meanwhile, with the version they changed to where the notifications told it."""
 
     __slots__ = ("changed", "futures")
 
     def __init__(self, futures: dict[str, asyncio.Future[CachedOrder | None]]) -> None:
         self.futures = futures
-        self.changed: set[str] = set()
+        self.changed: dict[str, Version | None] = {}
+
+    def stale(self, entry: CachedOrder) -> bool:
+        """Whether `entry`, this lookup's result, may be older than a change notified meanwhile."""
+        uid = entry.order_uid
+        return uid in self.changed and not versions.holds(entry.version, self.changed[uid])
 
 
 class OrderLoader:
@@ -95,17 +104,21 @@ class OrderLoader:
         self.fill_cache = up or self.fill_cache  # the re-sync on reconnect covers cached orders
         self._missing.trust(up)
 
-    def changed(self, order_uids: Iterable[str]) -> None:
-        """Orders changed (a notification): they exist, and results in flight for them are stale:
+    def changed(self, order_uids: Iterable[str], told: Mapping[str, Version | None] | None = None) -> None:
+        """Orders changed (a notification; `told`: the version each changed to, where it said):
+        they exist, and results in flight for them are stale unless at that version or newer:
         not cached, and not shared with requests that come after this."""
         uids = list(order_uids)
+        told = told or {}
         self._missing.forget(uids)
         waiting = self._waiting
         for lookup in self._lookups.values():
+            changed = lookup.changed
             for uid in uids:
                 future = lookup.futures.get(uid)
                 if future is not None:
-                    lookup.changed.add(uid)
+                    version = told.get(uid)
+                    changed[uid] = versions.newest(changed[uid], version) if uid in changed else version
                     if waiting.get(uid) is future:
                         del waiting[uid]
 
@@ -148,7 +161,7 @@ class OrderLoader:
         try:
             async with asyncio.timeout(self._deadline_s):
                 rows, position = await self._reads.snapshots(batch)
-            found = {uid: CachedOrder.from_snapshot(uid, body, at, position) for uid, body, at in rows}
+            found = {row[0]: CachedOrder.from_row(row, position) for row in rows}
         except (Exception, asyncio.CancelledError) as exc:  # each waiter gets it: a 503
             log.warning("order lookup failed: %r", exc)
             failure = DatabaseTimeout() if isinstance(exc, TimeoutError | asyncio.CancelledError) else exc
@@ -163,7 +176,7 @@ class OrderLoader:
         self._missing.add((uid for uid in batch if uid not in found and uid not in changed), epoch)
         for uid in batch:
             entry = found.get(uid)
-            if entry is not None and fill_cache and uid not in changed:
+            if entry is not None and fill_cache and not lookup.stale(entry):
                 self._cache.put(entry)
             future = self._resolved(uid, lookup.futures[uid])
             if not future.done():

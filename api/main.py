@@ -13,6 +13,7 @@ them all on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import gc
 import logging
@@ -27,6 +28,7 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
+from api.connections import CONNECTIONS, Connections, EdgeRunner
 from api.contexts import (
     METRICS,
     SCRAPE,
@@ -36,7 +38,7 @@ from api.contexts import (
     pg_context,
     scrape_context,
 )
-from api.edge import exposure_warning
+from api.edge import exposure_warning, null_origin_warning
 from api.metrics import ApiMetrics
 from api.routes import setup_routes
 from api.scrape import OwnOnly, ReplicaFiles
@@ -46,6 +48,8 @@ from orderview.settings import Settings, get_settings
 log = logging.getLogger("orderview.api")
 
 RESTART_DELAY_S = 1.0
+KEEPALIVE_TIMEOUT_S = 75.0  # an idle kept-alive connection is closed after this (web.run_app's)
+SHUTDOWN_TIMEOUT_S = 5.0  # requests in progress at SIGTERM get this long to finish
 
 
 def create_app(settings: Settings, replica: str = "0", metrics_dir: Path | None = None) -> web.Application:
@@ -54,6 +58,7 @@ def create_app(settings: Settings, replica: str = "0", metrics_dir: Path | None 
     app = web.Application()
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[CONNECTIONS] = metrics.connections.connections = Connections.from_settings(settings)
     if metrics_dir is None:
         app[SCRAPE] = OwnOnly(metrics.registry, replica)
     else:
@@ -66,21 +71,50 @@ def create_app(settings: Settings, replica: str = "0", metrics_dir: Path | None 
     return app
 
 
+def make_runner(app: web.Application) -> EdgeRunner:
+    """The runner of one replica's app: its connections bounded (api/connections.py). No access
+    log: /metrics counts every request, and a log line per request would cost more than the cache
+    hit it records."""
+    return EdgeRunner(
+        app,
+        app[CONNECTIONS],
+        access_log=None,
+        keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+    )
+
+
 def serve(
     settings: Settings, host: str, port: int, replica: str = "0", metrics_dir: Path | None = None
 ) -> None:
-    """One replica, on uvloop. No access log: /metrics counts every request, and a log line
-    per request would cost more than the cache hit it records."""
-    web.run_app(
-        create_app(settings, replica, metrics_dir),
-        host=host,
-        port=port,
-        reuse_port=True,
-        access_log=None,
-        print=None,
-        shutdown_timeout=5.0,
-        loop=uvloop.new_event_loop(),
-    )
+    """One replica, on uvloop, until SIGTERM or SIGINT (then it finishes what it answers)."""
+    app = create_app(settings, replica, metrics_dir)
+    app[CONNECTIONS].fit_file_limit()
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_serve(app, host, port))
+    finally:
+        leftover = asyncio.all_tasks(loop)
+        for task in leftover:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = make_runner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_port=True).start()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def supervise(settings: Settings, host: str, port: int, replicas: int) -> int:
@@ -132,7 +166,7 @@ def _fork_replica(settings: Settings, host: str, port: int, replica: str, metric
     pid = os.fork()
     if pid:
         return pid
-    # The child: the supervisor's signal handlers are not its own (run_app sets the loop's).
+    # The child: the supervisor's signal handlers are not its own (serve sets the loop's).
     status = 1
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -179,8 +213,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     jsonlog.setup(settings.log_level)
     # The app decides its Host allow-list from the address it binds to.
     settings = dataclasses.replace(settings, api_host=args.host)
-    if (warning := exposure_warning(settings)) is not None:
-        log.warning(warning)
+    for warning in (exposure_warning(settings), null_origin_warning(settings)):
+        if warning is not None:
+            log.warning(warning)
     if args.replicas <= 1:
         serve(settings, args.host, args.port)
     else:

@@ -18,6 +18,7 @@ from api.cache import OrderCache
 from api.missing import MissingOrders
 
 if TYPE_CHECKING:
+    from api.connections import Connections
     from api.standby import StandbyWatch
 
 # A cache hit takes tens of µs in the handler, a miss about a millisecond.
@@ -47,6 +48,39 @@ class CacheCollector(Collector):
         yield CounterMetricFamily("orderview_api_cache_evictions", "Entries evicted for room", c.evictions)
         yield GaugeMetricFamily("orderview_api_cache_entries", "Orders in the cache", len(c))
         yield GaugeMetricFamily("orderview_api_cache_bytes", "Bytes accounted to the cache", c.bytes)
+
+
+class ConnectionCollector(Collector):
+    """A replica's connections (api/connections.py): how many it holds, and those it closed."""
+
+    def __init__(self) -> None:
+        self.connections: Connections | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.connections
+        if c is None:
+            return
+        yield GaugeMetricFamily(
+            "orderview_api_connections", "Client connections this replica holds", len(c.open)
+        )
+        yield GaugeMetricFamily(
+            "orderview_api_connections_max",
+            "Client connections this replica holds at most",
+            c.max_connections,
+        )
+        closed = CounterMetricFamily(
+            "orderview_api_connections_closed",
+            "Client connections the replica closed: head_timeout (the request head took longer than "
+            "ORDERVIEW_API_HEAD_TIMEOUT_S), made_room (waiting or idle, closed for a new one past "
+            "ORDERVIEW_API_MAX_CONNECTIONS), refused (new, while every one was busy), unreadable "
+            "(answered 400: a request line or header it could not read)",
+            labels=["reason"],
+        )
+        closed.add_metric(["head_timeout"], c.slow_heads)
+        closed.add_metric(["made_room"], c.made_room)
+        closed.add_metric(["refused"], c.refused)
+        closed.add_metric(["unreadable"], c.unreadable)
+        yield closed
 
 
 class _Stats:
@@ -169,6 +203,8 @@ class ApiMetrics:
         r.register(self.cache)
         self.requests = RequestCollector()
         r.register(self.requests)
+        self.connections = ConnectionCollector()
+        r.register(self.connections)
         self.route = self.requests.route
         self._db_queries = Counter(
             "orderview_api_db_queries", "Queries sent to PostgreSQL, by purpose", ["kind"], registry=r

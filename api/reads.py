@@ -268,7 +268,7 @@ class StandbyReads:
         rows, flushed = await views.snapshots_then_flushed(self._primary_pool, uids)
         self._metrics.reads["primary"].inc()
         # These versions may be ahead of the standby: it must pass `flushed` to serve them again.
-        self.learned([uid for uid, _, _ in rows], flushed)
+        self.learned([row[0] for row in rows], flushed)
         return rows, 0
 
     def _refuse_unless_falling_back(self) -> None:

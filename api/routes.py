@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import hdrs, web
+from yarl import URL
 
 from api import handlers
 from api.answers import Handler, answering, fallback
@@ -36,7 +37,35 @@ def setup_routes(app: web.Application) -> None:
     get("/openapi.json", openapi_json)
     get("/", handlers.index)
     get("/ui/{path:.*}", handlers.ui_file, "/ui/")
-    # Last: whatever matched nothing above answers a JSON 404 or 405.
-    router.add_route(
-        hdrs.METH_ANY, "/{path:.*}", answering(fallback(cors), metrics.route("unmatched"), hosts, cors)
-    )
+    # Last: whatever matched nothing above answers a JSON 404 or 405, also a target that is not a
+    # path (`OPTIONS *`), which aiohttp would answer itself, without the security headers. (An
+    # empty one, CONNECT's host:port, is matched against nothing at all: README › Security.)
+    unmatched = answering(fallback(cors), metrics.route("unmatched"), hosts, cors)
+    router.add_route(hdrs.METH_ANY, "/{path:.*}", unmatched)
+    no_path = AnyTarget()
+    router.register_resource(no_path)
+    no_path.add_route(hdrs.METH_ANY, unmatched)
+
+
+class AnyTarget(web.Resource):
+    """Every request target. Indexed under `/` and registered last, it is asked only once every
+    other resource has not matched: never on the way to one that does."""
+
+    @property
+    def canonical(self) -> str:
+        return "/"
+
+    def _match(self, path: str) -> dict[str, str]:
+        return {}
+
+    def raw_match(self, path: str) -> bool:
+        return False
+
+    def add_prefix(self, prefix: str) -> None:
+        raise NotImplementedError("AnyTarget is the app's own last resource")
+
+    def get_info(self) -> dict[str, str]:
+        return {}
+
+    def url_for(self) -> URL:
+        return URL("/")

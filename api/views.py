@@ -10,21 +10,27 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-Snapshot = tuple[str, bytes, datetime]  # order_uid, the JSON the API serves (body_json), updated_at
+# order_uid, the JSON the API serves (body_json), updated_at, and the version's columns
+# (version_time, version_partition, version_offset; NULL: unknown): what a cached entry is made of.
+Snapshot = tuple[str, bytes, datetime, int | None, int | None, int | None]
 
 # An erased order keeps its snapshot row without a body (sql/006): every read of orders takes
 # `body_json IS NOT NULL`, so such a row is absent to the API, as an order never seen is.
 #
 # Snapshots are read in binary format, body_json as UTF-8 bytes (convert_to): the bytes the API
 # serves arrive as one exact-size bytes object, with no str decoded and encoded again on the way.
+# Each comes with its version: a replica keeps it, so a notification of a version it already holds
+# changes nothing (api/versions.py).
 SNAPSHOTS_BY_UID = """
-SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at FROM order_snapshots
+SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at, version_time, version_partition, version_offset
+FROM order_snapshots
 WHERE order_uid = ANY(%(uids)s) AND body_json IS NOT NULL
 """
 
 # Warm-up: the most recently changed orders first (index order_snapshots_recent).
 RECENT_SNAPSHOTS = """
-SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at FROM order_snapshots
+SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at, version_time, version_partition, version_offset
+FROM order_snapshots
 WHERE body_json IS NOT NULL
 ORDER BY updated_at DESC, order_uid DESC
 LIMIT %(limit)s

@@ -111,8 +111,20 @@ class Settings:
     # Comma-separated. Host names the API answers for (others get 421; `*`: any); empty: the loopback
     # names when the API binds to loopback, else any (and one log line at start says so).
     api_allowed_hosts: str = ""
-    # Comma-separated. Origins whose pages may call the API (`*` any, `null` file pages); empty: none.
+    # Comma-separated. Origins whose pages may call the API (`*` any, `null` file pages, and with
+    # them any site's sandboxed iframe: said at start); empty: none.
     api_cors_origins: str = ""
+    # Slow and numerous clients (api/connections.py). A request head (request line and headers)
+    # not all there this many seconds after its connection opened, or after its first byte on a
+    # kept-alive connection, is closed: with a 408 if part of it came. An idle kept-alive
+    # connection is not a head: aiohttp's keep-alive timeout (75 s) closes it.
+    api_head_timeout_s: float = 5.0
+    # Connections one replica holds at most; each is a file (the process's file limit is raised to
+    # fit, else this is lowered, said at start). Past it, a new connection makes room by closing
+    # the one that has waited longest for a request head, else the one idle the longest; only if
+    # every one is busy with a request is the new one closed. Counted in /metrics
+    # (orderview_api_connections_closed_total by reason, orderview_api_connections).
+    api_max_connections: int = 4096
     # Cache misses arriving within this window, or while a lookup is in flight, share one query
     # (0.2 ms: invisible next to the query itself, enough to gather a burst).
     api_miss_batch_window_s: float = 0.0002
@@ -194,6 +206,12 @@ class Settings:
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
             raise ValueError(
                 f"{PREFIX}KAFKA_SSL_CERTFILE and {PREFIX}KAFKA_SSL_KEYFILE go together: set both or neither"
+            )
+        if not self.api_head_timeout_s > 0:
+            raise ValueError(f"{PREFIX}API_HEAD_TIMEOUT_S must be more than 0, got {self.api_head_timeout_s}")
+        if self.api_max_connections < 1:
+            raise ValueError(
+                f"{PREFIX}API_MAX_CONNECTIONS must be at least 1, got {self.api_max_connections}"
             )
 
     @property

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from api.main import create_app
+from api.main import create_app, make_runner
 from orderview.settings import Settings
 from tests.processes import free_port
 
@@ -53,7 +53,7 @@ async def wait_ready(client: aiohttp.ClientSession, url: str, timeout: float = 3
 async def running_api(settings: Settings, ready: bool = True, **overrides: Any) -> AsyncIterator[RunningApi]:
     """The app in this event loop on a free port, with a client; ready unless ready=False."""
     app = create_app(replace(settings, **overrides))
-    runner = web.AppRunner(app, access_log=None)
+    runner = make_runner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

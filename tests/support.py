@@ -168,11 +168,13 @@ _last_offset = 0
 
 
 async def seed_orders(settings: Settings, orders: Sequence[dict]) -> None:
-    """Write orders through the projector's own write path (no Kafka) and NOTIFY them, each a
-    newer version of what was seeded of it before."""
+    """Write orders through the projector's own write path (no Kafka), each a newer version of
+    what was seeded of it before, and NOTIFY them with the versions written, as a projector that
+    tells versions does (orderview/readmodel.py): a replica that read one already keeps it."""
+    now_ms = time.time_ns() // 1_000_000
     async with await psycopg.AsyncConnection.connect(settings.dsn("projector")) as conn:
         changes = await postgres.write_orders(
-            conn, list(zip(later_offsets(len(orders)), orders, strict=True))
+            conn, list(zip(later_offsets(len(orders)), orders, strict=True)), time_ms=now_ms
         )
         await postgres.notify(conn, settings.notify_channel, changes)
         await conn.commit()

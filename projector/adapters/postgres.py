@@ -446,17 +446,21 @@ def _snapshots(changes: Sequence[Change]) -> dict[str, list]:
 
 
 async def write_orders(
-    conn: psycopg.AsyncConnection, orders: Sequence[tuple[int, dict]], partition: int = 0
+    conn: psycopg.AsyncConnection,
+    orders: Sequence[tuple[int, dict]],
+    partition: int = 0,
+    time_ms: int | None = None,
 ) -> list[tuple[str, Version]]:
     """Orders written by the projector's own rules and writes, without Kafka (for seeding: tests,
     the bench): each (offset, order) is a record of `partition` at that offset, its version's time
-    the offset too. Returns the changes to notify."""
+    `time_ms` (the offset when None). Returns the changes to notify."""
     fresh = Fresh()
     verdicts: dict[tuple[int, int], Order] = {}
     for offset, order in orders:
         body = compact_json(order)
-        record = Record(partition, offset, order["order_uid"].encode(), body.encode(), offset)
-        fresh.records.append((record, Version(offset, partition, offset)))
+        time = offset if time_ms is None else time_ms
+        record = Record(partition, offset, order["order_uid"].encode(), body.encode(), time)
+        fresh.records.append((record, Version(time, partition, offset)))
         verdicts[record.where] = Order(order["order_uid"], body, order)
     heads = await lock_heads(conn, {v.uid for v in verdicts.values()})
     plan = decide(fresh, verdicts, heads, (), {})

@@ -1,10 +1,12 @@
 """The Host allow-list by default, on real servers: a loopback API refuses a rebound name without
-any setting, and an API bound off loopback without a list says so when it starts."""
+any setting, and an API bound off loopback without a list says so when it starts; so does one
+whose CORS origins let the null origin read, the origin of any sandboxed iframe."""
 
 from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from dataclasses import replace
 
 from yarl import URL
@@ -49,3 +51,24 @@ def test_an_api_bound_off_loopback_without_a_list_says_so_at_start(settings: Set
     warnings = [line for line in api.log_text().splitlines() if "not loopback" in line]
     assert len(warnings) == 1, api.log_text()
     assert "ORDERVIEW_API_ALLOWED_HOSTS is empty" in json.loads(warnings[0])["msg"]
+
+
+def test_an_api_that_lets_the_null_origin_read_says_so_once_at_start_and_does_let_it(
+    settings: Settings,
+) -> None:
+    allowing = replace(settings, api_cors_origins="null")
+    port = free_port()
+    api = ServiceProcess(
+        "api", allowing, "api-null-origin", args=("--port", str(port), "--replicas", "2")
+    ).start()
+    try:
+        api.wait_http("/readyz", port)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/orders", headers={"Origin": "null"})
+        with urllib.request.urlopen(request, timeout=5) as answer:  # what a sandboxed iframe gets
+            assert answer.headers["Access-Control-Allow-Origin"] == "null"
+    finally:
+        assert api.terminate() == 0
+    warnings = [line for line in api.log_text().splitlines() if "null origin" in line]
+    assert len(warnings) == 1, api.log_text()
+    record = json.loads(warnings[0])
+    assert record["level"] == "warning" and "sandboxed iframe" in record["msg"]

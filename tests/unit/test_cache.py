@@ -163,7 +163,16 @@ def test_cached_bytes_are_the_stored_json_exactly() -> None:
 
 def test_an_entry_holds_only_what_differs_between_orders() -> None:
     """No per-entry headers or dict: the answer's shared headers live in the handler. Besides the
-    order, only how fresh it is: the standby position it was read at, and whether it is stale."""
+    order, only how fresh it is: its version, the standby position it was read at, and whether it
+    is stale."""
     e = entry("a")
     assert not hasattr(e, "__dict__")
-    assert set(CachedOrder.__slots__) == {"order_uid", "body", "etag", "updated_at", "position", "stale"}
+    assert set(CachedOrder.__slots__) == {
+        "order_uid",
+        "body",
+        "etag",
+        "updated_at",
+        "position",
+        "stale",
+        "version",
+    }
