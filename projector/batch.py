@@ -192,9 +192,10 @@ class BatchProjector:
         if self._conn is None or self._conn.closed:
             # Autocommit: the partitions' advisory locks are taken outside transactions
             # (projector/checkpoint.py); each batch's transaction is explicit.
-            self._conn = await psycopg.AsyncConnection.connect(
-                self.settings.dsn("projector"), autocommit=True
-            )
+            conn = await psycopg.AsyncConnection.connect(self.settings.dsn("projector"), autocommit=True)
+            # A new connection may reach another server (a failover): it may hold older positions.
+            await self.checkpoint.reconcile(conn)
+            self._conn = conn
         return self._conn
 
     async def _close_connection(self) -> None:
