@@ -35,6 +35,7 @@ from api.errors import DatabaseTimeout
 from api.loader import OrderLoader
 from api.metrics import ApiMetrics
 from api.reads import PrimaryReads, StandbyReads
+from api.served import Position
 from orderview import readmodel, refusals
 from orderview.settings import Settings
 
@@ -80,12 +81,17 @@ class Freshness:
                     self._dsn, autocommit=True, application_name=LISTEN_APPLICATION_NAME
                 ) as conn:
                     await conn.execute(self._listen)
+                    if self._reads.needs_positions:
+                        await self._follow_timeline(conn)
                     listening_at, position = await self._heartbeat(conn)
                     if position is not None:  # reads see at least what was never notified
                         self._reads.at_least(position)
                     self._set_connected(True)
                     self._loader.listening(True)
+                    held, position = await self._hold_until_served(conn, position)
                     await self._catch_up()
+                    if held:
+                        await self.apply(held, position)
                     self._alive_at = listening_at
                     self.problem = None
                     delay = FIRST_RETRY_S
@@ -100,6 +106,7 @@ class Freshness:
                 self.problem = refused or "LISTEN connection down: the database is unreachable or refused it"
             if self.connected:
                 self._metrics.listen_reconnects.inc()
+                self._reads.served.lost_sight()  # the next connection may reach another database
             self._set_connected(False)
             self._loader.listening(False)
             await asyncio.sleep(delay)
@@ -129,6 +136,73 @@ class Freshness:
             self.problem = "re-syncing after a lost LISTEN connection"
             await self.resync(self._alive_at - timedelta(seconds=self._settings.api_resync_margin_s))
 
+    async def _follow_timeline(self, conn: psycopg.AsyncConnection) -> None:
+        """With a standby: which WAL history the primary writes. On a new one (a failover), the
+        positions remembered of the old one are forgotten (api/reads.py), and so are those the
+        cached orders were read at: the next notification of each re-reads it."""
+        async with asyncio.timeout(self._answer_within_s):
+            timeline, _ = await views.timeline(conn)
+        if self._reads.on_timeline(timeline):
+            self._cache.forget_positions()
+
+    async def _hold_until_served(
+        self, conn: psycopg.AsyncConnection, position: int | None
+    ) -> tuple[list[str], int | None]:
+        """Wait until the database holds every version this replica has read (api/served.py),
+        applying no notification meanwhile: an order the projector is applying again may pass
+        through versions older than one served. Returns the order_uids notified meanwhile, to
+        re-read now, and the primary's position after the wait (with a standby)."""
+        served = self._reads.served
+        missing = served.missing(await self._positions(conn))
+        if not missing:
+            served.vouch()
+            return [], position
+        started = monotonic()
+        self.problem = (
+            "catching up: the database lacks changes this replica served (a failover to a standby "
+            "that had not replayed them); waiting for the projector to apply them again"
+        )
+        log.warning(
+            "the database lacks versions this replica served; holding reads until the projector "
+            "applies them again",
+            extra={"missing": {str(p): f"{have} < {need}" for p, (have, need) in missing.items()}},
+        )
+        self._metrics.catch_ups.inc()
+        self._metrics.database_behind.set(1)
+        held: dict[str, None] = {}
+        interval = self._settings.api_listen_heartbeat_s
+        try:
+            while missing and monotonic() - started < self._settings.api_catch_up_max_s:
+                async for n in conn.notifies(timeout=interval, stop_after=1):
+                    held.update((uid, None) for uid, _ in readmodel.decode_changes(n.payload))
+                missing = served.missing(await self._positions(conn))
+        finally:
+            self._metrics.database_behind.set(0)
+        if missing:
+            log.error(
+                "the database still lacks versions this replica served after %.0f s; serving what it "
+                "holds (is the projector running?)",
+                self._settings.api_catch_up_max_s,
+                extra={"missing": {str(p): f"{have} < {need}" for p, (have, need) in missing.items()}},
+            )
+        else:
+            log.info("the database holds what this replica served again after %.1f s", monotonic() - started)
+        if self._reads.needs_positions:  # reads see at least what the database holds now
+            _, position = await self._heartbeat(conn)
+            if position is not None:
+                self._reads.at_least(position)
+        served.vouch()
+        return list(held), position
+
+    async def _positions(self, conn: psycopg.AsyncConnection) -> dict[int, Position]:
+        async with asyncio.timeout(self._answer_within_s):
+            return await views.applied_positions(conn, self._settings.orders_topic)
+
+    @property
+    def _answer_within_s(self) -> float:
+        # A silently dropped connection would block forever; a live one answers in ms.
+        return max(5.0, 5 * self._settings.api_listen_heartbeat_s)
+
     async def _consume(self, conn: psycopg.AsyncConnection) -> None:
         interval = self._settings.api_listen_heartbeat_s
         beat_at = monotonic() + interval
@@ -156,7 +230,7 @@ class Freshness:
         """The database's time, and with a standby the primary's WAL position, which it records."""
         # A silently dropped connection would block forever; a live one answers in ms.
         self._asked_at = time()
-        async with asyncio.timeout(max(5.0, 5 * self._settings.api_listen_heartbeat_s)):
+        async with asyncio.timeout(self._answer_within_s):
             if self._reads.needs_positions:
                 now, position = await views.now_and_flushed(conn)
                 self._reads.primary_at(position)
@@ -186,7 +260,8 @@ class Freshness:
                 contextlib.aclosing(views.recent_snapshots(conn, cache.max_entries, CHUNK)) as chunks,
             ):
                 async for rows in chunks:
-                    for uid, body, updated_at in rows:
+                    self._reads.served.saw((p, o) for _, _, _, p, o in rows)
+                    for uid, body, updated_at, *_ in rows:
                         if not cache.warm(CachedOrder.from_snapshot(uid, body, updated_at, position)):
                             log.info("cache warmed: %d orders (full)", added)
                             return added
@@ -234,7 +309,7 @@ class Freshness:
             log.warning("refresh failed, evicting %d orders: %s", len(uids), exc)
             self._evict(uids)
             return
-        found = {uid: (body, at) for uid, body, at in rows}
+        found = {uid: (body, at) for uid, body, at, *_ in rows}
         gone = []
         for uid in uids:
             if uid in found:

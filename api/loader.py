@@ -148,7 +148,7 @@ class OrderLoader:
         try:
             async with asyncio.timeout(self._deadline_s):
                 rows, position = await self._reads.snapshots(batch)
-            found = {uid: CachedOrder.from_snapshot(uid, body, at, position) for uid, body, at in rows}
+            found = {uid: CachedOrder.from_snapshot(uid, body, at, position) for uid, body, at, *_ in rows}
         except (Exception, asyncio.CancelledError) as exc:  # each waiter gets it: a 503
             log.warning("order lookup failed: %r", exc)
             failure = DatabaseTimeout() if isinstance(exc, TimeoutError | asyncio.CancelledError) else exc

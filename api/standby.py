@@ -88,6 +88,10 @@ class PrimaryPositions:
                 return at
         return None
 
+    def forget(self) -> None:
+        """Another timeline: these positions name WAL the new primary may never write."""
+        self._samples.clear()
+
     def prune(self, replayed: int, now: float) -> None:
         """Forget samples the standby has replayed, except the one `floor` still needs."""
         samples, cutoff = self._samples, now - self.window_s
@@ -113,6 +117,9 @@ class RecentChanges:
             before = learned.get(uid)
             learned[uid] = (at, lsn if before is None else max(lsn, before[1]))
             learned.move_to_end(uid)
+
+    def forget(self) -> None:
+        self._learned.clear()
 
     def required(self, order_uids: Iterable[str], now: float) -> int:
         self.prune(now)

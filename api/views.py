@@ -10,18 +10,24 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-Snapshot = tuple[str, bytes, datetime]  # order_uid, the JSON the API serves (body_json), updated_at
+from api.served import Position
+
+# order_uid, the JSON the API serves (body_json), updated_at, and the partition and offset of the
+# record its version came from (api/served.py; NULL for a version of unknown coordinates).
+Snapshot = tuple[str, bytes, datetime, int | None, int | None]
 
 # Snapshots are read in binary format, body_json as UTF-8 bytes (convert_to): the bytes the API
 # serves arrive as one exact-size bytes object, with no str decoded and encoded again on the way.
 SNAPSHOTS_BY_UID = """
-SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at FROM order_snapshots
+SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at, version_partition, version_offset
+FROM order_snapshots
 WHERE order_uid = ANY(%(uids)s)
 """
 
 # Warm-up: the most recently changed orders first (index order_snapshots_recent).
 RECENT_SNAPSHOTS = """
-SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at FROM order_snapshots
+SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at, version_partition, version_offset
+FROM order_snapshots
 ORDER BY updated_at DESC, order_uid DESC
 LIMIT %(limit)s
 """
@@ -58,6 +64,17 @@ NOW_AND_FLUSHED = "SELECT now(), (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::b
 FLUSHED = "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint"
 # A standby's replay position as an integer; NULL on a server that is not in recovery.
 REPLAYED = "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"
+# The read model's recorded positions in the orders topic (api/served.py).
+APPLIED_POSITIONS = (
+    "SELECT partition, next_offset, topic_id::text FROM applied_offsets WHERE topic = %(topic)s"
+)
+# Which history of WAL the primary writes: its cluster, and its timeline (the first 8 hex digits
+# of a WAL file's name), with its flushed position. A promoted standby writes a new timeline.
+TIMELINE = """
+SELECT (SELECT system_identifier FROM pg_control_system()),
+       pg_walfile_name(pg_current_wal_flush_lsn()),
+       (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint
+"""
 CURRENT_USER = "SELECT current_user"
 PING = "SELECT 1"
 
@@ -106,6 +123,23 @@ async def now_and_flushed(conn: AsyncConnection) -> tuple[datetime, int]:
     row = await cur.fetchone()
     assert row is not None
     return row[0], row[1]
+
+
+async def applied_positions(conn: AsyncConnection, topic: str) -> dict[int, Position]:
+    cur = await conn.execute(APPLIED_POSITIONS, {"topic": topic})
+    return {
+        partition: Position(next_offset, topic_id)
+        for partition, next_offset, topic_id in await cur.fetchall()
+    }
+
+
+async def timeline(conn: AsyncConnection) -> tuple[tuple[int, int], int]:
+    """On the primary: (its cluster's system identifier, its timeline), and its flushed position."""
+    cur = await conn.execute(TIMELINE)
+    row = await cur.fetchone()
+    assert row is not None
+    system, wal_file, flushed = row
+    return (system, int(wal_file[:8], 16)), flushed
 
 
 async def recent_snapshots(conn: AsyncConnection, limit: int, chunk: int) -> AsyncIterator[list[Snapshot]]:

@@ -279,8 +279,8 @@ def measure_entries(settings: Settings, sample: int) -> tuple[float, float]:
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         rows = conn.execute(RECENT_SNAPSHOTS, {"limit": sample}, binary=True).fetchall()
-        size = statistics.mean(len(body) for _, body, _ in rows)
-        for uid, body, updated_at in rows:
+        size = statistics.mean(len(body) for _, body, *_ in rows)
+        for uid, body, updated_at, *_ in rows:
             cache.warm(CachedOrder.from_snapshot(uid, body, updated_at))
         count = len(rows)
         del rows
