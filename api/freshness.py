@@ -14,6 +14,13 @@ WAL position after each batch of notifications and at each heartbeat. A notifica
 the cached versions of its orders read before that position stale (no longer served,
 api/cache.py) until they are read again, and the re-reads wait until the standby has replayed
 it (api/standby.py).
+
+After a failover, the primary LISTEN reaches may lack the last batches the old one committed,
+whose versions this replica may have served. A reconnection tells: the primary's cluster,
+timeline and flushed WAL position say whether it goes on from the one before. If not, reads of
+the database are held until its recorded positions hold every version this replica has read
+(api/served.py), notifications meanwhile are held too, and then the re-sync runs and the held
+orders are re-read. With a standby, the WAL positions of the old timeline are forgotten.
 """
 
 from __future__ import annotations
@@ -68,6 +75,8 @@ class Freshness:
         self._alive_at: datetime | None = None  # database time of the last heartbeat
         self._answered_at = 0.0  # monotonic time of the last heartbeat
         self._asked_at = 0.0  # Unix time the last heartbeat was sent
+        self._history: tuple[int, int] | None = None  # the primary's (system identifier, timeline)
+        self._flushed = 0  # the primary's flushed WAL position at the last heartbeat
         self.connected = False
         self.warmed = False
         self.problem: str | None = "LISTEN connection not established yet"
@@ -81,14 +90,16 @@ class Freshness:
                     self._dsn, autocommit=True, application_name=LISTEN_APPLICATION_NAME
                 ) as conn:
                     await conn.execute(self._listen)
-                    if self._reads.needs_positions:
-                        await self._follow_timeline(conn)
+                    same_history = await self._follow_history(conn)
                     listening_at, position = await self._heartbeat(conn)
                     if position is not None:  # reads see at least what was never notified
                         self._reads.at_least(position)
                     self._set_connected(True)
                     self._loader.listening(True)
-                    held, position = await self._hold_until_served(conn, position)
+                    held, position = (
+                        ([], position) if same_history else await self._hold_until_served(conn, position)
+                    )
+                    self._reads.served.vouch()
                     await self._catch_up()
                     if held:
                         await self.apply(held, position)
@@ -136,14 +147,25 @@ class Freshness:
             self.problem = "re-syncing after a lost LISTEN connection"
             await self.resync(self._alive_at - timedelta(seconds=self._settings.api_resync_margin_s))
 
-    async def _follow_timeline(self, conn: psycopg.AsyncConnection) -> None:
-        """With a standby: which WAL history the primary writes. On a new one (a failover), the
-        positions remembered of the old one are forgotten (api/reads.py), and so are those the
-        cached orders were read at: the next notification of each re-reads it."""
+    async def _follow_history(self, conn: psycopg.AsyncConnection) -> bool:
+        """Whether the primary LISTEN reached goes on from what this replica read before: the same
+        cluster on the same timeline, its WAL flushed at least as far as the last heartbeat saw.
+        Such a server has every commit it had before (they were flushed), the one after a
+        failover may not (api/served.py). On a new timeline, with a standby, the positions
+        remembered of the old one are forgotten (api/reads.py), and so are those the cached
+        orders were read at: the next notification of each re-reads it."""
         async with asyncio.timeout(self._answer_within_s):
-            timeline, _ = await views.timeline(conn)
-        if self._reads.on_timeline(timeline):
+            history, flushed = await views.timeline(conn)
+        same = self._history is None or (history == self._history and flushed >= self._flushed)
+        if self._history is not None and not same:
+            log.warning(
+                "LISTEN reached a primary with another history than before (a failover?)",
+                extra={"timeline": history[1], "was": self._history[1], "flushed": flushed},
+            )
+        self._history, self._flushed = history, flushed
+        if self._reads.on_timeline(history):
             self._cache.forget_positions()
+        return same
 
     async def _hold_until_served(
         self, conn: psycopg.AsyncConnection, position: int | None
@@ -155,7 +177,6 @@ class Freshness:
         served = self._reads.served
         missing = served.missing(await self._positions(conn))
         if not missing:
-            served.vouch()
             return [], position
         started = monotonic()
         self.problem = (
@@ -191,7 +212,6 @@ class Freshness:
             _, position = await self._heartbeat(conn)
             if position is not None:
                 self._reads.at_least(position)
-        served.vouch()
         return list(held), position
 
     async def _positions(self, conn: psycopg.AsyncConnection) -> dict[int, Position]:
@@ -228,16 +248,15 @@ class Freshness:
 
     async def _heartbeat(self, conn: psycopg.AsyncConnection) -> tuple[datetime, int | None]:
         """The database's time, and with a standby the primary's WAL position, which it records."""
-        # A silently dropped connection would block forever; a live one answers in ms.
         self._asked_at = time()
         async with asyncio.timeout(self._answer_within_s):
-            if self._reads.needs_positions:
-                now, position = await views.now_and_flushed(conn)
-                self._reads.primary_at(position)
-            else:
-                now, position = await views.db_now(conn), None
+            now, flushed = await views.now_and_flushed(conn)
+        self._flushed = max(self._flushed, flushed)
         self._answered_at = monotonic()
-        return now, position
+        if not self._reads.needs_positions:
+            return now, None
+        self._reads.primary_at(flushed)
+        return now, flushed
 
     async def warm_up(self) -> int:
         """Fill the cache with the most recently updated orders, until it is full.

@@ -58,7 +58,6 @@ ORDER BY updated_at DESC, order_uid DESC
 RECENT_ORDERS = _summaries("")
 RECENT_ORDERS_BEFORE = _summaries("WHERE (updated_at, order_uid) < (%(updated_at)s, %(order_uid)s)")
 
-DB_NOW = "SELECT now()"
 # The primary's flushed WAL position as an integer (api/standby.py says why flushed), with now().
 NOW_AND_FLUSHED = "SELECT now(), (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint"
 FLUSHED = "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint"
@@ -171,13 +170,6 @@ async def recent_orders(
                 RECENT_ORDERS_BEFORE, {"limit": limit, "updated_at": before[0], "order_uid": before[1]}
             )
         return await cur.fetchall()
-
-
-async def db_now(conn: AsyncConnection) -> datetime:
-    cur = await conn.execute(DB_NOW)
-    row = await cur.fetchone()
-    assert row is not None
-    return row[0]
 
 
 async def current_user(pool: AsyncConnectionPool) -> str:
