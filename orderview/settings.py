@@ -54,9 +54,8 @@ class Settings:
     # PostgreSQL: an admin that bootstraps, an owner that migrates, a writer, a reader.
     # Where the primary is, as libpq takes it: comma-separated hosts, tried in turn for the first
     # that pg_target_session_attrs accepts (a primary and its standbys: whichever is the primary
-    # now); one name that always leads to the primary (a VIP, HAProxy or pgbouncer in front of
-    # Patroni) is one host. Ports: one for every host, or one per host. The ops scripts use the
-    # first host and port.
+    # now); one name that always leads to the primary (a VIP, HAProxy in front of Patroni) is one
+    # host. Ports: one for every host, or one per host. The ops scripts use the first host and port.
     pg_host: str = "127.0.0.1"
     pg_port: str = "5432"
     # Which server of pg_host is the primary, in libpq's words: read-write (accepts writes),
