@@ -75,8 +75,10 @@ class Freshness:
         self._alive_at: datetime | None = None  # database time of the last heartbeat
         self._answered_at = 0.0  # monotonic time of the last heartbeat
         self._asked_at = 0.0  # Unix time the last heartbeat was sent
-        self._history: tuple[int, int] | None = None  # the primary's (system identifier, timeline)
-        self._flushed = 0  # the primary's flushed WAL position at the last heartbeat
+        # The (system identifier, timeline) of the primary this replica last vouched for (api/served.py),
+        # and the flushed WAL position the last heartbeat saw.
+        self._vouched_for: tuple[int, int] | None = None
+        self._flushed = 0
         self.connected = False
         self.warmed = False
         self.problem: str | None = "LISTEN connection not established yet"
@@ -90,7 +92,7 @@ class Freshness:
                     self._dsn, autocommit=True, application_name=LISTEN_APPLICATION_NAME
                 ) as conn:
                     await conn.execute(self._listen)
-                    same_history = await self._follow_history(conn)
+                    history, same_history = await self._follow_history(conn)
                     listening_at, position = await self._heartbeat(conn)
                     if position is not None:  # reads see at least what was never notified
                         self._reads.at_least(position)
@@ -99,6 +101,7 @@ class Freshness:
                     held, position = (
                         ([], position) if same_history else await self._hold_until_served(conn, position)
                     )
+                    self._vouched_for = history
                     self._reads.served.vouch()
                     await self._catch_up()
                     if held:
@@ -147,25 +150,30 @@ class Freshness:
             self.problem = "re-syncing after a lost LISTEN connection"
             await self.resync(self._alive_at - timedelta(seconds=self._settings.api_resync_margin_s))
 
-    async def _follow_history(self, conn: psycopg.AsyncConnection) -> bool:
-        """Whether the primary LISTEN reached goes on from what this replica read before: the same
-        cluster on the same timeline, its WAL flushed at least as far as the last heartbeat saw.
-        Such a server has every commit it had before (they were flushed), the one after a
-        failover may not (api/served.py). On a new timeline, with a standby, the positions
-        remembered of the old one are forgotten (api/reads.py), and so are those the cached
-        orders were read at: the next notification of each re-reads it."""
+    async def _follow_history(self, conn: psycopg.AsyncConnection) -> tuple[tuple[int, int], bool]:
+        """The primary's (system identifier, timeline), and whether it goes on from the one this
+        replica last vouched for: the same cluster on the same timeline, its WAL flushed at least
+        as far as the last heartbeat saw. Such a server has every commit it had (they were
+        flushed); the one after a failover may not (api/served.py). On a new timeline, with a
+        standby, the positions remembered of the old one are forgotten (api/reads.py), and so are
+        those the cached orders were read at: the next notification of each re-reads it."""
         async with asyncio.timeout(self._answer_within_s):
             history, flushed = await views.timeline(conn)
-        same = self._history is None or (history == self._history and flushed >= self._flushed)
-        if self._history is not None and not same:
+        before = self._vouched_for
+        same = before is None or (history == before and flushed >= self._flushed)
+        if before is not None and not same:
             log.warning(
                 "LISTEN reached a primary with another history than before (a failover?)",
-                extra={"timeline": history[1], "was": self._history[1], "flushed": flushed},
+                extra={
+                    "timeline": history[1],
+                    "was": before[1],
+                    "flushed": flushed,
+                    "flushed_before": self._flushed,
+                },
             )
-        self._history, self._flushed = history, flushed
         if self._reads.on_timeline(history):
             self._cache.forget_positions()
-        return same
+        return history, same
 
     async def _hold_until_served(
         self, conn: psycopg.AsyncConnection, position: int | None
@@ -251,7 +259,7 @@ class Freshness:
         self._asked_at = time()
         async with asyncio.timeout(self._answer_within_s):
             now, flushed = await views.now_and_flushed(conn)
-        self._flushed = max(self._flushed, flushed)
+        self._flushed = flushed
         self._answered_at = monotonic()
         if not self._reads.needs_positions:
             return now, None
