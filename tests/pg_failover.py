@@ -81,11 +81,13 @@ class _ProxyLoop:
 
 
 class FailoverCluster:
-    def __init__(self, base: Settings) -> None:
+    def __init__(self, base: Settings, cascade: bool = True) -> None:
         first = base.pg_servers()[0][1] + PORT_OFFSET
         self.primary_port, self.wal_port, self.standby_port, self.cascade_port, self.vip_port = range(
             first, first + 5
         )
+        self._standbys: set[int] = set()  # ports whose server `standby start` made (the rest: `start`)
+        self.cascade = cascade
         self.run_dir = ROOT / ".run" / unique("failover-")
         self.admin_user, self.admin_password = base.pg_admin_user, base.pg_admin_password
         self.wal: PgProxy | None = None
@@ -124,12 +126,9 @@ class FailoverCluster:
         await asyncio.to_thread(self._ops, "start", primary=self.primary_port)
         self.wal = self._proxies.run(PgProxy("127.0.0.1", self.primary_port, port=self.wal_port).start())
         # The standby's primary, as `standby start` records it, is the proxy: its WAL comes through it.
-        await asyncio.to_thread(
-            self._ops, "standby", "start", primary=self.wal_port, standby=self.standby_port
-        )
-        await asyncio.to_thread(
-            self._ops, "standby", "start", primary=self.standby_port, standby=self.cascade_port
-        )
+        await self._start_standby(self.wal_port, self.standby_port)
+        if self.cascade:
+            await self._start_standby(self.standby_port, self.cascade_port)
         self.vip = self._proxies.run(PgProxy("127.0.0.1", self.primary_port, port=self.vip_port).start())
         return self
 
@@ -139,9 +138,8 @@ class FailoverCluster:
             if proxy is not None:
                 self._proxies.run(proxy.close())
         self._proxies.close()
-        for port in (self.cascade_port, self.standby_port):
-            with contextlib.suppress(AssertionError):
-                await asyncio.to_thread(self._ops, "standby", "stop", primary=self.primary_port, standby=port)
+        with contextlib.suppress(AssertionError):
+            await asyncio.to_thread(self._ops, "standby", "stop-all", primary=self.primary_port)
         with contextlib.suppress(AssertionError):
             await asyncio.to_thread(self._ops, "stop", primary=self.primary_port)
         cluster = self.cluster_dir
@@ -171,9 +169,16 @@ class FailoverCluster:
         assert self.wal is not None
         self.wal.frozen = True
 
+    def data_dir(self, port: int) -> Path:
+        return (self.standby_dir(port) if port in self._standbys else self.cluster_dir) / "data"
+
+    async def _start_standby(self, primary: int, port: int) -> None:
+        await asyncio.to_thread(self._ops, "standby", "start", primary=primary, standby=port)
+        self._standbys.add(port)
+
     async def crash_primary(self) -> None:
         """kill -9 of the primary's postmaster; its backends notice and exit."""
-        pid_file = self.cluster_dir / "data" / "postmaster.pid"
+        pid_file = self.data_dir(self.primary_port) / "postmaster.pid"
         os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
         for _ in range(200):
             if _refuses(self.primary_port):
@@ -194,6 +199,27 @@ class FailoverCluster:
     async def move_vip(self) -> None:
         assert self.vip is not None
         await asyncio.to_thread(self._proxies.run, self.vip.move("127.0.0.1", self.standby_port))
+
+    async def fail_over(self, lag_s: float, decide_s: float) -> int:
+        """The whole failover, again and again (chaos): the standby misses `lag_s` of WAL, the
+        primary dies, `decide_s` later the standby is promoted and the VIP moves to it; then a new
+        standby of it takes the dead primary's port, for the next one. Returns the transactions
+        the promoted standby lacked."""
+        self.hold_wal()
+        await asyncio.sleep(lag_s)
+        await self.crash_primary()
+        await asyncio.sleep(decide_s)
+        await self.promote()
+        await self.move_vip()
+        lost = await asyncio.to_thread(self.lost_commits)
+        dead, self.primary_port, self.standby_port = self.primary_port, self.standby_port, self.primary_port
+        if dead in self._standbys:  # a former standby's copy: made afresh
+            await asyncio.to_thread(self._ops, "standby", "destroy", primary=self.primary_port, standby=dead)
+        assert self.wal is not None
+        await asyncio.to_thread(self._proxies.run, self.wal.move("127.0.0.1", self.primary_port))
+        self.wal.frozen = False
+        await self._start_standby(self.wal_port, self.standby_port)
+        return lost
 
     # --- what they hold ---------------------------------------------------------------------------
     def _admin(self, port: int, database: str = "postgres") -> psycopg.Connection:
@@ -218,19 +244,16 @@ class FailoverCluster:
 
     def lost_commits(self) -> int:
         """Transactions the dead primary committed past the fork of the promoted standby's timeline."""
-        history = sorted((self.standby_dir(self.standby_port) / "data" / "pg_wal").glob("*.history"))
+        history = sorted((self.data_dir(self.standby_port) / "pg_wal").glob("*.history"))
         assert history, "the promoted standby has no timeline history file"
-        fork = history[-1].read_text().split()[1]  # "<parent timeline>\t<switch point>\t<reason>"
+        # Its last line is the switch to the newest timeline: "<parent timeline>\t<switch point>\t<reason>".
+        parent, fork = history[-1].read_text().strip().splitlines()[-1].split()[:2]
         bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
         dump = subprocess.run(
             [
                 str(bindir / "pg_waldump"),
-                "-p",
-                str(self.cluster_dir / "data" / "pg_wal"),
-                "-s",
-                fork,
-                "-r",
-                "Transaction",
+                *("-p", str(self.data_dir(self.primary_port) / "pg_wal")),
+                *("-t", parent, "-s", fork, "-r", "Transaction"),
             ],
             capture_output=True,
             text=True,
