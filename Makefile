@@ -32,5 +32,6 @@ bench-quick: up  ## the same with smaller counts (about a minute)
 SEED ?= 1
 DURATION ?= 300
 BROKERS ?= 1
-chaos: up      ## adversarial run: hostile messages, kill -9, restarts (SEED=, DURATION= s; BROKERS=3: on a cluster)
-	.venv/bin/python -m tests.chaos --seed $(SEED) --duration $(DURATION) --brokers $(BROKERS)
+FAILOVER ?= 0
+chaos: up      ## adversarial run: hostile messages, kill -9, restarts (SEED=, DURATION= s; BROKERS=3: on a cluster; FAILOVER=1: PostgreSQL failovers)
+	.venv/bin/python -m tests.chaos --seed $(SEED) --duration $(DURATION) --brokers $(BROKERS) $(if $(filter 1,$(FAILOVER)),--failover)

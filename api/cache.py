@@ -199,6 +199,13 @@ class OrderCache:
                 marked.append(uid)
         return marked
 
+    def forget_positions(self) -> None:
+        """The standby positions entries were read at name WAL of a history the primary no longer
+        writes (a failover): as if read from an unknown position, the next notification of each
+        marks it stale until it is read again."""
+        for entry in self._entries.values():
+            entry.position = 0
+
     def evict(self, order_uid: str) -> bool:
         """Drop an entry (an invalidation, not counted as an eviction)."""
         entry = self._entries.pop(order_uid, None)

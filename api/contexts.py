@@ -32,22 +32,26 @@ FRESHNESS = web.AppKey("freshness", Freshness)
 SCRAPE = web.AppKey("scrape", ReplicaFiles | OwnOnly)
 
 POOL_APPLICATION_NAME = "orderview-api"
+SESSION_SETTINGS = {"TimeZone": "UTC"}
 # The role can only read anyway; read-only transactions say so to anyone reading pg_stat_activity.
-SESSION_SETTINGS = {"default_transaction_read_only": "on", "TimeZone": "UTC"}
+# Set once connected, not as a startup option: libpq would take the session's read-only default
+# for the server's, and no server would pass target_session_attrs=read-write.
+READ_ONLY = "SET default_transaction_read_only = on"
 
 
 def api_dsn(settings: Settings) -> str:
-    """The API role's connection: keepalives, the statement timeout, read-only, UTC."""
+    """The API role's connection to the primary: keepalives, the statement timeout, UTC."""
     return settings.dsn("api", **SESSION_SETTINGS)
 
 
 def standby_dsn(settings: Settings) -> str:
-    """The same, to the standby the API reads from (ORDERVIEW_PG_READ_HOST/_PORT)."""
+    """The same, to the standbys the API reads from (ORDERVIEW_PG_READ_*)."""
     return settings.read_dsn("api", **SESSION_SETTINGS)
 
 
 async def _configure(conn: AsyncConnection) -> None:
     set_json_loads(orjson.loads, conn)
+    await conn.execute(READ_ONLY)
 
 
 def _pool(settings: Settings, dsn: str, name: str) -> AsyncConnectionPool:

@@ -14,6 +14,13 @@ WAL position after each batch of notifications and at each heartbeat. A notifica
 the cached versions of its orders read before that position stale (no longer served,
 api/cache.py) until they are read again, and the re-reads wait until the standby has replayed
 it (api/standby.py).
+
+After a failover, the primary LISTEN reaches may lack the last batches the old one committed,
+whose versions this replica may have served. A reconnection tells: the primary's cluster,
+timeline and flushed WAL position say whether it goes on from the one before. If not, reads of
+the database are held until its recorded positions hold every version this replica has read
+(api/served.py), notifications meanwhile are held too, and then the re-sync runs and the held
+orders are re-read. With a standby, the WAL positions of the old timeline are forgotten.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from api.errors import DatabaseTimeout
 from api.loader import OrderLoader
 from api.metrics import ApiMetrics
 from api.reads import PrimaryReads, StandbyReads
-from orderview import refusals
+from api.served import Position
+from orderview import readmodel, refusals
 from orderview.readmodel import Version
 from orderview.settings import Settings
 
@@ -68,6 +76,10 @@ class Freshness:
         self._alive_at: datetime | None = None  # database time of the last heartbeat
         self._answered_at = 0.0  # monotonic time of the last heartbeat
         self._asked_at = 0.0  # Unix time the last heartbeat was sent
+        # The (system identifier, timeline) of the primary this replica last vouched for (api/served.py),
+        # and the flushed WAL position the last heartbeat saw.
+        self._vouched_for: tuple[int, int] | None = None
+        self._flushed = 0
         self.connected = False
         self.warmed = False
         self.problem: str | None = "LISTEN connection not established yet"
@@ -81,12 +93,20 @@ class Freshness:
                     self._dsn, autocommit=True, application_name=LISTEN_APPLICATION_NAME
                 ) as conn:
                     await conn.execute(self._listen)
+                    history, same_history = await self._follow_history(conn)
                     listening_at, position = await self._heartbeat(conn)
                     if position is not None:  # reads see at least what was never notified
                         self._reads.at_least(position)
                     self._set_connected(True)
                     self._loader.listening(True)
+                    held, position = (
+                        ([], position) if same_history else await self._hold_until_served(conn, position)
+                    )
+                    self._vouched_for = history
+                    self._reads.served.vouch()
                     await self._catch_up()
+                    if held:
+                        await self.apply(held, position)
                     self._alive_at = listening_at
                     self.problem = None
                     delay = FIRST_RETRY_S
@@ -101,6 +121,7 @@ class Freshness:
                 self.problem = refused or "LISTEN connection down: the database is unreachable or refused it"
             if self.connected:
                 self._metrics.listen_reconnects.inc()
+                self._reads.served.lost_sight()  # the next connection may reach another database
             self._set_connected(False)
             self._loader.listening(False)
             await asyncio.sleep(delay)
@@ -130,6 +151,87 @@ class Freshness:
             self.problem = "re-syncing after a lost LISTEN connection"
             await self.resync(self._alive_at - timedelta(seconds=self._settings.api_resync_margin_s))
 
+    async def _follow_history(self, conn: psycopg.AsyncConnection) -> tuple[tuple[int, int], bool]:
+        """The primary's (system identifier, timeline), and whether it goes on from the one this
+        replica last vouched for: the same cluster on the same timeline, its WAL flushed at least
+        as far as the last heartbeat saw. Such a server has every commit it had (they were
+        flushed); the one after a failover may not (api/served.py). On a new timeline, with a
+        standby, the positions remembered of the old one are forgotten (api/reads.py), and so are
+        those the cached orders were read at: the next notification of each re-reads it."""
+        async with asyncio.timeout(self._answer_within_s):
+            history, flushed = await views.timeline(conn)
+        before = self._vouched_for
+        same = before is None or (history == before and flushed >= self._flushed)
+        if before is not None and not same:
+            log.warning(
+                "LISTEN reached a primary with another history than before (a failover?)",
+                extra={
+                    "timeline": history[1],
+                    "was": before[1],
+                    "flushed": flushed,
+                    "flushed_before": self._flushed,
+                },
+            )
+        if self._reads.on_timeline(history):
+            self._cache.forget_positions()
+        return history, same
+
+    async def _hold_until_served(
+        self, conn: psycopg.AsyncConnection, position: int | None
+    ) -> tuple[list[str], int | None]:
+        """Wait until the database holds every version this replica has read (api/served.py),
+        applying no notification meanwhile: an order the projector is applying again may pass
+        through versions older than one served. Returns the order_uids notified meanwhile, to
+        re-read now, and the primary's position after the wait (with a standby)."""
+        served = self._reads.served
+        missing = served.missing(await self._positions(conn))
+        if not missing:
+            return [], position
+        started = monotonic()
+        self.problem = (
+            "catching up: the database lacks changes this replica served (a failover to a standby "
+            "that had not replayed them); waiting for the projector to apply them again"
+        )
+        log.warning(
+            "the database lacks versions this replica served; holding reads until the projector "
+            "applies them again",
+            extra={"missing": {str(p): f"{have} < {need}" for p, (have, need) in missing.items()}},
+        )
+        self._metrics.catch_ups.inc()
+        self._metrics.database_behind.set(1)
+        held: dict[str, None] = {}
+        interval = self._settings.api_listen_heartbeat_s
+        try:
+            while missing and monotonic() - started < self._settings.api_catch_up_max_s:
+                async for n in conn.notifies(timeout=interval, stop_after=1):
+                    held.update((uid, None) for uid, _ in readmodel.decode_changes(n.payload))
+                missing = served.missing(await self._positions(conn))
+        finally:
+            self._metrics.database_behind.set(0)
+        if missing:
+            log.error(
+                "the database still lacks versions this replica served after %.0f s; serving what it "
+                "holds (is the projector running?)",
+                self._settings.api_catch_up_max_s,
+                extra={"missing": {str(p): f"{have} < {need}" for p, (have, need) in missing.items()}},
+            )
+        else:
+            log.info("the database holds what this replica served again after %.1f s", monotonic() - started)
+        if self._reads.needs_positions:  # reads see at least what the database holds now
+            _, position = await self._heartbeat(conn)
+            if position is not None:
+                self._reads.at_least(position)
+        return list(held), position
+
+    async def _positions(self, conn: psycopg.AsyncConnection) -> dict[int, Position]:
+        async with asyncio.timeout(self._answer_within_s):
+            return await views.applied_positions(conn, self._settings.orders_topic)
+
+    @property
+    def _answer_within_s(self) -> float:
+        # A silently dropped connection would block forever; a live one answers in ms.
+        return max(5.0, 5 * self._settings.api_listen_heartbeat_s)
+
     async def _consume(self, conn: psycopg.AsyncConnection) -> None:
         interval = self._settings.api_listen_heartbeat_s
         beat_at = monotonic() + interval
@@ -153,16 +255,15 @@ class Freshness:
 
     async def _heartbeat(self, conn: psycopg.AsyncConnection) -> tuple[datetime, int | None]:
         """The database's time, and with a standby the primary's WAL position, which it records."""
-        # A silently dropped connection would block forever; a live one answers in ms.
         self._asked_at = time()
-        async with asyncio.timeout(max(5.0, 5 * self._settings.api_listen_heartbeat_s)):
-            if self._reads.needs_positions:
-                now, position = await views.now_and_flushed(conn)
-                self._reads.primary_at(position)
-            else:
-                now, position = await views.db_now(conn), None
+        async with asyncio.timeout(self._answer_within_s):
+            now, flushed = await views.now_and_flushed(conn)
+        self._flushed = flushed
         self._answered_at = monotonic()
-        return now, position
+        if not self._reads.needs_positions:
+            return now, None
+        self._reads.primary_at(flushed)
+        return now, flushed
 
     async def warm_up(self) -> int:
         """Fill the cache with the most recently updated orders, until it is full.
@@ -185,6 +286,7 @@ class Freshness:
                 contextlib.aclosing(views.recent_snapshots(conn, cache.max_entries, CHUNK)) as chunks,
             ):
                 async for rows in chunks:
+                    self._reads.served.saw((p, o) for _, _, _, _, p, o in rows)
                     for row in rows:
                         if not cache.warm(CachedOrder.from_row(row, position)):
                             log.info("cache warmed: %d orders (full)", added)

@@ -234,6 +234,16 @@ class ApiMetrics:
             "orderview_api_listen_reconnects", "Times the LISTEN connection was lost", registry=r
         )
         self.resyncs = Counter("orderview_api_resyncs", "Re-syncs after a lost LISTEN connection", registry=r)
+        self.catch_ups = Counter(
+            "orderview_api_database_catch_ups",
+            "LISTEN reconnections to a database that lacked versions this replica had served (a failover)",
+            registry=r,
+        )
+        self.database_behind = Gauge(
+            "orderview_api_database_behind",
+            "1 while the database lacks versions this replica served: misses wait, refreshes are held",
+            registry=r,
+        )
         self.ready = Gauge("orderview_api_ready", "1 when /readyz would answer 200", registry=r)
         self.notifications_applied = Gauge(
             "orderview_api_notifications_applied_timestamp_seconds",

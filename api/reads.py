@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from time import monotonic, perf_counter
@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 from api import views
 from api.errors import StandbyBehind
 from api.metrics import StandbyMetrics
+from api.served import Served
 from api.standby import WAITING_POLL_S, PrimaryPositions, RecentChanges, StandbyWatch
 from orderview.settings import Settings
 
@@ -47,6 +48,11 @@ async def _check(pool: AsyncConnectionPool) -> None:
         log.warning("checking the pool's connections failed: %r", exc)
 
 
+def _versions(rows: Sequence[views.Snapshot]) -> Iterator[tuple[int | None, int | None]]:
+    for _, _, _, _, partition, offset in rows:
+        yield partition, offset
+
+
 class PrimaryReads:
     """Every read on the primary; positions are not needed, so notifications carry none."""
 
@@ -58,12 +64,17 @@ class PrimaryReads:
     def __init__(self, pool: AsyncConnectionPool, dsn: str) -> None:
         self._pool = pool
         self._dsn = dsn
+        self.served = Served()
 
     async def snapshots(self, uids: Sequence[str], required: int = 0) -> tuple[list[views.Snapshot], int]:
         """The snapshots, and the standby position they were read at (0: the primary)."""
-        return await views.snapshots_by_uid(self._pool, uids), 0
+        await self.served.wait()
+        rows = await views.snapshots_by_uid(self._pool, uids)
+        self.served.saw(_versions(rows))
+        return rows, 0
 
     async def recent_orders(self, limit: int, before: tuple[datetime, str] | None) -> list[dict[str, Any]]:
+        await self.served.wait()
         return await views.recent_orders(self._pool, limit, before)
 
     async def history(
@@ -92,6 +103,9 @@ class PrimaryReads:
     def primary_at(self, lsn: int) -> None:
         pass
 
+    def on_timeline(self, timeline: tuple[int, int]) -> bool:
+        return False
+
 
 class StandbyReads:
     needs_positions = True
@@ -116,7 +130,9 @@ class StandbyReads:
         self._primary_dsn = primary_dsn
         self._max_wait_s = window
         self._minimum = 0  # where the primary was when LISTEN (re)started: no standby read sees less
+        self._timeline: tuple[int, int] | None = None  # the primary's (system identifier, timeline)
         self._metrics = metrics
+        self.served = Served()
         metrics.watch(self.standby)
 
     @property
@@ -138,6 +154,25 @@ class StandbyReads:
         """The primary's position now (a heartbeat)."""
         self.positions.learned(lsn)
 
+    def on_timeline(self, timeline: tuple[int, int]) -> bool:
+        """The primary LISTEN reached writes this (cluster, timeline). After a failover it is
+        another: the positions remembered from the old one may lie past everything the new one
+        has (its history forked below them, where the promoted standby had replayed to), and
+        would hold reads back, or keep cached versions from being re-read, until it wrote that much.
+        They are forgotten: the primary's position when LISTEN starts (`at_least`) is past the
+        fork, so it asks of a standby at least what they asked below it. True when it changed."""
+        before, self._timeline = self._timeline, timeline
+        if before is None or before == timeline:
+            return False
+        log.warning(
+            "the primary writes another timeline (a failover): positions of the old one forgotten",
+            extra={"system_identifier": timeline[0], "timeline": timeline[1], "was": before[1]},
+        )
+        self.positions.forget()
+        self.recent.forget()
+        self._minimum = 0
+        return True
+
     def at_least(self, lsn: int) -> None:
         """From now on, no read sees less than the primary's position `lsn` (LISTEN started there:
         changes before it are never notified)."""
@@ -155,10 +190,12 @@ class StandbyReads:
         give_up = monotonic() + self._max_wait_s
         for attempt in (1, 2):
             try:
+                await self.served.wait()
                 while await self._standby_has(need):
                     position, rows = await views.replayed_then_snapshots(self._standby_pool, uids)
                     if position is not None and position >= need:
                         self._metrics.reads["standby"].inc()
+                        self.served.saw(_versions(rows))
                         return rows, position
                     # This connection's server is behind what the watch saw (a restarted standby,
                     # or another one behind the same address): it has to catch up first.
@@ -171,6 +208,7 @@ class StandbyReads:
         return await self._from_primary(uids)
 
     async def recent_orders(self, limit: int, before: tuple[datetime, str] | None) -> list[dict[str, Any]]:
+        await self.served.wait()
         for attempt in (1, 2):
             if not await self._standby_has(self.required()):
                 break
@@ -265,10 +303,12 @@ class StandbyReads:
 
     async def _from_primary(self, uids: Sequence[str]) -> tuple[list[views.Snapshot], int]:
         self._refuse_unless_falling_back()
+        await self.served.wait()
         rows, flushed = await views.snapshots_then_flushed(self._primary_pool, uids)
         self._metrics.reads["primary"].inc()
+        self.served.saw(_versions(rows))
         # These versions may be ahead of the standby: it must pass `flushed` to serve them again.
-        self.learned([row[0] for row in rows], flushed)
+        self.learned([uid for uid, *_ in rows], flushed)
         return rows, 0
 
     def _refuse_unless_falling_back(self) -> None:

@@ -18,6 +18,12 @@ Three things decide how recent a standby read must be (`required`):
 A change learned more than `max_lag_s` ago needs no entry of its own any more: the floor covers
 it. So both structures stay small: what a replica learns within the bound.
 
+Positions belong to one timeline. After a failover the new primary writes another, forked where
+the promoted standby had replayed to, below what the old one had flushed: remembered positions may
+lie past everything the new timeline has for a long while. The replica forgets them when LISTEN
+reaches a primary on another timeline (`StandbyReads.on_timeline`); the new primary's position
+at that moment is past the fork, so it asks at least as much of a standby as they did below it.
+
 `StandbyWatch` polls the standby's replay position on a connection of its own, computes the lag
 (how long ago the primary had flushed WAL that the standby has not replayed), says whether the
 standby may be read, and wakes readers waiting for a position.
@@ -88,6 +94,10 @@ class PrimaryPositions:
                 return at
         return None
 
+    def forget(self) -> None:
+        """Another timeline: these positions name WAL the new primary may never write."""
+        self._samples.clear()
+
     def prune(self, replayed: int, now: float) -> None:
         """Forget samples the standby has replayed, except the one `floor` still needs."""
         samples, cutoff = self._samples, now - self.window_s
@@ -113,6 +123,9 @@ class RecentChanges:
             before = learned.get(uid)
             learned[uid] = (at, lsn if before is None else max(lsn, before[1]))
             learned.move_to_end(uid)
+
+    def forget(self) -> None:
+        self._learned.clear()
 
     def required(self, order_uids: Iterable[str], now: float) -> int:
         self.prune(now)

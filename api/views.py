@@ -10,6 +10,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from api.served import Position
+
 # order_uid, the JSON the API serves (body_json), updated_at, and the version's columns
 # (version_time, version_partition, version_offset; NULL: unknown): what a cached entry is made of.
 Snapshot = tuple[str, bytes, datetime, int | None, int | None, int | None]
@@ -100,12 +102,22 @@ UNION ALL
  LIMIT %(earlier)s)
 """
 
-DB_NOW = "SELECT now()"
 # The primary's flushed WAL position as an integer (api/standby.py says why flushed), with now().
 NOW_AND_FLUSHED = "SELECT now(), (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint"
 FLUSHED = "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint"
 # A standby's replay position as an integer; NULL on a server that is not in recovery.
 REPLAYED = "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"
+# The read model's recorded positions in the orders topic (api/served.py).
+APPLIED_POSITIONS = (
+    "SELECT partition, next_offset, topic_id::text FROM applied_offsets WHERE topic = %(topic)s"
+)
+# Which history of WAL the primary writes: its cluster, and its timeline (the first 8 hex digits
+# of a WAL file's name), with its flushed position. A promoted standby writes a new timeline.
+TIMELINE = """
+SELECT (SELECT system_identifier FROM pg_control_system()),
+       pg_walfile_name(pg_current_wal_flush_lsn()),
+       (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint
+"""
 CURRENT_USER = "SELECT current_user"
 PING = "SELECT 1"
 
@@ -154,6 +166,23 @@ async def now_and_flushed(conn: AsyncConnection) -> tuple[datetime, int]:
     row = await cur.fetchone()
     assert row is not None
     return row[0], row[1]
+
+
+async def applied_positions(conn: AsyncConnection, topic: str) -> dict[int, Position]:
+    cur = await conn.execute(APPLIED_POSITIONS, {"topic": topic})
+    return {
+        partition: Position(next_offset, topic_id)
+        for partition, next_offset, topic_id in await cur.fetchall()
+    }
+
+
+async def timeline(conn: AsyncConnection) -> tuple[tuple[int, int], int]:
+    """On the primary: (its cluster's system identifier, its timeline), and its flushed position."""
+    cur = await conn.execute(TIMELINE)
+    row = await cur.fetchone()
+    assert row is not None
+    system, wal_file, flushed = row
+    return (system, int(wal_file[:8], 16)), flushed
 
 
 async def recent_snapshots(conn: AsyncConnection, limit: int, chunk: int) -> AsyncIterator[list[Snapshot]]:
@@ -234,13 +263,6 @@ async def order_history(
         return None
     older = sorted((StoredVersion(*row[1:10]) for row in rows if not row[0]), reverse=True)
     return HistoryRows(StoredVersion(*current[1:10]), older, current[10], current[11])
-
-
-async def db_now(conn: AsyncConnection) -> datetime:
-    cur = await conn.execute(DB_NOW)
-    row = await cur.fetchone()
-    assert row is not None
-    return row[0]
 
 
 async def current_user(pool: AsyncConnectionPool) -> str:

@@ -33,7 +33,7 @@ def scan(limit: int, chunk_size: int) -> dict[str, float]:
             cur.execute(RECENT_SNAPSHOTS, {"limit": limit})
             while chunk := cur.fetchmany(chunk_size):
                 rows += len(chunk)
-                size += sum(len(body) for _, body, _ in chunk)
+                size += sum(len(body) for _, body, *_ in chunk)
         done = time.perf_counter()
     return {
         "rows": rows,

@@ -2,7 +2,7 @@
 # PostgreSQL on loopback: the server the settings reach if there is one, else a
 # project-local cluster in .run/pg from Debian's binaries (installed if missing).
 #   ops/postgres.sh start | stop | status | where
-#   ops/postgres.sh standby start | stop | status | destroy | stop-all | where   (a streaming standby)
+#   ops/postgres.sh standby start | stop | status | promote | destroy | stop-all | where   (a streaming standby)
 # The local cluster asks every connection for a password (scram), sockets included, and keeps
 # its socket in a directory only its owner can enter.
 set -euo pipefail
@@ -133,8 +133,12 @@ stop() {
 # pg_basebackup (streaming its WAL meanwhile), then starts the copy as a standby that follows the
 # primary. The primary keeps wal_keep_size of WAL, so a standby stopped for a while catches up
 # when started again; no replication slot is made, so a forgotten standby never fills the disk.
+# The first of the read hosts and ports (a port of 0: unset).
 STANDBY_HOST=${ORDERVIEW_PG_READ_HOST:-127.0.0.1}
-STANDBY_PORT=${ORDERVIEW_PG_READ_PORT:-$((PG_PORT + 1))}
+STANDBY_HOST=${STANDBY_HOST%%,*}
+STANDBY_PORT=${ORDERVIEW_PG_READ_PORT:-0}
+STANDBY_PORT=${STANDBY_PORT%%,*}
+[ "$STANDBY_PORT" = 0 ] && STANDBY_PORT=$((PG_PORT + 1))
 STANDBY_WAL_KEEP=${ORDERVIEW_PG_STANDBY_WAL_KEEP:-1GB}
 STANDBY="$P/standby-$STANDBY_PORT"
 SDATA="$STANDBY/data"
@@ -196,6 +200,14 @@ standby_stop() {
     as_owner "$(bindir)/pg_ctl" -D "$SDATA" -m fast -w stop >/dev/null || true
 }
 
+# Make it the primary (a failover): it replays the WAL it holds, then takes writes on a new timeline.
+standby_promote() {
+    [ -f "$SDATA/postmaster.pid" ] || die "no standby runs on port $STANDBY_PORT"
+    say "promoting the standby on port $STANDBY_PORT"
+    as_owner "$(bindir)/pg_ctl" -D "$SDATA" -w -t 60 promote >/dev/null \
+        || die "the standby was not promoted; see $STANDBY/server.log"
+}
+
 # Stop it and delete its copy (the next `standby start` copies the primary afresh).
 standby_destroy() {
     standby_stop
@@ -217,10 +229,11 @@ standby() {
         start) standby_start ;;
         stop) standby_stop ;;
         status) [ -f "$SDATA/postmaster.pid" ] && echo running || echo stopped ;;
+        promote) standby_promote ;;
         destroy) standby_destroy ;;
         stop-all) standby_stop_all ;;
         where) echo "$STANDBY" ;;
-        *) die "usage: ops/postgres.sh standby start|stop|status|destroy|stop-all|where (port: ORDERVIEW_PG_READ_PORT)" ;;
+        *) die "usage: ops/postgres.sh standby start|stop|status|promote|destroy|stop-all|where (port: ORDERVIEW_PG_READ_PORT)" ;;
     esac
 }
 
@@ -230,5 +243,5 @@ case "${1:-}" in
     status) [ -f "$DATA/postmaster.pid" ] && echo running || echo stopped ;;
     where) echo "$P" ;;
     standby) standby "${2:-}" ;;
-    *) die "usage: ops/postgres.sh start|stop|status|where|standby start|stop|status|destroy|stop-all|where" ;;
+    *) die "usage: ops/postgres.sh start|stop|status|where|standby start|stop|status|promote|destroy|stop-all|where" ;;
 esac

@@ -23,10 +23,12 @@ if [ $# -gt 0 ]; then
     exit
 fi
 # Everything, then in steps of their own: the API replicas on a streaming standby (the step copies
-# the primary into a standby and starts it), and the Kafka cluster and TLS services (a cluster of
-# their own); every step runs even if one before failed.
+# the primary into a standby and starts it), a PostgreSQL failover (a primary and standbys of its
+# own, the primary killed), and the Kafka cluster and TLS services (a cluster of their own); every
+# step runs even if one before failed.
 status=0
-.venv/bin/pytest --ignore=tests/standby --ignore=tests/services || status=$?
+.venv/bin/pytest --ignore=tests/standby --ignore=tests/failover --ignore=tests/services || status=$?
 .venv/bin/pytest tests/standby || status=$?
+.venv/bin/pytest tests/failover || status=$?
 .venv/bin/pytest tests/services --durations=5 || status=$?
 exit "$status"

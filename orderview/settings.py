@@ -23,6 +23,11 @@ from psycopg.conninfo import make_conninfo
 PREFIX = "ORDERVIEW_"
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 STANDBY_FALLBACKS = ("primary", "unavailable")
+# libpq's target_session_attrs: those that find a server that takes writes and LISTEN, and all.
+PRIMARY_SESSION_ATTRS = ("read-write", "primary", "any")
+READ_SESSION_ATTRS = ("any", "read-write", "primary", "standby", "prefer-standby", "read-only")
+# Read session attributes that may pick a standby: reads then follow the standby rule.
+STANDBY_SESSION_ATTRS = ("any", "standby", "prefer-standby", "read-only")
 
 
 @dataclass(frozen=True)
@@ -50,8 +55,18 @@ class Settings:
     kafka_ssl_keyfile: str = ""
 
     # PostgreSQL: an admin that bootstraps, an owner that migrates, a writer, a reader
+
+    # Where the primary is, as libpq takes it: comma-separated hosts, tried in turn for the first
+    # that pg_target_session_attrs accepts (a primary and its standbys: whichever is the primary
+    # now); one name that always leads to the primary (a VIP, HAProxy in front of Patroni) is one
+    # host. Ports: one for every host, or one per host. The ops scripts use the first host and port.
     pg_host: str = "127.0.0.1"
-    pg_port: int = 5432
+    pg_port: str = "5432"
+    # Which server of pg_host is the primary, in libpq's words: read-write (accepts writes),
+    # primary (not in recovery), or any (only with one host: the address itself picks the server).
+    # The projector, the bootstrap and the API's LISTEN connect to it, and the API's reads unless
+    # read hosts or read session attributes say otherwise.
+    pg_target_session_attrs: str = "read-write"
     pg_database: str = "orderview"  # the database
     pg_admin_user: str = "postgres"  # superuser, used by the bootstrap only
     pg_admin_password: str = "postgres"
@@ -62,10 +77,15 @@ class Settings:
     pg_api_user: str = "orderview_api"  # reads only
     pg_api_password: str = "orderview_api"
     pg_connect_timeout_s: int = 5  # how long a new connection may take
-    # The API's reads (warm-up, misses, /orders) from a streaming standby; empty: from the primary.
-    # LISTEN stays on the primary (a hot standby never delivers NOTIFY).
+    # The API's reads (warm-up, misses, /orders) from streaming standbys: hosts and ports as for
+    # pg_host and pg_port (empty: the primary's hosts; port empty or 0: pg_port), and which of them
+    # to read, in libpq's words: any, read-write, primary, standby, prefer-standby, read-only
+    # (empty: prefer-standby with read hosts, else the primary's, where LISTEN is). A read server
+    # that is not a standby is not read (api/standby.py). LISTEN stays on the primary (a hot
+    # standby never delivers NOTIFY).
     pg_read_host: str = ""
-    pg_read_port: int = 0  # 0: ORDERVIEW_PG_PORT
+    pg_read_port: str = ""
+    pg_read_target_session_attrs: str = ""
     # A connection that stops answering (a NAT forgot it, a failover) is declared dead within
     # this many seconds: TCP keepalives while idle, tcp_user_timeout while data is unacknowledged.
     pg_dead_after_s: int = 15
@@ -135,6 +155,11 @@ class Settings:
     # After a lost LISTEN connection, orders changed since the last heartbeat minus this margin
     # are re-read: a snapshot's updated_at is its transaction's start, not its commit.
     api_resync_margin_s: float = 30.0
+    # After a failover to a database that lacks versions a replica served (a promoted asynchronous
+    # standby), the replica waits this long at most for the projector to apply them again: misses
+    # wait (503 past api_db_timeout_s), cached orders are served. Past it, it serves what the
+    # database holds.
+    api_catch_up_max_s: float = 60.0
     # Reading from a standby: one more than this many seconds behind the primary (or silent) is not
     # read; the replica reads from the primary instead (`primary`) or answers misses 503
     # (`unavailable`) until the standby is back within half of it.
@@ -146,6 +171,13 @@ class Settings:
     prometheus_port: int = 9090
 
     log_level: str = "INFO"  # logs are JSON lines
+
+    def __post_init__(self) -> None:
+        # Ports are lists in text; a caller of replace() may give one as a number.
+        for name in ("pg_port", "pg_read_port"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                object.__setattr__(self, name, str(value))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | os._Environ = os.environ) -> Settings:
@@ -178,17 +210,66 @@ class Settings:
 
     @property
     def reads_from_standby(self) -> bool:
-        return bool(self.pg_read_host)
+        """Whether the API's reads may reach a standby (and so follow the standby rule)."""
+        return bool(self.pg_read_host) or self.pg_read_target_session_attrs in STANDBY_SESSION_ATTRS
+
+    def pg_servers(self) -> list[tuple[str, int]]:
+        """The primary's candidates: each host of pg_host with its port."""
+        return servers(self.pg_host, self.pg_port)
+
+    def pg_read_servers(self) -> list[tuple[str, int]]:
+        """Where the API reads: the read hosts with their ports (by default the primary's)."""
+        ports = self.pg_port if self.pg_read_port in ("", "0") else self.pg_read_port
+        return servers(self.pg_read_host or self.pg_host, ports)
+
+    @property
+    def read_session_attrs(self) -> str:
+        if self.pg_read_target_session_attrs:
+            return self.pg_read_target_session_attrs
+        return "prefer-standby" if self.pg_read_host else self.pg_target_session_attrs
 
     def read_dsn(self, role: str, **server_settings: str | int) -> str:
-        """Like `dsn`, to the standby the API reads from (the same roles: it is a copy)."""
-        standby = dataclasses.replace(
-            self, pg_host=self.pg_read_host, pg_port=self.pg_read_port or self.pg_port
+        """Like `dsn`, to the servers the API reads from (the same roles: a standby is a copy)."""
+        user, password = self._credentials(role)
+        return self._dsn(
+            self.pg_database,
+            user,
+            password,
+            {**self._role_settings(role), **server_settings},
+            self.pg_read_servers(),
+            self.read_session_attrs,
         )
-        return standby.dsn(role, **server_settings)
+
+    def refuse_unusable_servers(self) -> None:
+        """Hosts, ports and session attributes libpq would refuse or misuse: one sentence each."""
+        refuse_unusable_hosts("PG_HOST", self.pg_host, "PG_PORT", self.pg_port)
+        if self.pg_read_host or self.pg_read_port not in ("", "0"):
+            own_port = self.pg_read_port not in ("", "0")
+            refuse_unusable_hosts(
+                "PG_READ_HOST" if self.pg_read_host else "PG_HOST",
+                self.pg_read_host or self.pg_host,
+                "PG_READ_PORT" if own_port else "PG_PORT",
+                self.pg_read_port if own_port else self.pg_port,
+            )
+        if self.pg_target_session_attrs not in PRIMARY_SESSION_ATTRS:
+            raise ValueError(
+                f"{PREFIX}PG_TARGET_SESSION_ATTRS must be read-write, primary or any (the projector writes "
+                f"there and the API listens there), got {self.pg_target_session_attrs!r}"
+            )
+        if self.pg_target_session_attrs == "any" and len(self.pg_servers()) > 1:
+            raise ValueError(
+                f"{PREFIX}PG_TARGET_SESSION_ATTRS=any would let libpq pick a standby among the hosts of "
+                f"{PREFIX}PG_HOST for the projector's writes and the API's LISTEN: use read-write or primary"
+            )
+        if self.pg_read_target_session_attrs not in ("", *READ_SESSION_ATTRS):
+            raise ValueError(
+                f"{PREFIX}PG_READ_TARGET_SESSION_ATTRS must be one of {', '.join(READ_SESSION_ATTRS)} "
+                f"(or empty), got {self.pg_read_target_session_attrs!r}"
+            )
 
     def refuse_unusable(self) -> None:
         """Names that must be one of a few, and files that must be there: one sentence each."""
+        self.refuse_unusable_servers()
         for address in self.listed("kafka_bootstrap") or [""]:
             if not re.fullmatch(r"\[?[^\s,\[\]]+\]?:\d{1,5}", address):
                 raise ValueError(
@@ -241,10 +322,24 @@ class Settings:
         become `-c name=value` options of the session, after the role's own."""
         user, password = self._credentials(role)
         database = "postgres" if role == "admin" else self.pg_database
-        return self._dsn(database, user, password, {**self._role_settings(role), **server_settings})
+        return self._dsn(
+            database,
+            user,
+            password,
+            {**self._role_settings(role), **server_settings},
+            self.pg_servers(),
+            self.pg_target_session_attrs,
+        )
 
     def admin_dsn_for(self, database: str) -> str:
-        return self._dsn(database, self.pg_admin_user, self.pg_admin_password, {})
+        return self._dsn(
+            database,
+            self.pg_admin_user,
+            self.pg_admin_password,
+            {},
+            self.pg_servers(),
+            self.pg_target_session_attrs,
+        )
 
     def _credentials(self, role: str) -> tuple[str, str]:
         return {
@@ -259,13 +354,22 @@ class Settings:
         seconds = {"projector": self.projector_statement_timeout_s, "api": self.api_db_timeout_s}.get(role)
         return {} if seconds is None else {"statement_timeout": max(1, int(seconds * 1000))}
 
-    def _dsn(self, database: str, user: str, password: str, server_settings: dict[str, str | int]) -> str:
+    def _dsn(
+        self,
+        database: str,
+        user: str,
+        password: str,
+        server_settings: dict[str, str | int],
+        candidates: list[tuple[str, int]],
+        session_attrs: str,
+    ) -> str:
         idle = max(1, self.pg_dead_after_s // 3)
         options = " ".join(f"-c {name}={value}" for name, value in server_settings.items())
         return make_conninfo(
             "",
-            host=self.pg_host,
-            port=self.pg_port,
+            host=",".join(host for host, _ in candidates),
+            port=",".join(str(port) for _, port in candidates),
+            target_session_attrs=session_attrs,
             dbname=database,
             user=user,
             password=password,
@@ -303,7 +407,9 @@ class Settings:
         if self.kafka_sasl:  # the SASL password is only sent when SASL is used
             remote = [host for host, _ in self.kafka_hosts() if not is_loopback(host)]
             hosts["ORDERVIEW_KAFKA_BOOTSTRAP"] = remote[0] if remote else "127.0.0.1"
-        return [name for name, host in hosts.items() if not is_loopback(host)]
+        return [
+            name for name, host in hosts.items() if not all(is_loopback(h.strip()) for h in host.split(","))
+        ]
 
     def refuse_default_passwords(self, **listeners: str) -> None:
         """Default passwords are for loopback development only."""
@@ -347,6 +453,30 @@ def _value_or_file(environ: dict[str, str] | os._Environ, name: str, raw: str | 
             return f.read().removesuffix("\n").removesuffix("\r")
     except OSError:
         raise ValueError(f"{name}_FILE names {path!r}, which cannot be read") from None
+
+
+def refuse_unusable_hosts(host_var: str, hosts: str, port_var: str, ports: str) -> None:
+    """libpq's lists: hosts, and one port for all of them or one each."""
+    names = [host.strip() for host in hosts.split(",")]
+    if not all(names):
+        raise ValueError(f"{PREFIX}{host_var} must name a host, or several, comma-separated; got {hosts!r}")
+    numbers = [port.strip() for port in ports.split(",")]
+    if not all(n.isdigit() and 0 < int(n) < 65536 for n in numbers):
+        raise ValueError(
+            f"{PREFIX}{port_var} must be a port (1 to 65535), or one per host, comma-separated; got {ports!r}"
+        )
+    if len(numbers) not in (1, len(names)):
+        raise ValueError(
+            f"{PREFIX}{port_var} gives {len(numbers)} ports for the {len(names)} hosts of {PREFIX}{host_var}: "
+            "give one port for all of them, or one per host"
+        )
+
+
+def servers(hosts: str, ports: str) -> list[tuple[str, int]]:
+    """libpq's host and port lists as (host, port) pairs: one port for all hosts, or one each."""
+    names = [host.strip() for host in hosts.split(",")]
+    numbers = [int(port) for port in ports.split(",")]
+    return list(zip(names, numbers * len(names) if len(numbers) == 1 else numbers, strict=True))
 
 
 def is_loopback(host: str) -> bool:

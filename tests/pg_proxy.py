@@ -4,6 +4,10 @@ Frozen, it holds whatever arrives in either direction: to the client the databas
 connection stays open) but silent, as behind a hung server or a NAT that dropped its entry. A
 `freeze_on` marker freezes only the connections whose client traffic contains it (a query's
 parameters travel as plain bytes), so one query can hang while the others go through.
+
+Moved (`move`), it stands for an address that follows the primary (a VIP, HAProxy with Patroni):
+new connections go to the new target, and those it carried are closed, as a VIP that moves to
+another host leaves them nowhere.
 """
 
 from __future__ import annotations
@@ -21,19 +25,26 @@ class _Link:
 
 
 class PgProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, port: int = 0) -> None:
         self.target = (target_host, target_port)
         self.frozen = False
         self.freeze_on: bytes | None = None
         self.frozen_links = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
-        self.port = 0
+        self.port = port
 
     async def start(self) -> PgProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    async def move(self, target_host: str, target_port: int) -> None:
+        """New connections to this target from now on; the open ones are closed."""
+        self.target = (target_host, target_port)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def close(self) -> None:
         assert self._server is not None

@@ -90,7 +90,8 @@ class Standby:
 
     def _admin(self) -> psycopg.Connection:
         s = self.settings
-        dsn = replace(s, pg_host=s.pg_read_host, pg_port=self.port).admin_dsn_for(s.pg_database)
+        on_standby = replace(s, pg_host=s.pg_read_host, pg_port=self.port, pg_target_session_attrs="any")
+        dsn = on_standby.admin_dsn_for(s.pg_database)
         return psycopg.connect(dsn, autocommit=True)
 
     def pause_replay(self) -> None:

@@ -33,6 +33,7 @@ from tests import logops, support
 from tests.api_server import api_process
 from tests.chaos.cluster import ClusterFaults, caught_up_line
 from tests.chaos.mix import REFUSED_CITY_RULE, TAG, Mix, Outgoing
+from tests.pg_failover import FailoverCluster
 from tests.processes import LOGS, Projector
 from tests.readmodel import ops
 
@@ -55,6 +56,7 @@ class Report:
     aborted: int = 0
     faults: list[tuple[float, str]] = field(default_factory=list)
     exits: Counter[int] = field(default_factory=Counter)  # worker exit statuses (-9: killed)
+    failovers_lost: list[int] = field(default_factory=list)  # committed batches each promoted standby lacked
     longest_stall_s: float = 0.0
     longest_stall_after_faults_s: float = 0.0
     caught_up_after_faults_s: float | None = None  # on a cluster: the last restart to caught up
@@ -76,6 +78,12 @@ class Report:
             + (", ".join(f"status {k}: {n}" for k, n in sorted(self.exits.items())) or "none"),
             f"  longest stall: {self.longest_stall_s:.1f} s (after the last fault: {self.longest_stall_after_faults_s:.1f} s)",
         ]
+        if self.failovers_lost:
+            lines.append(
+                f"  failovers: {len(self.failovers_lost)}, the promoted standby lacking "
+                + ", ".join(str(n) for n in self.failovers_lost)
+                + " committed batches"
+            )
         if self.cluster:
             lines.append(caught_up_line(self.caught_up_after_faults_s))
         if a is not None:
@@ -105,8 +113,12 @@ async def run(
     keep: bool = False,
     say: Callable[[str], None] = print,
     cluster: ClusterFaults | None = None,
+    failover: FailoverCluster | None = None,
 ) -> Report:
-    s = _own_settings(cluster.settings(base) if cluster else base)
+    """With `failover`, the run's database is on that primary, reached through its VIP, and the
+    PostgreSQL restarts are failovers instead (tests/pg_failover.py)."""
+    s = cluster.settings(base) if cluster else base
+    s = _own_settings(failover.through_vip(s) if failover else s)
     report = Report(seed, duration, cluster=cluster is not None)
     create_database(s)
     with psycopg.connect(s.dsn("owner"), autocommit=True) as conn:
@@ -122,7 +134,7 @@ async def run(
             supervising = asyncio.create_task(workers.supervise())
             sampling = asyncio.create_task(progress.sample())
             try:
-                traffic = Traffic(s, seed, duration, report, progress, workers, say, cluster)
+                traffic = Traffic(s, seed, duration, report, progress, workers, say, cluster, failover)
                 await traffic.run()
                 say("traffic over; waiting for the projectors to catch up")
                 await progress.wait_caught_up(CATCH_UP_S)
@@ -301,11 +313,13 @@ class Traffic:
     def __init__(
         self, s: Settings, seed: int, duration: float, report: Report, progress: Progress, workers: Workers,
         say: Callable[[str], None], cluster: ClusterFaults | None = None,
+        failover: FailoverCluster | None = None,
     ) -> None:  # fmt: skip
         self.s, self.duration, self.report, self.progress, self.workers, self.say = (
             s, duration, report, progress, workers, say,
         )  # fmt: skip
         self.cluster = cluster
+        self.failover = failover
         self.rng = random.Random(seed)
         self.mix = Mix(seed, s.max_message_bytes, DLQ_MAX_BYTES, BROKER_MAX_BYTES)
         self.producers: dict[str | None, AIOKafkaProducer] = {}
@@ -317,7 +331,8 @@ class Traffic:
         """Partitions are added first (the workers notice within their metadata refresh, 30 s),
         then process and service faults and trims of applied records, shuffled."""
         n = max(4, int(self.duration // 15))
-        kinds = ["kill_worker", "restart_postgres", "restart_broker", "trim_applied"]
+        postgres = "fail_over" if self.failover is not None else "restart_postgres"
+        kinds = ["kill_worker", postgres, "restart_broker", "trim_applied"]
         order = [kinds[i % len(kinds)] for i in range(n)]
         self.rng.shuffle(order)
         order = ["add_partitions", *order]
@@ -358,6 +373,12 @@ class Traffic:
                 await logops.add_partitions(self.s, PARTITIONS + 1)
             elif kind == "trim_applied":
                 await self._trim_applied()
+            elif kind == "fail_over":
+                assert self.failover is not None
+                lag_s = self.rng.uniform(1, 4)
+                lost = await self.failover.fail_over(lag_s, decide_s=self.rng.uniform(0.5, 2))
+                self.report.failovers_lost.append(lost)
+                self.say(f"failed over to a standby {lag_s:.1f} s behind: it lacked {lost} committed batches")
             else:
                 service = "postgres.sh" if kind == "restart_postgres" else "kafka.sh"
                 await asyncio.to_thread(ops, service, "stop")

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from prometheus_client import CollectorRegistry
+
 from api.cache import CachedOrder, OrderCache
+from api.metrics import StandbyMetrics
+from api.reads import StandbyReads
 from api.standby import PrimaryPositions, RecentChanges
+from orderview.settings import Settings
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -97,3 +102,28 @@ def test_without_positions_a_notification_leaves_entries_served_while_they_are_r
     cache.put(entry("a", 0))
     assert cache.mark_stale(["a"]) == ["a"]
     assert cache.get("a") is not None
+
+
+def test_a_new_timeline_forgets_the_old_ones_positions_and_requires_the_new_primarys() -> None:
+    """The new timeline forks below what the old primary had flushed: remembered positions would
+    hold every read back (and keep cached versions from being re-read) until it wrote that much."""
+    settings = Settings(pg_read_host="127.0.0.1", api_standby_max_lag_s=1.0)
+    reads = StandbyReads(settings, None, None, "", "", StandbyMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    assert not reads.on_timeline((7, 1))  # the first primary LISTEN reaches
+    reads.at_least(5_000)
+    reads.learned(["changed"], 9_000)
+    assert reads.required(["changed"]) == 9_000
+    assert not reads.on_timeline((7, 1))  # a reconnection to the same primary changes nothing
+    assert reads.required(["changed"]) == 9_000
+
+    assert reads.on_timeline((7, 2))  # promoted: its history forked below 5,000
+    reads.at_least(4_200)  # where the new primary is when LISTEN starts, past the fork
+    assert reads.required(["changed"]) == reads.required() == 4_200
+
+
+def test_an_entry_read_on_the_old_timeline_is_re_read_at_the_next_notification() -> None:
+    cache = OrderCache(10, 1 << 20)
+    cache.put(CachedOrder.build("uid", b"{}", T0, position=9_000))
+    assert cache.mark_stale(["uid"], 4_300) == []  # as if read past the new timeline's change
+    cache.forget_positions()
+    assert cache.mark_stale(["uid"], 4_300) == ["uid"] and cache.get("uid") is None
