@@ -55,7 +55,6 @@ class Settings:
     kafka_ssl_keyfile: str = ""
 
     # PostgreSQL: an admin that bootstraps, an owner that migrates, a writer, a reader
-
     # Where the primary is, as libpq takes it: comma-separated hosts, tried in turn for the first
     # that pg_target_session_attrs accepts (a primary and its standbys: whichever is the primary
     # now); one name that always leads to the primary (a VIP, HAProxy in front of Patroni) is one
