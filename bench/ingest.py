@@ -26,7 +26,7 @@ from bench.procs import Service, free_port, http_get, metric
 from bench.profile import PROJECTOR_PARTS, PROJECTOR_REST, Profile
 from bench.results import Results
 from bench.scale import Scale
-from orderview import kafka_clients
+from orderview import kafka_clients, readmodel
 from orderview.settings import Settings
 from projector.audit import audit
 from projector.core.validate import Validator
@@ -406,7 +406,7 @@ class Listener(threading.Thread):
         while not self.stopping.is_set():
             for notify in self.conn.notifies(timeout=0.2):
                 now = time.time()
-                for uid in notify.payload.split(","):
+                for uid, _ in readmodel.decode_changes(notify.payload):
                     seen.setdefault(uid, now)
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from orderview import readmodel
 from orderview.settings import Settings
 from tests import support
 from tests.processes import ROOT, free_port
@@ -149,7 +150,7 @@ async def watch_commits(settings: Settings, log: CommitLog, ready: asyncio.Event
         while True:
             uids: set[str] = set()
             async for notify in listen.notifies(timeout=1.0, stop_after=1):
-                uids.update(u for u in notify.payload.split(",") if u)
+                uids.update(uid for uid, _ in readmodel.decode_changes(notify.payload))
             if not uids:
                 continue
             seen = monotonic()

@@ -9,7 +9,7 @@ import psycopg
 from prometheus_client import CollectorRegistry
 
 from orderview.settings import Settings
-from projector import queries
+from projector.adapters import postgres
 from projector.lag import LagSampler
 from tests import support
 
@@ -19,14 +19,15 @@ def sample_value(registry: CollectorRegistry, name: str, partition: int) -> floa
 
 
 def record_position(settings: Settings, partition: int, next_offset: int) -> None:
-    """What a batch's transaction records (projector/positions.py), written directly."""
+    """What a batch's transaction records (projector/adapters/postgres.py), written directly."""
     with psycopg.connect(settings.dsn("projector")) as conn:
         conn.execute(
-            queries.RECORD_POSITIONS,
+            postgres.RECORD_POSITIONS,
             {
                 "topic": settings.orders_topic,
                 "partitions": [partition],
                 "next_offsets": [next_offset],
+                "clocks": [0],
                 "timestamps": [0],
                 "digests": [b""],
                 "topic_id": None,

@@ -218,13 +218,19 @@ async def test_partitions_added_under_a_running_worker_keep_every_order_at_its_l
 # --- topics missing ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("when", ["before-the-worker-starts", "under-a-running-worker"])
 async def test_a_missing_dead_letter_topic_holds_back_only_what_follows_a_bad_message_and_says_so(
-    one_partition: Settings,
+    one_partition: Settings, when: str
 ) -> None:
     s = one_partition
-    p = Projector(s, "projector-dlq-missing").start().wait_ready()
-    try:
+    if when == "before-the-worker-starts":
         await logops.delete_topic(s, s.dlq_topic)
+        p = Projector(s, f"projector-dlq-missing-{when}").start()
+    else:
+        p = Projector(s, f"projector-dlq-missing-{when}").start().wait_ready()
+    try:
+        if when == "under-a-running-worker":
+            await logops.delete_topic(s, s.dlq_topic)
         await support.produce(s, [*orders("before", 5), (b"before-5", b"not json"), *orders("after", 5)])
         await wait_for_orders(s, 5)
         sentence = (
