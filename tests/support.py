@@ -167,14 +167,18 @@ def later_offsets(n: int) -> range:
 _last_offset = 0
 
 
+def now_ms() -> int:
+    """The time of a seeded version: now, as a producer's record would have it."""
+    return time.time_ns() // 1_000_000
+
+
 async def seed_orders(settings: Settings, orders: Sequence[dict]) -> None:
     """Write orders through the projector's own write path (no Kafka), each a newer version of
     what was seeded of it before, and NOTIFY them with the versions written, as a projector that
     tells versions does (orderview/readmodel.py): a replica that read one already keeps it."""
-    now_ms = time.time_ns() // 1_000_000
     async with await psycopg.AsyncConnection.connect(settings.dsn("projector")) as conn:
         changes = await postgres.write_orders(
-            conn, list(zip(later_offsets(len(orders)), orders, strict=True)), time_ms=now_ms
+            conn, list(zip(later_offsets(len(orders)), orders, strict=True)), time_ms=now_ms()
         )
         await postgres.notify(conn, settings.notify_channel, changes)
         await conn.commit()

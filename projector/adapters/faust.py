@@ -219,11 +219,14 @@ class _Consumer(faust_aiokafka.Consumer):
         copy of the database's positions: they can wait.
 
         Never moving a partition back from an offset this worker sent: the copy of the
-        positions sought and the first batch's commit may cross."""
+        positions sought and the first batch's commit may cross. Only partitions still assigned:
+        a partition that left this worker is its new owner's to copy (and Faust's commit crashes
+        the consumer on offsets left empty by that filter)."""
         if self.app.rebalancing:
             return False
         sent: dict[TP, int] = self.__dict__.setdefault("_sent_offsets", {})
-        ahead = {tp: o for tp, o in offsets.items() if o > sent.get(tp, -1)}
+        assigned = self.assignment()
+        ahead = {tp: o for tp, o in offsets.items() if o > sent.get(tp, -1) and tp in assigned}
         if not ahead:
             return True
         before = {tp: sent.get(tp, -1) for tp in ahead}

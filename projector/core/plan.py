@@ -413,8 +413,9 @@ def _change(order: _Order) -> Change | None:
     had_body = read_model is not None and read_model.body is not None
     changed = order.source is not None
     # A version of unknown coordinates is what `rebuild --keep` kept from before: the log's versions
-    # replace it and its history, which they make again.
-    rebuilt = changed and read_model is not None and read_model.version == UNKNOWN
+    # replace it and its history, which they make again (the same history a rebuild from empty
+    # tables makes); an order the log no longer holds keeps both.
+    rebuilt = read_model is not None and read_model.version == UNKNOWN
     return Change(
         uid=order.uid,
         version=head.version,

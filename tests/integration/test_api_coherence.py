@@ -137,7 +137,7 @@ async def test_a_replica_that_lost_listen_resyncs_what_it_missed(
     update = changed(order, "Eilat")
     async with await psycopg.AsyncConnection.connect(settings.dsn("projector")) as writer:
         [offset] = support.later_offsets(1)
-        changes = await postgres.write_orders(writer, [(offset, update)])
+        changes = await postgres.write_orders(writer, [(offset, update)], time_ms=support.now_ms())
         await postgres.notify(writer, settings.notify_channel, changes)
         async with await admin_connection(settings) as admin:
             assert await kill_listeners(admin, settings.pg_database) == 2

@@ -29,13 +29,14 @@ async def test_a_loopback_api_refuses_a_rebound_host_name_without_any_setting(se
 
 
 def test_an_api_bound_off_loopback_without_a_list_says_so_at_start(settings: Settings) -> None:
-    # Off loopback, default passwords are refused before anything else: these are not them.
+    # Off loopback, default passwords and secrets are refused before anything else: these are not them.
     exposed = replace(
         settings,
         pg_admin_password="not-default",
         pg_owner_password="not-default",
         pg_projector_password="not-default",
         pg_api_password="not-default",
+        redrive_secret="not-default",
     )
     port = free_port()
     api = ServiceProcess(
