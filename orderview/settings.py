@@ -109,6 +109,9 @@ class Settings:
     # refused at its default off loopback like the passwords.
     redrive_secret: str = "orderview-redrive"
 
+    # `keep`: every earlier version of an order is kept in order_history (GET /order/<uid>/history);
+    # `off`: only the current one (an erasure still deletes what was kept before).
+    history: str = "keep"
     notify_channel: str = "order_changed"  # LISTEN/NOTIFY channel of changed order_uids
     # How often each worker samples the lag of its partitions (projector/lag.py).
     projector_lag_interval_s: float = 5.0
@@ -428,6 +431,7 @@ CHOICES = {
     "kafka_security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
     "kafka_sasl_mechanism": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
     "pg_sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "history": ("keep", "off"),
 }
 FILES = (
     "kafka_ssl_cafile",

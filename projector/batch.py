@@ -171,7 +171,8 @@ class BatchProjector:
         m.redrives_skipped.inc(plan.count(Fate.REDRIVE_SEEN))
         m.changed.inc(sum(1 for c in plan.changes if c.changed))
         m.erased.inc(sum(1 for c in plan.changes if c.changed and c.body is None))
-        m.history_rows.inc(sum(len(c.history) + c.archive for c in plan.changes))
+        if self.settings.history == "keep":
+            m.history_rows.inc(sum(len(c.history) + c.archive for c in plan.changes))
         for letter in plan.letters:
             m.dead_lettered.labels(letter.reason).inc()
             if letter.reason == "stale_version":

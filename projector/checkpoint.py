@@ -212,7 +212,7 @@ class Checkpoint:
         """Write the plan's changes; False, with `refused` grown, when the database refused rows."""
         try:
             async with conn.transaction():
-                await self.store.write_changes(conn, plan.changes)
+                await self.store.write_changes(conn, plan.changes, self.settings.history == "keep")
             return True
         except faults.EVENT_FAULTS as exc:
             refused = await self.store.refused_changes(conn, plan.changes)

@@ -275,9 +275,12 @@ async def seen_redrives(conn: psycopg.AsyncConnection, ofs: Iterable[str]) -> se
     return {of for (of,) in await cur.fetchall()}
 
 
-async def write_changes(conn: psycopg.AsyncConnection, changes: Sequence[Change]) -> None:
-    """What the batch does to each order: snapshot, history, normalized rows. Conflict if another
-    worker inserted one of its new orders meanwhile."""
+async def write_changes(
+    conn: psycopg.AsyncConnection, changes: Sequence[Change], history: bool = True
+) -> None:
+    """What the batch does to each order: snapshot, history (unless `history` is off: earlier
+    versions are then not kept), normalized rows. Conflict if another worker inserted one of its
+    new orders meanwhile."""
     new = [c for c in changes if not c.known]
     if new:
         cur = await conn.execute(INSERT_SNAPSHOTS, _snapshots(new))
@@ -285,8 +288,8 @@ async def write_changes(conn: psycopg.AsyncConnection, changes: Sequence[Change]
             raise Conflict("an order new to this batch was inserted by another worker meanwhile")
     known = [c for c in changes if c.known]
     await _execute(conn, CLEAR_HISTORY, {"uids": [c.uid for c in changes if c.clear_history]})
-    await _execute(conn, ARCHIVE_CURRENT, {"uids": [c.uid for c in known if c.archive]})
-    pasts = [(c.uid, p) for c in changes for p in c.history]
+    await _execute(conn, ARCHIVE_CURRENT, {"uids": [c.uid for c in known if c.archive and history]})
+    pasts = [(c.uid, p) for c in changes for p in c.history] if history else []
     if pasts:
         await conn.execute(
             INSERT_HISTORY,

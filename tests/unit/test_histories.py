@@ -194,7 +194,7 @@ class Store:
     async def seen_redrives(self, conn, ofs):
         return {of for of in ofs if of in self.db.state.redrives}
 
-    async def write_changes(self, conn, changes: list[Change]) -> None:
+    async def write_changes(self, conn, changes: list[Change], history: bool = True) -> None:
         self.db.fuse.tick()
         for change in changes:
             if (
