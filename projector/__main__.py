@@ -9,6 +9,10 @@ from orderview import jsonlog
 from orderview.settings import get_settings
 
 
+# Faust's worker takes these names for Python's levels.
+FAUST_LEVELS = {"CRITICAL": "crit", "ERROR": "error", "WARNING": "warn", "INFO": "info", "DEBUG": "debug"}
+
+
 def main() -> None:
     try:
         settings = get_settings()
@@ -29,7 +33,7 @@ def main() -> None:
             "--quiet",
             "worker",
             "--loglevel",
-            settings.log_level.lower(),
+            FAUST_LEVELS.get(settings.log_level.upper(), settings.log_level.lower()),
         ]
     sys.argv = [sys.argv[0], *args]
     create_app(settings).main()
