@@ -8,7 +8,6 @@ import uvloop
 from orderview import jsonlog
 from orderview.settings import get_settings
 
-
 # Faust's worker takes these names for Python's levels.
 FAUST_LEVELS = {"CRITICAL": "crit", "ERROR": "error", "WARNING": "warn", "INFO": "info", "DEBUG": "debug"}
 

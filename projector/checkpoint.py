@@ -84,6 +84,13 @@ class _Leave(Exception):
     """Leave the transaction (rolled back) to do what the plan lacks."""
 
 
+def _subjects(batch: Sequence[Record], verdicts: dict[tuple[int, int], Verdict]) -> tuple[set[str], set[str]]:
+    """The orders a batch's records are of, and the redrives they claim to be."""
+    judged = [verdicts[r.where] for r in batch]
+    uids = {v.uid for v in judged if not isinstance(v, Rejected)}
+    return uids, {v.claim.of for v in judged if not isinstance(v, Rejected) and v.claim is not None}
+
+
 class Checkpoint:
     def __init__(
         self,
@@ -116,31 +123,38 @@ class Checkpoint:
     ) -> Outcome:
         """Steps 0 to 9 (the module says why they keep the invariant)."""
         partitions = sorted({r.partition for r in batch})
-        # 0. Own
-        held = await self.store.own(conn, self.topic, partitions)
-        if held:
-            raise faults.PartitionBusy(held)
         try:
-            # 1. Facts
-            topic_id = await self.log.topic_id()
+            # 0. Own, and 1. Facts: at once, the partitions' locks with where they stand, and the
+            # topic's incarnation from the broker.
+            (held, standing), topic_id = await asyncio.gather(
+                self.store.own(conn, self.topic, partitions), self.log.topic_id()
+            )
+            if held:
+                raise faults.PartitionBusy(held)
             if topic_id is None:
                 raise faults.TopicMissing(self.topic, "orders")
             facts = Facts(topic_id)
-            rest: list[Record] = []
-            blocked: Exception | None = None
+            # The letters the records need whatever the read model holds, sent before any
+            # transaction (the partitions are this worker's: where they stand cannot move).
+            batch, rest, blocked = await self._send(
+                batch, self._known_letters(batch, standing, facts, verdicts)
+            )
+            uids, ofs = _subjects(batch, verdicts)
             while True:
                 lacking: list[Ask] = []
                 unsent: list[core.Letter] = []
                 try:
                     async with conn.transaction():
                         # 2. Fresh
-                        positions = await self.store.lock_positions(conn, self.topic, partitions)
+                        positions, heads, seen = await self.store.lock(
+                            conn, self.topic, partitions, uids, ofs
+                        )
                         fresh = core.freshness(batch, positions, facts)
                         if fresh.asks:
                             lacking = fresh.asks
                             raise _Leave
                         # 3. Decide
-                        plan = await self._decide(conn, fresh, verdicts)
+                        plan = core.decide(fresh, verdicts, heads, seen, self.refused)
                         # 4. Letters
                         unsent = [d for d in plan.letters if d.source not in self.dlq.acknowledged]
                         if unsent:
@@ -163,12 +177,8 @@ class Checkpoint:
                 if lacking:
                     await self._ask(facts, lacking)
                 elif unsent:
-                    try:
-                        await self.dlq.send(unsent)
-                    except Exception as exc:
-                        if faults.outage(exc) is None:
-                            raise
-                        batch, rest, blocked = self._cut(batch, unsent, rest, exc)
+                    batch, left, cause = await self._send(batch, unsent)
+                    rest, blocked = left + rest, cause or blocked
         finally:
             await self.store.release(conn, self.topic, partitions)
         # 9. After the commit
@@ -177,6 +187,39 @@ class Checkpoint:
         self._settle(plan, recorded)
         await self._follow(plan, recorded)
         return Outcome(plan, recorded, rest, blocked)
+
+    def _known_letters(
+        self,
+        batch: Sequence[Record],
+        positions: dict[int, core.Position],
+        facts: Facts,
+        verdicts: dict[tuple[int, int], Verdict],
+    ) -> list[core.Letter]:
+        fresh = core.freshness(batch, positions, facts)
+        return [] if fresh.asks else core.rejections(fresh, verdicts, self.refused)
+
+    async def _send(
+        self, batch: Sequence[Record], letters: list[core.Letter]
+    ) -> tuple[list[Record], list[Record], Exception | None]:
+        """Send the letters not acknowledged yet. If they cannot be sent, what precedes the first
+        of them in each partition goes alone: (what goes, what waits, why)."""
+        unsent = [d for d in letters if d.source not in self.dlq.acknowledged]
+        if not unsent:
+            return list(batch), [], None
+        try:
+            await self.dlq.send(unsent)
+            return list(batch), [], None
+        except Exception as exc:
+            if faults.outage(exc) is None:
+                raise
+            cut: dict[int, int] = {}
+            for letter in unsent:
+                p, o = letter.source
+                cut[p] = min(o, cut.get(p, o))
+            kept = core.restrict(batch, cut)
+            if not kept:
+                raise
+            return kept, [r for r in batch if r.offset >= cut.get(r.partition, r.offset + 1)], exc
 
     async def reconcile(self, conn: psycopg.AsyncConnection) -> None:
         """On a new connection: a database that holds older positions than this worker knew lost
@@ -197,16 +240,6 @@ class Checkpoint:
                 self.known[partition] = theirs
                 self._to_commit.pop(partition, None)
                 await self.group.seek(partition, theirs)
-
-    async def _decide(
-        self, conn: psycopg.AsyncConnection, fresh: core.Fresh, verdicts: dict[tuple[int, int], Verdict]
-    ) -> Plan:
-        judged = [verdicts[r.where] for r, _ in fresh.records]
-        uids = {v.uid for v in judged if not isinstance(v, Rejected)}
-        ofs = {v.claim.of for v in judged if not isinstance(v, Rejected) and v.claim is not None}
-        heads = await self.store.lock_heads(conn, uids)
-        seen = await self.store.seen_redrives(conn, ofs)
-        return core.decide(fresh, verdicts, heads, seen, self.refused)
 
     async def _write(self, conn: psycopg.AsyncConnection, plan: Plan) -> bool:
         """Write the plan's changes; False, with `refused` grown, when the database refused rows."""
@@ -236,21 +269,6 @@ class Checkpoint:
                 facts.gaps[ask.partition, ask.offset] = await self.log.gap(ask.partition, ask.offset)
             else:
                 facts.last[ask.partition, ask.offset] = await self.log.last(ask.partition, ask.offset)
-
-    @staticmethod
-    def _cut(
-        batch: Sequence[Record], unsent: list[core.Letter], rest: list[Record], exc: Exception
-    ) -> tuple[list[Record], list[Record], Exception]:
-        """Letters cannot be sent: what precedes the first of them in each partition goes alone."""
-        cut: dict[int, int] = {}
-        for letter in unsent:
-            p, o = letter.source
-            cut[p] = min(o, cut.get(p, o))
-        kept = core.restrict(batch, cut)
-        if not any(r.offset < cut.get(r.partition, r.offset + 1) for r in kept):
-            raise exc
-        left = [r for r in batch if r.offset >= cut.get(r.partition, r.offset + 1)]
-        return kept, left + rest, exc
 
     def _settle(self, plan: Plan, recorded: dict[int, int]) -> None:
         """The batch is durable: forget what it needed, say once what it found."""

@@ -187,7 +187,7 @@ async def refuse_running_projectors(settings: Settings, patience_s: float = 30.0
         )
     partitions = await partitions_of(settings, settings.orders_topic)
     async with await psycopg.AsyncConnection.connect(settings.dsn("projector"), autocommit=True) as conn:
-        held = await postgres.own(conn, settings.orders_topic, partitions)
+        held, _ = await postgres.own(conn, settings.orders_topic, partitions)
         if held:
             raise Refused(
                 f"partition {held[0]} of {settings.orders_topic!r} is being written by a projector: stop "

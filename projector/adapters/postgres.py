@@ -43,6 +43,8 @@ SELECT partition, next_offset, clock, last_timestamp, last_digest, topic_id FROM
 WHERE topic = %(topic)s
 """
 
+READ_POSITIONS_OF = READ_POSITIONS + "AND partition = ANY(%(partitions)s)"
+
 # The versions the read model holds of these orders, locked until the transaction ends: a worker
 # writing the same order from another partition waits, then compares with what it wrote.
 LOCK_HEADS = """
@@ -219,14 +221,21 @@ class Conflict(Exception):
     """Another worker inserted one of the batch's new orders meanwhile: plan again."""
 
 
-async def own(conn: psycopg.AsyncConnection, topic: str, partitions: Sequence[int]) -> list[int]:
-    """Take the partitions' advisory locks; return those another session holds (none taken then)."""
-    cur = await conn.execute(TRY_OWN, {"topic": topic, "partitions": sorted(partitions)})
-    rows = await cur.fetchall()
+async def own(
+    conn: psycopg.AsyncConnection, topic: str, partitions: Sequence[int]
+) -> tuple[list[int], dict[int, Position]]:
+    """Take the partitions' advisory locks, and read where they stand (one round trip); return
+    the partitions another session holds (none taken then), and the positions."""
+    params = {"topic": topic, "partitions": sorted(partitions)}
+    async with conn.pipeline():
+        owned = await conn.execute(TRY_OWN, params)
+        standing = await conn.execute(READ_POSITIONS_OF, params)
+    rows = await owned.fetchall()
+    positions = positions_of(await standing.fetchall())
     held = [p for p, taken in rows if not taken]
     if held:
         await release(conn, topic, [p for p, taken in rows if taken])
-    return held
+    return held, positions
 
 
 async def release(conn: psycopg.AsyncConnection, topic: str, partitions: Sequence[int]) -> None:
@@ -234,11 +243,27 @@ async def release(conn: psycopg.AsyncConnection, topic: str, partitions: Sequenc
         await conn.execute(RELEASE, {"topic": topic, "partitions": list(partitions)})
 
 
-async def lock_positions(
-    conn: psycopg.AsyncConnection, topic: str, partitions: Iterable[int]
-) -> dict[int, Position]:
-    cur = await conn.execute(LOCK_POSITIONS, {"topic": topic, "partitions": sorted(partitions)})
-    return positions_of(await cur.fetchall())
+async def lock(
+    conn: psycopg.AsyncConnection,
+    topic: str,
+    partitions: Iterable[int],
+    uids: Iterable[str],
+    ofs: Iterable[str],
+) -> tuple[dict[int, Position], dict[str, Head], set[str]]:
+    """In one round trip: the partitions' positions and the orders' versions, locked until the
+    transaction ends, and which of these redrives were taken before."""
+    uids, ofs = sorted(set(uids)), sorted(set(ofs))
+    async with conn.pipeline():
+        positions = await conn.execute(LOCK_POSITIONS, {"topic": topic, "partitions": sorted(partitions)})
+        heads = await conn.execute(LOCK_HEADS, {"uids": uids}) if uids else None
+        seen = await conn.execute(SEEN_REDRIVES, {"ofs": ofs}) if ofs else None
+    return (
+        positions_of(await positions.fetchall()),
+        {uid: Head(version_of(t, p, o), body) for uid, body, t, p, o in await heads.fetchall()}
+        if heads
+        else {},
+        {of for (of,) in await seen.fetchall()} if seen else set(),
+    )
 
 
 async def read_positions(conn: psycopg.AsyncConnection, topic: str) -> dict[int, Position]:
@@ -265,14 +290,6 @@ def version_of(time: int | None, partition: int | None, offset: int | None) -> V
     if time is None or partition is None or offset is None:
         return UNKNOWN
     return Version(time, partition, offset)
-
-
-async def seen_redrives(conn: psycopg.AsyncConnection, ofs: Iterable[str]) -> set[str]:
-    ofs = sorted(set(ofs))
-    if not ofs:
-        return set()
-    cur = await conn.execute(SEEN_REDRIVES, {"ofs": ofs})
-    return {of for (of,) in await cur.fetchall()}
 
 
 async def write_changes(

@@ -369,6 +369,21 @@ def decide(
     return plan
 
 
+def rejections(
+    fresh: Fresh, verdicts: Mapping[tuple[int, int], Verdict], refused: Mapping[tuple[int, int], str]
+) -> list[Letter]:
+    """The letters of the fresh records that `decide` dead-letters whatever the read model holds:
+    rejected, or refused by the database."""
+    letters = []
+    for record, version in fresh.records:
+        verdict = verdicts[record.where]
+        if isinstance(verdict, Rejected):
+            letters.append(Letter(record, verdict.reason, verdict.error, verdict.path, version))
+        elif record.where in refused:
+            letters.append(Letter(record, "db_rejected", refused[record.where], "$", version))
+    return letters
+
+
 def _apply(plan: Plan, order: _Order, record: Record, version: Version, verdict: Order | Erase) -> None:
     head = order.head
     body = verdict.body if isinstance(verdict, Order) else None

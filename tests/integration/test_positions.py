@@ -53,7 +53,7 @@ async def test_a_partition_another_session_owns_waits_not_ready_until_it_is_rele
 ) -> None:
     s = one_partition
     async with await psycopg.AsyncConnection.connect(s.dsn("projector"), autocommit=True) as owner:
-        assert await postgres.own(owner, s.orders_topic, [0]) == []
+        assert (await postgres.own(owner, s.orders_topic, [0]))[0] == []
         p = Projector(s, "projector-owned-elsewhere").start().wait_ready()
         try:
             await support.produce(s, orders("owned", 5))

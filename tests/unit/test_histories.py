@@ -175,24 +175,22 @@ class Store:
 
     async def own(self, conn, topic, partitions):
         self.db.fuse.tick()
-        return []
+        return [], {p: pos for p, pos in self.db.state.positions.items() if p in set(partitions)}
+
+    async def lock(self, conn, topic, partitions, uids, ofs):
+        self.db.fuse.tick()
+        state = self.db.state
+        return (
+            {p: pos for p, pos in state.positions.items() if p in set(partitions)},
+            {uid: state.heads[uid][0] for uid in uids if uid in state.heads},
+            {of for of in ofs if of in state.redrives},
+        )
 
     async def release(self, conn, topic, partitions):
         return None
 
     async def read_positions(self, conn, topic):
         return dict(self.db.state.positions)
-
-    async def lock_positions(self, conn, topic, partitions):
-        self.db.fuse.tick()
-        return {p: pos for p, pos in self.db.state.positions.items() if p in set(partitions)}
-
-    async def lock_heads(self, conn, uids):
-        self.db.fuse.tick()
-        return {uid: self.db.state.heads[uid][0] for uid in uids if uid in self.db.state.heads}
-
-    async def seen_redrives(self, conn, ofs):
-        return {of for of in ofs if of in self.db.state.redrives}
 
     async def write_changes(self, conn, changes: list[Change], history: bool = True) -> None:
         self.db.fuse.tick()
