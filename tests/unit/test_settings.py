@@ -7,7 +7,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from orderview.settings import Settings
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+REFERENCE = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
 
 
 def test_every_setting_is_read_from_its_orderview_variable() -> None:
@@ -21,9 +21,9 @@ def test_a_malformed_number_names_the_variable() -> None:
         Settings.from_env({"ORDERVIEW_API_PORT": "eighty"})
 
 
-def test_the_readme_lists_every_setting() -> None:
+def test_the_configuration_reference_lists_every_setting() -> None:
     undocumented = [
-        name for name in Settings().to_env() if name not in README and name.rsplit("_", 1)[0] not in README
+        name for name in Settings().to_env() if name not in REFERENCE and name.rsplit("_", 1)[0] not in REFERENCE
     ]
     assert undocumented == []
 
