@@ -11,29 +11,30 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.served import Position
+from orderview import readmodel
 
 # order_uid, the JSON the API serves (body_json), updated_at, and the version's columns
 # (version_time, version_partition, version_offset; NULL: unknown): what a cached entry is made of.
 Snapshot = tuple[str, bytes, datetime, int | None, int | None, int | None]
 
-# An erased order keeps its snapshot row without a body (sql/006): every read of orders takes
-# `body_json IS NOT NULL`, so such a row is absent to the API, as an order never seen is.
+# An erased order keeps its snapshot row without a body: every read of orders takes
+# readmodel.LIVE (orderview/readmodel.py), so such a row is absent to the API.
 #
 # Snapshots are read in binary format, body_json as UTF-8 bytes (convert_to): the bytes the API
 # serves arrive as one exact-size bytes object, with no str decoded and encoded again on the way.
 # Each comes with its version: a replica keeps it, so a notification of a version it already holds
 # changes nothing (api/versions.py).
-SNAPSHOTS_BY_UID = """
+SNAPSHOTS_BY_UID = f"""
 SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at, version_time, version_partition, version_offset
 FROM order_snapshots
-WHERE order_uid = ANY(%(uids)s) AND body_json IS NOT NULL
+WHERE order_uid = ANY(%(uids)s) AND {readmodel.LIVE}
 """
 
 # Warm-up: the most recently changed orders first (index order_snapshots_recent).
-RECENT_SNAPSHOTS = """
+RECENT_SNAPSHOTS = f"""
 SELECT order_uid, convert_to(body_json, 'UTF8'), updated_at, version_time, version_partition, version_offset
 FROM order_snapshots
-WHERE body_json IS NOT NULL
+WHERE {readmodel.LIVE}
 ORDER BY updated_at DESC, order_uid DESC
 LIMIT %(limit)s
 """
@@ -63,9 +64,9 @@ ORDER BY updated_at DESC, order_uid DESC
 """
 
 
-RECENT_ORDERS = _summaries("WHERE body_json IS NOT NULL")
+RECENT_ORDERS = _summaries(f"WHERE {readmodel.LIVE}")
 RECENT_ORDERS_BEFORE = _summaries(
-    "WHERE body_json IS NOT NULL AND (updated_at, order_uid) < (%(updated_at)s, %(order_uid)s)"
+    f"WHERE {readmodel.LIVE} AND (updated_at, order_uid) < (%(updated_at)s, %(order_uid)s)"
 )
 
 # An order's history (README: History): its versions are its rows in order_history (the earlier
@@ -76,13 +77,13 @@ RECENT_ORDERS_BEFORE = _summaries(
 # %(earlier)s history rows older than the cursor (the primary key's order). No row: no such
 # order, or an erased one. A current version of unknown coordinates (NULL, kept by
 # `rebuild --keep`) reads as -1, like a history row's.
-HISTORY_PAGE = """
+HISTORY_PAGE = f"""
 WITH current AS (
     SELECT coalesce(version_time, -1) AS version_time, coalesce(version_partition, -1) AS version_partition,
            coalesce(version_offset, -1) AS version_offset, source_partition, source_offset,
            record_timestamp, timestamp_type, applied_at, body_json
     FROM order_snapshots
-    WHERE order_uid = %(order_uid)s AND body_json IS NOT NULL
+    WHERE order_uid = %(order_uid)s AND {readmodel.LIVE}
 )
 SELECT true, version_time, version_partition, version_offset, source_partition, source_offset,
        record_timestamp, timestamp_type, applied_at,
@@ -107,10 +108,6 @@ NOW_AND_FLUSHED = "SELECT now(), (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::b
 FLUSHED = "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint"
 # A standby's replay position as an integer; NULL on a server that is not in recovery.
 REPLAYED = "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"
-# The read model's recorded positions in the orders topic (api/served.py).
-APPLIED_POSITIONS = (
-    "SELECT partition, next_offset, topic_id::text FROM applied_offsets WHERE topic = %(topic)s"
-)
 # Which history of WAL the primary writes: its cluster, and its timeline (the first 8 hex digits
 # of a WAL file's name), with its flushed position. A promoted standby writes a new timeline.
 TIMELINE = """
@@ -169,10 +166,10 @@ async def now_and_flushed(conn: AsyncConnection) -> tuple[datetime, int]:
 
 
 async def applied_positions(conn: AsyncConnection, topic: str) -> dict[int, Position]:
-    cur = await conn.execute(APPLIED_POSITIONS, {"topic": topic})
+    cur = await conn.execute(readmodel.READ_POSITIONS, {"topic": topic})
     return {
-        partition: Position(next_offset, topic_id)
-        for partition, next_offset, topic_id in await cur.fetchall()
+        partition: Position(next_offset, str(topic_id) if topic_id is not None else None)
+        for partition, next_offset, _, _, _, topic_id in await cur.fetchall()
     }
 
 

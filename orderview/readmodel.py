@@ -11,6 +11,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
+# An erased order keeps its snapshot row without its body (sql/006): every read of orders takes
+# this condition, so such a row is absent, as an order never seen is.
+LIVE = "body_json IS NOT NULL"
+
+# Where the read model stands in each partition of a topic: the next offset to apply, the
+# partition's clock there, the record before it (timestamp, digest), the topic's incarnation.
+# The projector writes them; the API reads them after a failover (api/served.py); tools too.
+READ_POSITIONS = """
+SELECT partition, next_offset, clock, last_timestamp, last_digest, topic_id FROM applied_offsets
+WHERE topic = %(topic)s
+"""
+
 # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 NOTIFY_PAYLOAD_LIMIT = 7900
 

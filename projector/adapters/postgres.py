@@ -38,12 +38,7 @@ WHERE topic = %(topic)s AND partition = ANY(%(partitions)s)
 FOR UPDATE
 """
 
-READ_POSITIONS = """
-SELECT partition, next_offset, clock, last_timestamp, last_digest, topic_id FROM applied_offsets
-WHERE topic = %(topic)s
-"""
-
-READ_POSITIONS_OF = READ_POSITIONS + "AND partition = ANY(%(partitions)s)"
+READ_POSITIONS_OF = readmodel.READ_POSITIONS + "AND partition = ANY(%(partitions)s)"
 
 # The versions the read model holds of these orders, locked until the transaction ends: a worker
 # writing the same order from another partition waits, then compares with what it wrote.
@@ -97,13 +92,13 @@ WHERE s.order_uid = n.order_uid
 """
 
 # The version being replaced moves to the history (sql/006), before REPLACE_SNAPSHOTS overwrites it.
-ARCHIVE_CURRENT = """
+ARCHIVE_CURRENT = f"""
 INSERT INTO order_history
     (order_uid, version_time, version_partition, version_offset, source_partition, source_offset,
      record_timestamp, timestamp_type, applied_at, body_json)
 SELECT order_uid, coalesce(version_time, -1), coalesce(version_partition, -1), coalesce(version_offset, -1),
        source_partition, source_offset, record_timestamp, timestamp_type, applied_at, body_json
-FROM order_snapshots WHERE order_uid = ANY(%(uids)s) AND body_json IS NOT NULL
+FROM order_snapshots WHERE order_uid = ANY(%(uids)s) AND {readmodel.LIVE}
 ON CONFLICT DO NOTHING
 """
 
@@ -267,7 +262,7 @@ async def lock(
 
 
 async def read_positions(conn: psycopg.AsyncConnection, topic: str) -> dict[int, Position]:
-    cur = await conn.execute(READ_POSITIONS, {"topic": topic})
+    cur = await conn.execute(readmodel.READ_POSITIONS, {"topic": topic})
     return positions_of(await cur.fetchall())
 
 

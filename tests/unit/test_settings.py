@@ -23,7 +23,9 @@ def test_a_malformed_number_names_the_variable() -> None:
 
 def test_the_configuration_reference_lists_every_setting() -> None:
     undocumented = [
-        name for name in Settings().to_env() if name not in REFERENCE and name.rsplit("_", 1)[0] not in REFERENCE
+        name
+        for name in Settings().to_env()
+        if name not in REFERENCE and name.rsplit("_", 1)[0] not in REFERENCE
     ]
     assert undocumented == []
 
