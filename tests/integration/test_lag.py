@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry
 from orderview.settings import Settings
 from projector.adapters import postgres
 from projector.lag import LagSampler
+from projector.rebuild import rebuild
+from projector.redrive import Choice, redrive
 from tests import support
 
 
@@ -100,5 +102,29 @@ async def test_records_of_an_aborted_transaction_at_the_log_end_are_no_lag(one_p
         assert sample_value(registry, "orderview_projector_log_end_offset", 0) == 5  # 3 + a marker
         assert sample_value(registry, "orderview_projector_lag_records", 0) == 0
         assert sample_value(registry, "orderview_projector_oldest_unapplied_age_seconds", 0) == 0
+    finally:
+        await sampler.close()
+
+
+async def test_a_redrive_of_an_old_letter_is_as_old_as_it_reached_the_log_not_as_its_original(
+    one_partition: Settings,
+) -> None:
+    """The age alert (OrderviewOldestUnappliedTooOld) judges when a record reached the log: a
+    redrive of a letter dead-lettered ten minutes ago is a new arrival, not ten minutes old."""
+    s = one_partition
+    ten_minutes_ago = int(time.time() * 1000) - 600_000
+    await support.produce(s, [(b"old-bad", b"not json")], timestamp_ms=ten_minutes_ago)
+    assert await rebuild(s) == 1  # dead-lettered, position 1
+    report = await redrive(s, Choice(at=frozenset({(0, 0)})))
+    assert report.redriven == 1
+    registry = CollectorRegistry()
+    sampler = LagSampler(s, registry, lambda: [0])
+    try:
+        await sampler.sample()
+        assert sample_value(registry, "orderview_projector_lag_records", 0) == 1
+        oldest = sample_value(registry, "orderview_projector_oldest_unapplied_age_seconds", 0)
+        assert oldest is not None and oldest < 60, (
+            f"the redrive is {oldest:.0f} s old, not its original's age"
+        )
     finally:
         await sampler.close()
