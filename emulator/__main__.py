@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaConnectionError
 from emulator.orders import order_uid_of
 from emulator.send import CODECS, Tally, send
 from emulator.stream import Message, check_arguments, stream
+from orderview import cli
 from orderview.settings import get_settings
 
 
@@ -92,13 +93,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _utc_time(text: str) -> int:
     """An ISO 8601 time (Z or an offset; without one, UTC) as Unix seconds."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
+    return cli.iso_time_ms(text) // 1000
 
 
 def start_text(start: int) -> str:

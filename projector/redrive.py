@@ -28,11 +28,10 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
 
-from orderview import jsonlog, kafka_clients
+from orderview import cli, jsonlog, kafka_clients
 from orderview.settings import Settings, get_settings
 from projector.adapters.dead_letters import ORIGINAL_HEADER, letters_of
 from projector.core import redrives, versions
@@ -197,17 +196,6 @@ async def _publish(settings: Settings, letters: Sequence[Letter]) -> None:
         await producer.stop()
 
 
-def _moment(text: str) -> int:
-    """Milliseconds since the epoch, from ISO 8601 (UTC when no zone is given)."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
-
-
 def _coordinates(text: str) -> tuple[int, int]:
     try:
         p, o = (int(x) for x in text.split(":"))
@@ -227,8 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--reason", action="append", default=[], help="a dlq.reason to redrive (repeat for more)"
     )
-    parser.add_argument("--since", type=_moment, help="dead-lettered at or after this time (ISO 8601)")
-    parser.add_argument("--until", type=_moment, help="dead-lettered before this time (ISO 8601)")
+    parser.add_argument(
+        "--since", type=cli.iso_time_ms, help="dead-lettered at or after this time (ISO 8601)"
+    )
+    parser.add_argument("--until", type=cli.iso_time_ms, help="dead-lettered before this time (ISO 8601)")
     parser.add_argument(
         "--at",
         action="append",
