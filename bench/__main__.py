@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only reads,ingest,boot,standby,redrive]`: run the benchmarks, print a table, write
+"""`python -m bench [--quick] [--only reads,ingest,history,boot,standby,redrive]`: run the benchmarks, print a table, write
 bench/RESULTS.md and bench/results.png. Needs Kafka and PostgreSQL up (`make up`); uses a database
 and topics of its own and drops them at the end."""
 
@@ -17,7 +17,7 @@ from bench.results import Results
 from bench.scale import FULL, QUICK, Scale
 from orderview.settings import Settings, get_settings
 
-SECTIONS = ("reads", "ingest", "boot", "standby", "redrive")
+SECTIONS = ("reads", "ingest", "history", "boot", "standby", "redrive")
 PARTS = {"ingest": ("ingest", "latency", "mixed")}  # sections that report under more than one heading
 LAST_RUN = env.OUT / "last-run.json"  # what --report re-renders
 
@@ -25,9 +25,7 @@ LAST_RUN = env.OUT / "last-run.json"  # what --report re-renders
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, about a minute")
-    parser.add_argument(
-        "--only", default=",".join(SECTIONS), help="comma-separated: reads,ingest,boot,standby,redrive"
-    )
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: " + ",".join(SECTIONS))
     parser.add_argument(
         "--report", action="store_true", help="only re-render RESULTS.md and results.png from the last run"
     )
@@ -41,7 +39,7 @@ def main() -> int:
     scale = QUICK if args.quick else FULL
 
     env.require_matplotlib()
-    wrk_path = env.ensure_wrk() if {"reads", "ingest", "standby"} & set(only) else ""
+    wrk_path = env.ensure_wrk() if {"reads", "ingest", "history", "standby"} & set(only) else ""
     machine = env.machine()
     results = Results(scale.name)
     started = time.perf_counter()
@@ -49,6 +47,7 @@ def main() -> int:
     runners: dict[str, Callable[[], None]] = {
         "reads": lambda: _reads(results, scale, wrk_path),
         "ingest": lambda: _ingest(results, scale, wrk_path),
+        "history": lambda: _history(results, scale, wrk_path),
         "boot": lambda: _boot(results, scale),
         "standby": lambda: _standby(results, scale, wrk_path),
         "redrive": lambda: _redrive(results, scale),
@@ -140,6 +139,13 @@ def _ingest(results: Results, scale: Scale, wrk_path: str) -> None:
 
     with env.scratch("ingest", topics=True) as settings, env.scratch("copy") as copy_settings:
         ingest.run(results, scale, settings, copy_settings, wrk_path)
+
+
+def _history(results: Results, scale: Scale, wrk_path: str) -> None:
+    from bench import history
+
+    with env.scratch("history", topics=True) as settings:
+        history.run(results, scale, settings, wrk_path)
 
 
 def _boot(results: Results, scale: Scale) -> None:

@@ -1,4 +1,7 @@
-"""A history read's latency against GET /order's, one API process under the same wrk load.
+"""What history costs: ingest of new versions with history kept and without, bytes per stored
+version, and a history read's latency against GET /order's.
+
+The bench's `history` section runs all three (`run`). The read latency alone:
 
     .venv/bin/python -m bench.history [--orders 2000] [--seconds 10]
 
@@ -20,19 +23,34 @@ import random
 import time
 from pathlib import Path
 
+import psycopg
+
 from bench import data, env, wrk
 from bench.env import say
+from bench.ingest import produce, projected_samples
 from bench.procs import Service, free_port, http_get
+from bench.results import Results
+from bench.scale import Scale
 from orderview.settings import Settings
+from projector.rebuild import TRUNCATE_READ_MODEL
 from tests.history import Version, later_times, write_history
 
+SECTION = "history"
 SEED = 211
 SERVER_CPU, WRK_CPU = "0", "1"
 VERSION_COUNTS = (5, 50)
+VERSIONS_PER_ORDER = 5  # in the ingest runs: the first version, then four later ones
+# Runs alternate keep, off, off, keep: a drift of the machine during the section weighs on both.
+INGEST_RUNS = ("keep", "off", "off", "keep")
+HISTORY_SIZE = """
+SELECT pg_total_relation_size('order_history'), count(*), coalesce(sum(octet_length(body_json)), 0)
+FROM order_history
+"""
 
 
-def versions(order: dict, count: int, rng: random.Random) -> list[Version]:
-    """`count` versions of an order, each one item's status or the address changed."""
+def revisions(order: dict, count: int, rng: random.Random) -> list[dict]:
+    """`count` versions of an order as a shop sends them, each one item's status or the address
+    changed from the one before."""
     orders = [order]
     for n in range(1, count):
         new = json.loads(json.dumps(orders[-1]))
@@ -41,6 +59,12 @@ def versions(order: dict, count: int, rng: random.Random) -> list[Version]:
         else:
             new["delivery"]["address"] = f"{new['delivery']['address'].split(',')[0]}, apt. {n}"
         orders.append(new)
+    return orders
+
+
+def versions(order: dict, count: int, rng: random.Random) -> list[Version]:
+    """`count` versions of an order with version times later than any written before."""
+    orders = revisions(order, count, rng)
     times = later_times(count)
     return [Version(o, t, 0, i) for i, (o, t) in enumerate(zip(orders, times, strict=True))]
 
@@ -107,6 +131,147 @@ def measure(settings: Settings, uids: dict[int, list[str]], seconds: int, wrk_pa
                 f"(errors {loaded.errors + single.errors})"
             )
     return figures
+
+
+# --- the section --------------------------------------------------------------------------------
+
+
+def run(results: Results, scale: Scale, settings: Settings, wrk_path: str) -> None:
+    """`settings`: a database and topics of the section's own, created by the caller."""
+    count = scale.history_orders
+    say(f"history: producing {count:,} orders with {VERSIONS_PER_ORDER} versions each")
+    asyncio.run(produce(settings, shop_versions(count)))
+    rates: dict[str, list[tuple[float, float]]] = {"keep": [], "off": []}
+    stored = (0, 0, 0)
+    for i, history in enumerate(INGEST_RUNS):
+        say(f"history: projector with ORDERVIEW_HISTORY={history} (run {i + 1} of {len(INGEST_RUNS)})")
+        rates[history].append(ingest_once(settings, history, count, i))
+        if history == "keep":
+            stored = _history_size(settings)
+    _report_ingest(results, rates, count)
+    _report_size(results, stored, count)
+    say("history: GET /order/{uid}/history against GET /order/{uid}")
+    _truncate(settings)
+    uids = asyncio.run(seed(settings, max(200, count // 10)))
+    _report_reads(results, measure(settings, uids, scale.wrk_seconds, wrk_path))
+    results.settings[SECTION] = (
+        f"{count:,} emulator orders, then {VERSIONS_PER_ORDER - 1} later versions of each (an item's status "
+        "advanced or the address corrected, as the emulator does), produced before measuring; `python -m "
+        f"projector` run {len(INGEST_RUNS)} times over the same topic ({', '.join(INGEST_RUNS)}), each into "
+        "an emptied read model with a consumer group of its own; rates from /metrics "
+        "orderview_projector_projected_total polled every 100 ms, new orders up to the first version "
+        "of the last, new versions after; reads: one API process on one core, wrk on the other, "
+        "8 connections and 1"
+    )
+
+
+def shop_versions(count: int) -> list[data.Order]:
+    """`count` new orders, then each one's later versions, round by round (a shop's updates come
+    after its orders); every version differs from the one before, so each is history."""
+    rng = random.Random(SEED)
+    firsts = data.valid_orders(count, seed=SEED)
+    rounds = [revisions(json.loads(o.value), VERSIONS_PER_ORDER, rng) for o in firsts]
+    return [
+        data.Order(o.uid, json.dumps(versions_[n]).encode())
+        for n in range(VERSIONS_PER_ORDER)
+        for o, versions_ in zip(firsts, rounds, strict=True)
+    ]
+
+
+def ingest_once(settings: Settings, history: str, count: int, run_number: int) -> tuple[float, float]:
+    """(new orders/s, new versions/s) of one projector over the whole topic into an empty read model."""
+    _truncate(settings)
+    run_settings = dataclasses.replace(
+        settings,
+        history=history,
+        consumer_group=f"{settings.consumer_group}-history-{run_number}",
+        projector_port=free_port(),
+    )
+    projector = Service(f"history-projector-{run_number}", "projector", run_settings)
+    with projector:
+        samples = projected_samples(projector, count * VERSIONS_PER_ORDER)
+    return _rate(samples, 0, count), _rate(samples, count, count * VERSIONS_PER_ORDER)
+
+
+def _rate(samples: list[tuple[float, float]], start: int, end: int) -> float:
+    """Versions/s between the first sample past `start` (the first nonzero one for 0) and the
+    first at or past `end`."""
+    first = next(s for s in samples if s[1] > start)
+    last = next(s for s in samples if s[1] >= end)
+    if last[0] <= first[0]:
+        raise RuntimeError(f"too few samples between {start} and {end} versions to measure a rate")
+    return (last[1] - first[1]) / (last[0] - first[0])
+
+
+def _truncate(settings: Settings) -> None:
+    with psycopg.connect(settings.dsn("owner")) as conn:
+        conn.execute(TRUNCATE_READ_MODEL)
+
+
+def _history_size(settings: Settings) -> tuple[int, int, int]:
+    """(bytes of order_history with its indexes and TOAST, rows, bytes of the JSON it holds)."""
+    with psycopg.connect(settings.dsn("owner")) as conn:
+        row = conn.execute(HISTORY_SIZE).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _report_ingest(results: Results, rates: dict[str, list[tuple[float, float]]], count: int) -> None:
+    for history in ("off", "keep"):
+        new = _mean([r[0] for r in rates[history]])
+        later = _mean([r[1] for r in rates[history]])
+        results.figure(SECTION, f"new orders, history {history}", new, "orders/s")
+        results.figure(SECTION, f"new versions, history {history}", later, "versions/s")
+    for i, kind in enumerate(("new orders", "new versions")):
+        keep = _mean([r[i] for r in rates["keep"]])
+        off = _mean([r[i] for r in rates["off"]])
+        results.ratio(
+            SECTION,
+            f"{kind}: history kept / history off",
+            keep / off,
+            (">=", 0.9) if kind == "new versions" else None,
+            baseline=f"the same projector with ORDERVIEW_HISTORY=off, {off:,.0f}/s",
+            note="every run: " + ", ".join(f"{h} {r[i]:,.0f}" for h, runs in rates.items() for r in runs),
+        )
+
+
+def _report_size(results: Results, stored: tuple[int, int, int], count: int) -> None:
+    size, rows, json_bytes = stored
+    if rows != count * (VERSIONS_PER_ORDER - 1):
+        raise RuntimeError(f"order_history holds {rows} rows, {count * (VERSIONS_PER_ORDER - 1)} expected")
+    results.figure(
+        SECTION,
+        "bytes per stored version",
+        size / rows,
+        "B",
+        note=f"order_history with its indexes and TOAST, {rows:,} rows; their JSON: {json_bytes / rows:,.0f} B",
+    )
+    results.ratio(SECTION, "stored version / its JSON", size / json_bytes)
+
+
+def _report_reads(results: Results, figures: dict) -> None:
+    order = figures["GET /order (cache hit)"]
+    for name, figure in figures.items():
+        results.figure(
+            SECTION,
+            f"{name}: p50, 1 connection",
+            figure["c1"]["p50_ms"],
+            "ms",
+            note=f"{figure['bytes']:,} B; 8 connections: {figure['c8']['rps']:,.0f} req/s, "
+            f"p99 {figure['c8']['p99_ms']:.2f} ms",
+        )
+    for count in VERSION_COUNTS:
+        name = f"GET /order/history, {count} versions"
+        results.ratio(
+            SECTION,
+            f"history of {count} versions / cached order: p50",
+            figures[name]["c1"]["p50_ms"] / order["c1"]["p50_ms"],
+            note="a history is read from PostgreSQL each time; an order from the cache",
+        )
 
 
 def main() -> None:

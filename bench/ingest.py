@@ -350,9 +350,17 @@ def _truncate(settings: Settings) -> None:
 
 def watch_projector(projector: Service, count: int, interval: float = 0.1) -> tuple[float, float]:
     """(orders/s from the first applied batch to the last, seconds from process start to all applied)."""
+    samples = projected_samples(projector, count, interval)
+    first = next(s for s in samples if s[1] > 0)
+    last = samples[-1]
+    return (last[1] - first[1]) / (last[0] - first[0]), last[0] - projector.started_at
+
+
+def projected_samples(projector: Service, count: int, interval: float = 0.1) -> list[tuple[float, float]]:
+    """(time, orders projected) from the projector's /metrics every `interval` until `count` are."""
     url = f"http://127.0.0.1:{projector.settings.projector_port}/metrics"
-    deadline = time.monotonic() + max(120.0, count / 500)
-    first_at, first_count = 0.0, 0.0
+    deadline = time.monotonic() + max(120.0, count / 300)
+    samples: list[tuple[float, float]] = []
     while time.monotonic() < deadline:
         if not projector.alive():
             raise RuntimeError(f"the projector exited; see {projector.log_path}")
@@ -360,13 +368,11 @@ def watch_projector(projector: Service, count: int, interval: float = 0.1) -> tu
             status, body, _ = http_get(url, timeout=2)
         except OSError:
             status, body = 0, b""
-        now = time.perf_counter()
         if status == 200:
             projected = metric(body.decode(), "orderview_projector_projected_total") or 0.0
-            if projected and not first_at:
-                first_at, first_count = now, projected
+            samples.append((time.perf_counter(), projected))
             if projected >= count:
-                return (projected - first_count) / (now - first_at), now - projector.started_at
+                return samples
         time.sleep(interval)
     raise RuntimeError(f"the projector did not apply {count} orders in time; see {projector.log_path}")
 

@@ -16,6 +16,7 @@ SECTIONS = {
     "ingest": "Ingest: Kafka → projector → PostgreSQL",
     "latency": "Produce → visible",
     "mixed": "Mixed load: cached reads while the projector ingests",
+    "history": "History: what keeping every version costs",
     "boot": "Boot: warm-up and memory",
     "standby": "Reads on a streaming standby",
     "redrive": "Redrive: dead letters published again, twice",

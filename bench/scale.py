@@ -23,6 +23,7 @@ class Scale:
     mixed_orders: int  # orders the projector ingests while cached reads are measured
     mixed_seconds: int  # one measured wrk run of the mixed-load comparison
     redrive_letters: int  # dead letters redriven, twice
+    history_orders: int  # orders given five versions each for the history section
 
 
 FULL = Scale(
@@ -42,6 +43,7 @@ FULL = Scale(
     mixed_orders=150_000,
     mixed_seconds=8,
     redrive_letters=10_000,
+    history_orders=16_000,
 )
 
 QUICK = Scale(
@@ -61,4 +63,5 @@ QUICK = Scale(
     mixed_orders=40_000,
     mixed_seconds=3,
     redrive_letters=1_000,
+    history_orders=2_000,
 )
