@@ -18,10 +18,9 @@ import aiohttp
 from aiohttp import web
 
 from api.main import create_app, make_runner
+from harness import ROOT
+from harness.ports import free_port
 from orderview.settings import Settings
-from tests.processes import free_port
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass

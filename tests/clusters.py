@@ -8,9 +8,7 @@ be (several brokers, a SASL_SSL listener, `ssl = on`) without changing them for 
 from __future__ import annotations
 
 import os
-import random
 import shutil
-import socket
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -18,42 +16,13 @@ from typing import Self
 
 from aiokafka import TopicPartition
 
+from harness import ROOT
+from harness.ports import free_port, free_port_run
+from harness.scratch import unique
 from orderview import kafka_clients
 from orderview.settings import Settings
-from tests.processes import ROOT, free_port
-from tests.support import unique
 
 OPS = ROOT / "ops"
-
-
-def below_ephemeral_ports() -> int:
-    """The first port the kernel hands out for outgoing connections. A client that reconnects to
-    a stopped broker's free port in that range may be given that very port and connect to itself
-    (TCP self-connect), holding it until it times out: the broker cannot bind it on restart. Ports
-    of nodes that tests kill and restart are chosen below it."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_port_run(n: int) -> int:
-    """The first of n consecutive free ports, below the ephemeral range."""
-    rng = random.Random()
-    while True:
-        first = rng.randrange(20000, below_ephemeral_ports() - n)
-        sockets = []
-        try:
-            for port in range(first, first + n):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
 
 
 class OpsService:

@@ -10,6 +10,8 @@ from dataclasses import replace
 import pytest_asyncio
 from hypothesis import settings as hypothesis_settings
 
+from harness import scratch
+from harness.topics import create_topics, delete_topics
 from orderview.bootstrap import create_database, drop_database
 from orderview.settings import Settings
 from tests import support
@@ -22,22 +24,22 @@ hypothesis_settings.load_profile("orderview")
 @pytest_asyncio.fixture(scope="session")
 async def settings() -> AsyncIterator[Settings]:
     """A fresh database (migrated, with roles) and fresh topics for this test session."""
-    s = support.with_fresh_topics(support.test_database_settings())
+    s = scratch.topics_for_tests(scratch.database_for_tests())
     create_database(s)
-    await support.create_topics(s)
+    await create_topics(s)
     yield s
     drop_database(s)
-    await support.delete_topics(s)
+    await delete_topics(s, best_effort=True)
 
 
 @asynccontextmanager
 async def own_topics(settings: Settings, **changes: object) -> AsyncIterator[Settings]:
     """The session database with an empty read model, and topics of the caller's own."""
     support.truncate_read_model(settings)
-    s = replace(support.with_fresh_topics(settings), **changes)
-    await support.create_topics(s)
+    s = replace(scratch.topics_for_tests(settings), **changes)
+    await create_topics(s)
     yield s
-    await support.delete_topics(s)
+    await delete_topics(s, best_effort=True)
 
 
 @pytest_asyncio.fixture

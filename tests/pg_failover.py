@@ -35,10 +35,10 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from harness import ROOT
+from harness.scratch import unique
 from orderview.settings import Settings
 from tests.pg_proxy import PgProxy
-from tests.processes import ROOT
-from tests.support import unique
 
 T = TypeVar("T")
 PORT_OFFSET = 8

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
@@ -22,7 +21,10 @@ from typing import Any
 
 import yaml
 
-from tests.processes import LOGS, ROOT, free_port
+from harness import ROOT
+from harness.ports import free_port
+from harness.processes import LOGS
+from harness.readiness import answers_200, wait_until
 
 CONFIG_DIR = ROOT / "ops" / "prometheus"
 INTERVAL = "1s"
@@ -82,17 +84,16 @@ class Prometheus:
             stderr=log,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"prometheus exited; see {self.log_path}"
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"prometheus not ready after {timeout}s; see {self.log_path}")
+        wait_until(
+            lambda: answers_200(f"{self.url}/-/ready"),
+            timeout,
+            f"prometheus not ready after {timeout}s; see {self.log_path}",
+            check=self._running,
+        )
+        return self
+
+    def _running(self) -> None:
+        assert self.proc and self.proc.poll() is None, f"prometheus exited; see {self.log_path}"
 
     def stop(self) -> int:
         assert self.proc

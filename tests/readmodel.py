@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import orjson
 import psycopg
@@ -14,11 +13,11 @@ from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
 
+from harness import ROOT
+from harness.orders import reference_order
 from orderview import kafka_clients
 from orderview.settings import Settings
 from tests import support
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def snapshots(settings: Settings) -> dict[str, dict]:
@@ -65,7 +64,7 @@ async def wait_for_orders(settings: Settings, n: int, timeout: float = 120.0) ->
 
 
 def order(uid: str, **changes) -> dict:
-    o = support.reference_order()
+    o = reference_order()
     o["order_uid"] = uid
     o["payment"]["transaction"] = uid
     o.update(changes)

@@ -1,73 +1,25 @@
-"""Helpers shared by the test layers: isolated settings, producing, reading the DLQ, seeding."""
+"""Helpers shared by the test layers: producing, reading the DLQ, seeding, waiting. What the bench
+shares with them (scratch settings, topics, the reference order) is in harness/."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
-from pathlib import Path
 
 import psycopg
-from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
+from harness import scratch
 from orderview import kafka_clients
-from orderview.bootstrap import ensure_topics
-from orderview.settings import Settings, get_settings
+from orderview.settings import Settings
 from projector.adapters import postgres
 from projector.rebuild import TRUNCATE_READ_MODEL
-
-REFERENCE_ORDER_PATH = Path(__file__).resolve().parents[1] / "examples" / "order.json"
-
-
-def reference_order_bytes() -> bytes:
-    return REFERENCE_ORDER_PATH.read_bytes()
-
-
-def reference_order() -> dict:
-    return json.loads(reference_order_bytes())
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def test_database_settings() -> Settings:
-    """Settings for a database of this test session's own, so runs never collide."""
-    return replace(get_settings(), pg_database=unique("orderview_test_"))
-
-
-def with_fresh_topics(settings: Settings) -> Settings:
-    suffix = uuid.uuid4().hex[:10]
-    return replace(
-        settings,
-        orders_topic=f"orders.test.{suffix}",
-        dlq_topic=f"orders.dlq.test.{suffix}",
-        consumer_group=f"orderview-projector-test-{suffix}",
-    )
 
 
 def truncate_read_model(settings: Settings) -> None:
     with psycopg.connect(settings.dsn("owner")) as conn:
         conn.execute(TRUNCATE_READ_MODEL)
-
-
-async def create_topics(settings: Settings) -> None:
-    await ensure_topics(settings)
-
-
-async def delete_topics(settings: Settings) -> None:
-    admin = kafka_clients.admin(settings)
-    await admin.start()
-    try:
-        await admin.delete_topics([settings.orders_topic, settings.dlq_topic])
-    except Exception:  # best effort: topics of a test session are disposable
-        pass
-    finally:
-        await admin.close()
 
 
 async def produce(
@@ -100,7 +52,7 @@ async def produce(
 
 async def produce_aborted(settings: Settings, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
     """Send (key, value) pairs in a Kafka transaction, then abort it; return how many."""
-    producer = kafka_clients.producer(settings, transactional_id=unique("orderview-test-aborted-"))
+    producer = kafka_clients.producer(settings, transactional_id=scratch.unique("orderview-test-aborted-"))
     await producer.start()
     try:
         await producer.begin_transaction()
@@ -137,17 +89,6 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
-
-
-async def end_offset(settings: Settings, topic: str, partition: int = 0) -> int:
-    """How many records a partition of a topic holds (its end offset)."""
-    consumer = kafka_clients.consumer(settings)
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, partition)
-        return (await consumer.end_offsets([tp]))[tp]
-    finally:
-        await consumer.stop()
 
 
 def headers(record: ConsumerRecord) -> dict[str, str]:

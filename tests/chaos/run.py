@@ -21,6 +21,8 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import NewTopic
 from aiokafka.errors import MessageSizeTooLargeError
 
+from harness import scratch
+from harness.processes import LOGS, Projector
 from orderview import kafka_clients
 from orderview.bootstrap import create_database, drop_database
 from orderview.settings import Settings
@@ -29,12 +31,11 @@ from projector.audit import Audit, audit
 from projector.core import versions
 from projector.core.records import timestamp
 from projector.core.versions import Version
-from tests import logops, support
+from tests import logops
 from tests.api_server import api_process
 from tests.chaos.cluster import ClusterFaults, caught_up_line
 from tests.chaos.mix import REFUSED_CITY_RULE, TAG, Mix, Outgoing
 from tests.pg_failover import FailoverCluster
-from tests.processes import LOGS, Projector
 from tests.readmodel import ops
 
 CODECS = (None, "gzip", "snappy", "lz4", "zstd")
@@ -159,9 +160,9 @@ async def run(
 
 
 def _own_settings(base: Settings) -> Settings:
-    fresh = support.with_fresh_topics(base)
+    fresh = scratch.topics_for_tests(base)
     return replace(
-        fresh, pg_database=support.unique("orderview_chaos_"), orders_partitions=PARTITIONS, log_level="INFO"
+        fresh, pg_database=scratch.unique("orderview_chaos_"), orders_partitions=PARTITIONS, log_level="INFO"
     )
 
 

@@ -13,11 +13,12 @@ import aiohttp
 from playwright.async_api import expect
 
 from emulator.stream import expected_state, stream
+from harness import ROOT
+from harness.processes import Projector
 from orderview.settings import Settings
 from tests import support
 from tests.api_server import api_process
 from tests.e2e.test_viewer import REF_UID, _new_page, field, look_up, order_heading, screenshot
-from tests.processes import ROOT, Projector
 
 SEED, COUNT = 31, 200
 START = "2026-03-01T09:00:00Z"  # the stream's time: with the seed, the CLI's stream is stream()'s

@@ -18,12 +18,13 @@ import aiohttp
 import pytest_asyncio
 from playwright.async_api import expect
 
+from harness import ROOT, scratch
+from harness.processes import LOGS, Projector, ServiceProcess
 from orderview.settings import Settings
 from tests import support
 from tests.api_server import RunningApi, api_process
 from tests.conftest import own_topics
 from tests.e2e.test_viewer import _new_page, order_heading, screenshot
-from tests.processes import LOGS, ROOT, Projector, ServiceProcess
 from tests.prometheus import Prometheus, binary, write_config
 
 DASHBOARD = ROOT / "ops" / "grafana" / "dashboards" / "orderview.json"
@@ -57,7 +58,7 @@ async def read_orders(api: RunningApi, known: list[str], stop: asyncio.Event) ->
         while not stop.is_set():
             async with client.get(f"{api.url}/orders?limit=2") as response:
                 newest = [o["order_uid"] for o in (await response.json())["orders"]]
-            for uid in [*known, *newest, support.unique("nobody")]:
+            for uid in [*known, *newest, scratch.unique("nobody")]:
                 async with client.get(f"{api.url}/order/{uid}") as response:
                     await response.read()
             await asyncio.sleep(0.5)

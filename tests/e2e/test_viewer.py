@@ -12,7 +12,6 @@ import asyncio
 import copy
 import os
 import re
-import socket
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +20,11 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Page, Route, expect
 
+from harness.history import Version, erase, later_times, versions_of, write_history
+from harness.ports import free_port
 from orderview.settings import Settings
 from tests import support
 from tests.api_server import api_process
-from tests.history import Version, erase, later_times, versions_of, write_history
 
 ROOT = Path(__file__).resolve().parents[2]
 UI_DIR = ROOT / "ui"
@@ -142,7 +142,7 @@ def seed_orders(settings: Settings):
 
 @pytest.fixture
 def seed_history(settings: Settings):
-    """An order's versions (a list of orders, or of tests.history.Version), written as the
+    """An order's versions (a list of orders, or of harness.history.Version), written as the
     projector keeps them: the last current, the others its history."""
 
     async def seed(versions: list) -> None:
@@ -227,12 +227,6 @@ def order_requests(page: Page) -> list[str]:
     seen: list[str] = []
     page.on("request", lambda request: seen.append(request.url) if "/order/" in request.url else None)
     return seen
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,7 +392,7 @@ async def test_server_400_is_shown_as_malformed(page, base_url):
 async def test_unreachable_server_is_reported_and_retry_works(page, base_url, seed_orders):
     uid = new_uid("retry")
     await seed_orders([make_order(uid)])
-    dead_origin = f"http://127.0.0.1:{closed_port()}"
+    dead_origin = f"http://127.0.0.1:{free_port()}"  # free: nothing listens on it
 
     async def to_closed_port(route: Route) -> None:
         await route.continue_(url=route.request.url.replace(base_url, dead_origin))

@@ -25,8 +25,13 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiokafka.errors import KafkaError
-from prometheus_client.parser import text_string_to_metric_families
 
+from harness import scratch
+from harness.metrics import matching
+from harness.orders import reference_order
+from harness.processes import LOGS, Projector
+from harness.replication import Answer, new_orders, poll_replica, version_of, versioned
+from harness.topics import create_topics, delete_topics
 from orderview import kafka_clients
 from orderview.bootstrap import create_database
 from orderview.settings import Settings
@@ -34,8 +39,6 @@ from projector.audit import audit
 from tests import readmodel, support
 from tests.api_server import RunningApi, api_process
 from tests.pg_failover import FailoverCluster
-from tests.processes import LOGS, Projector
-from tests.replication import Answer, new_orders, poll_replica, version_of, versioned
 
 RATE = 200  # messages a second: a new order, or the next version of a watched one (one in four)
 WATCHED = 30  # orders updated all along, which the replicas are asked for over and over
@@ -121,13 +124,9 @@ async def send(settings: Settings, watched: list[dict], stop_at: float, sent: Se
 
 
 async def metric(replica: RunningApi, name: str, **labels: str) -> float:
+    """A sample of a replica's /metrics (0 when the series does not exist yet)."""
     async with replica.client.get(f"{replica.url}/metrics") as response:
-        text = await response.text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and labels.items() <= sample.labels.items():
-                return sample.value
-    return 0.0
+        return matching(await response.text(), name, **labels)
 
 
 async def versions_served(replica: RunningApi, uids: list[str]) -> dict[str, int]:
@@ -186,11 +185,11 @@ async def test_a_promoted_standby_that_lacks_the_last_batches_gets_them_back_wit
     settings: Settings, cluster: FailoverCluster, reached: str
 ) -> None:
     s = replace(
-        getattr(cluster, reached)(support.with_fresh_topics(settings)),
-        pg_database=support.unique("orderview_failover_"),
+        getattr(cluster, reached)(scratch.topics_for_tests(settings)),
+        pg_database=scratch.unique("orderview_failover_"),
     )
     await asyncio.to_thread(create_database, s)
-    await support.create_topics(s)
+    await create_topics(s)
     worker = Worker(s)
     watched = new_orders("watched", WATCHED)
     watched_uids = [o["order_uid"] for o in watched]
@@ -217,7 +216,7 @@ async def test_a_promoted_standby_that_lacks_the_last_batches_gets_them_back_wit
                 for r in replicas
             ]
             started = monotonic()
-            sending = asyncio.create_task(send(s, watched, started + SEND_FOR_S, sent, support.unique("fo")))
+            sending = asyncio.create_task(send(s, watched, started + SEND_FOR_S, sent, scratch.unique("fo")))
 
             await asyncio.sleep(max(0.0, started + HOLD_AT_S - monotonic()))
             cluster.hold_wal()
@@ -305,7 +304,7 @@ async def test_a_promoted_standby_that_lacks_the_last_batches_gets_them_back_wit
         assert remaining == [], f"{len(remaining)} acknowledged orders not back, e.g. {remaining[:5]}"
         assert found.total("missing") == found.total("not_yet_applied") == found.total("lost") == 0
         assert readmodel.count(s, "orders") == len(sent.newest), "every order once"
-        items = len(support.reference_order()["items"])
+        items = len(reference_order()["items"])
         assert readmodel.count(s, "items") == items * len(sent.newest), "every order's items once"
         for name, mine in zip(("primary", "standby"), answers, strict=True):
             back = went_back(mine)
@@ -327,4 +326,4 @@ async def test_a_promoted_standby_that_lacks_the_last_batches_gets_them_back_wit
             and worker.process.proc.poll() is None
         ):
             worker.process.kill9()
-        await support.delete_topics(s)
+        await delete_topics(s, best_effort=True)

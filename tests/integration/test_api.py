@@ -21,6 +21,8 @@ from yarl import URL
 
 from api import views
 from api.contexts import CACHE, METRICS, POOL
+from harness import scratch
+from harness.orders import reference_order
 from orderview.settings import Settings
 from schemas import ORDER_SCHEMA
 from tests import support
@@ -47,8 +49,8 @@ BAD_ORDER_UIDS = [
 
 
 def new_order(prefix: str, **changes: object) -> dict:
-    order = support.reference_order()
-    order["order_uid"] = support.unique(prefix)
+    order = reference_order()
+    order["order_uid"] = scratch.unique(prefix)
     order["payment"]["transaction"] = order["order_uid"]
     order.update(changes)
     return order
@@ -160,7 +162,7 @@ async def test_the_order_is_the_accepted_message_key_for_key(api: RunningApi, se
 
 
 async def test_unknown_order_is_a_json_404(api: RunningApi) -> None:
-    uid = support.unique("nobody")
+    uid = scratch.unique("nobody")
     status, headers, body = await get(api, f"/order/{uid}")
     assert status == 404
     assert headers["Content-Type"] == "application/json"
@@ -199,7 +201,7 @@ async def test_head(api: RunningApi, settings: Settings) -> None:
     _, get_headers, _ = await get(api, f"/order/{order['order_uid']}")
     assert headers["ETag"] == get_headers["ETag"]
     assert headers["Content-Type"] == "application/json"
-    assert (await get(api, f"/order/{support.unique('nobody')}", "HEAD"))[0] == 404
+    assert (await get(api, f"/order/{scratch.unique('nobody')}", "HEAD"))[0] == 404
     assert (await get(api, "/order/%00", "HEAD"))[0] == 400
 
 
@@ -359,7 +361,7 @@ async def test_concurrent_requests_for_one_order_share_one_query(api: RunningApi
 async def test_unknown_orders_in_a_burst_are_404s_not_errors(api: RunningApi, settings: Settings) -> None:
     known = new_order("mixed")
     await support.seed_orders(settings, [known])
-    uids = [support.unique("ghost") for _ in range(10)] + [known["order_uid"]]
+    uids = [scratch.unique("ghost") for _ in range(10)] + [known["order_uid"]]
     answers = await asyncio.gather(*(get(api, f"/order/{uid}") for uid in uids))
     assert [status for status, _, _ in answers] == [404] * 10 + [200]
 
@@ -403,7 +405,7 @@ async def test_metrics_tell_cache_hits_from_misses_and_unknown_orders(
 
     before = {o: answered(o, s) for o, s in (("hit", "200"), ("miss", "200"), ("not_found", "404"))}
     api.app[CACHE].evict(order["order_uid"])
-    for path in (f"/order/{order['order_uid']}",) * 2 + (f"/order/{support.unique('nobody')}",):
+    for path in (f"/order/{order['order_uid']}",) * 2 + (f"/order/{scratch.unique('nobody')}",):
         await get(api, path)
     after = {o: answered(o, s) for o, s in (("hit", "200"), ("miss", "200"), ("not_found", "404"))}
     assert {o: after[o] - before[o] for o in after} == {"hit": 1, "miss": 1, "not_found": 1}
@@ -429,7 +431,7 @@ async def test_health_readiness_and_metrics(api: RunningApi) -> None:
     assert (await get(api, "/healthz"))[0] == 200
     status, _, body = await get(api, "/readyz")
     assert (status, json.loads(body)) == (200, {"status": "ready"})
-    await get(api, f"/order/{support.unique('nobody')}")
+    await get(api, f"/order/{scratch.unique('nobody')}")
     status, headers, body = await get(api, "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     text = body.decode()
@@ -534,7 +536,7 @@ async def test_every_answer_carries_the_security_headers(api: RunningApi, settin
         (f"/order/{uid}", {}),  # a miss, then hits
         (f"/order/{uid}", {}),
         (f"/order/{uid}", {"If-None-Match": first["ETag"]}),
-        (f"/order/{support.unique('nobody')}", {}),
+        (f"/order/{scratch.unique('nobody')}", {}),
         ("/order/bad%20id", {}),
         ("/orders", {}),
         ("/orders?limit=0", {}),
@@ -573,7 +575,7 @@ async def test_cors_answers_allowed_origins_only(api: RunningApi, settings: Sett
     shop, other = "https://shop.example", "https://evil.example"
     preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "if-none-match"}
     async with running_api(settings, api_cors_origins=f"{shop},null") as open_api:
-        for request_path in (path, path, "/orders", f"/order/{support.unique('nobody')}"):
+        for request_path in (path, path, "/orders", f"/order/{scratch.unique('nobody')}"):
             _, headers, _ = await get(open_api, request_path, headers={"Origin": shop})
             assert headers["Access-Control-Allow-Origin"] == shop
             assert headers["Access-Control-Expose-Headers"] == "ETag, X-Cache, Server-Timing"

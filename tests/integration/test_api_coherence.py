@@ -13,6 +13,8 @@ import psycopg
 import pytest_asyncio
 
 from api.freshness import LISTEN_APPLICATION_NAME
+from harness import scratch
+from harness.orders import reference_order
 from orderview.settings import Settings
 from projector.adapters import postgres
 from tests import support
@@ -26,8 +28,8 @@ ALIVE = "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%(pids)s)"
 
 
 def new_order() -> dict:
-    order = support.reference_order()
-    order["order_uid"] = support.unique("coherent")
+    order = reference_order()
+    order["order_uid"] = scratch.unique("coherent")
     return order
 
 

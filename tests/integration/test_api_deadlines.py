@@ -7,6 +7,7 @@ import asyncio
 import json
 
 from api.contexts import POOL
+from harness import scratch
 from orderview.settings import Settings
 from tests import support
 from tests.api_server import RunningApi, running_api
@@ -27,7 +28,7 @@ async def test_requests_answer_503_when_the_database_stops_answering(settings: S
         async with running_api(settings, pg_port=proxy.port, api_db_timeout_s=DEADLINE_S) as api:
             proxy.frozen = True
             async with asyncio.timeout(BOUND_S):
-                for path in (f"/order/{support.unique('silent')}", "/orders"):
+                for path in (f"/order/{scratch.unique('silent')}", "/orders"):
                     status, _, body = await get(api, path)
                     assert (status, json.loads(body)["error"]) == (503, "unavailable"), path
 
@@ -48,7 +49,7 @@ async def test_requests_answer_503_when_the_database_stops_answering(settings: S
 async def test_one_hung_lookup_does_not_hold_up_other_misses(settings: Settings) -> None:
     async with pg_proxy(settings.pg_host, settings.pg_port) as proxy:
         async with running_api(settings, pg_port=proxy.port, api_db_timeout_s=5.0) as api:
-            hung_uid = support.unique("hung")
+            hung_uid = scratch.unique("hung")
             proxy.freeze_on = hung_uid.encode()
             hung = asyncio.create_task(get(api, f"/order/{hung_uid}"))
             await support.wait_until(lambda: proxy.frozen_links == 1, message="the lookup to hang")
@@ -61,7 +62,7 @@ async def test_one_hung_lookup_does_not_hold_up_other_misses(settings: Settings)
 
 async def test_unknown_ids_cost_no_query_after_the_first(settings: Settings) -> None:
     async with running_api(settings) as api:
-        uids = [support.unique("ghost") for _ in range(20)]
+        uids = [scratch.unique("ghost") for _ in range(20)]
         for uid in uids:
             assert (await get(api, f"/order/{uid}"))[0] == 404
         queries, taken = lookups(api), pool_requests(api)

@@ -11,10 +11,11 @@ from dataclasses import replace
 
 from yarl import URL
 
+from harness.ports import free_port
+from harness.processes import ServiceProcess
 from orderview.settings import Settings
 from tests.api_server import running_api
 from tests.integration.test_api import get
-from tests.processes import ServiceProcess, free_port
 
 
 async def test_a_loopback_api_refuses_a_rebound_host_name_without_any_setting(settings: Settings) -> None:

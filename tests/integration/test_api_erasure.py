@@ -2,7 +2,7 @@
 `GET /order` answers 404 on every replica, also one that had it cached, the negative cache
 remembers it as any unknown id, and neither `/orders`, the warm-up nor a re-sync brings it back.
 
-The read model is written as the projector writes an erasure (tests/history.py)."""
+The read model is written as the projector writes an erasure (harness/history.py)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,18 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from api.contexts import CACHE, METRICS
+from harness import scratch
+from harness.history import Version, erase, later_times, snapshot_row, write_history
+from harness.orders import reference_order
 from orderview.settings import Settings
 from tests import support
 from tests.api_server import RunningApi, api_process, running_api
-from tests.history import Version, erase, later_times, snapshot_row, write_history
 from tests.integration.test_api_coherence import admin_connection, kill_listeners, listener_count
 
 
 def new_order(prefix: str = "erased") -> dict:
-    order = support.reference_order()
-    order["order_uid"] = support.unique(prefix)
+    order = reference_order()
+    order["order_uid"] = scratch.unique(prefix)
     order["payment"]["transaction"] = order["order_uid"]
     return order
 

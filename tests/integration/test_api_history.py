@@ -1,5 +1,5 @@
 """GET /order/{order_uid}/history against a real PostgreSQL read model, written as the projector
-writes versions and erasures (tests/history.py): the versions oldest first, a page's first whole
+writes versions and erasures (harness/history.py): the versions oldest first, a page's first whole
 and each later one as the JSON Patch from the one before, paged back to the first version."""
 
 from __future__ import annotations
@@ -15,17 +15,19 @@ import pytest
 import pytest_asyncio
 
 from api.edge import SECURITY_HEADERS
+from harness import scratch
+from harness.history import Version, erase, later_times, versions_of, write_history
+from harness.orders import reference_order
 from orderview.settings import Settings
 from tests import support
 from tests.api_server import RunningApi, running_api
-from tests.history import Version, erase, later_times, versions_of, write_history
 from tests.integration.test_api import BAD_ORDER_UIDS, get
 from tests.pg_proxy import pg_proxy
 
 
 def new_order(prefix: str = "history") -> dict:
-    order = support.reference_order()
-    order["order_uid"] = support.unique(prefix)
+    order = reference_order()
+    order["order_uid"] = scratch.unique(prefix)
     order["payment"]["transaction"] = order["order_uid"]
     return order
 
@@ -222,7 +224,7 @@ async def test_the_etag_answers_304_until_a_new_version_arrives(api: RunningApi,
 
 
 async def test_an_unknown_or_erased_order_has_no_history(api: RunningApi, settings: Settings) -> None:
-    nobody = support.unique("nobody")
+    nobody = scratch.unique("nobody")
     status, _, body = await history(api, nobody)
     assert (status, body) == (404, {"error": "not_found", "message": f"no order with order_uid '{nobody}'"})
 
@@ -277,7 +279,7 @@ async def test_every_answer_carries_the_security_headers(api: RunningApi, settin
     answers = [
         headers,
         (await history(api, order["order_uid"], headers={"If-None-Match": headers["ETag"]}))[1],
-        (await history(api, support.unique("nobody")))[1],
+        (await history(api, scratch.unique("nobody")))[1],
         (await history(api, order["order_uid"], "?limit=0"))[1],
     ]
     for answer in answers:

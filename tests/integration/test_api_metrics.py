@@ -13,11 +13,12 @@ import aiohttp
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness import scratch
+from harness.ports import free_port
 from orderview.settings import Settings
 from tests import support
 from tests.api_server import ROOT, RunningApi, wait_ready
 from tests.integration.test_api import new_order
-from tests.processes import free_port
 
 SCRAPES = 40
 MONOTONIC = ("counter", "histogram")
@@ -57,7 +58,7 @@ async def test_successive_scrapes_under_load_never_see_a_counter_go_down(
     orders = [new_order("scraped") for _ in range(20)]
     await support.seed_orders(settings, orders)
     paths = itertools.cycle(
-        [f"/order/{o['order_uid']}" for o in orders] + [f"/order/{support.unique('ghost')}", "/orders"]
+        [f"/order/{o['order_uid']}" for o in orders] + [f"/order/{scratch.unique('ghost')}", "/orders"]
     )
     stop = asyncio.Event()
 

@@ -15,10 +15,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
+from harness.history import versions_of, write_history
+from harness.orders import reference_order
 from orderview.settings import Settings
 from tests import support
 from tests.api_server import api_process
-from tests.history import versions_of, write_history
 
 EXAMPLES_PER_OPERATION = 50
 
@@ -26,7 +27,7 @@ EXAMPLES_PER_OPERATION = 50
 def reference_history() -> list[dict]:
     """The reference order's versions before it became what examples/order.json holds: another
     address, an item's status, an item more."""
-    current = support.reference_order()
+    current = reference_order()
     first = copy.deepcopy(current)
     first["delivery"]["address"] = "Ploshad Mira 51"
     first["items"][0]["status"] = 200
@@ -38,7 +39,7 @@ def reference_history() -> list[dict]:
 
 @pytest_asyncio.fixture(scope="module")
 async def api_schema(settings: Settings) -> AsyncIterator[schemathesis.schemas.BaseSchema]:
-    uid = support.reference_order()["order_uid"]
+    uid = reference_order()["order_uid"]
     await write_history(settings, uid, versions_of(reference_history()))
     async with api_process(settings) as api:
         yield schemathesis.openapi.from_url(api.url + "/openapi.json")
@@ -48,7 +49,7 @@ async def api_schema(settings: Settings) -> AsyncIterator[schemathesis.schemas.B
 async def guarded_schema(settings: Settings) -> AsyncIterator[schemathesis.schemas.BaseSchema]:
     """The API with its Host allow-list and a CORS origin set."""
     guarded = dataclasses.replace(settings, api_allowed_hosts="127.0.0.1", api_cors_origins=SHOP)
-    await support.seed_orders(settings, [support.reference_order()])
+    await support.seed_orders(settings, [reference_order()])
     async with api_process(guarded) as api:
         yield schemathesis.openapi.from_url(api.url + "/openapi.json")
 
@@ -80,7 +81,7 @@ def test_every_operation_conforms_to_the_document(api_schema: schemathesis.schem
 
 
 def test_an_existing_order_conforms_to_the_order_schema(api_schema: schemathesis.schemas.BaseSchema) -> None:
-    uid = support.reference_order()["order_uid"]
+    uid = reference_order()["order_uid"]
     for method in ("GET", "HEAD"):
         case = api_schema["/order/{order_uid}"][method].Case(path_parameters={"order_uid": uid})
         response = case.call_and_validate()
@@ -90,7 +91,7 @@ def test_an_existing_order_conforms_to_the_order_schema(api_schema: schemathesis
 def test_every_page_of_a_history_conforms_to_the_document(
     api_schema: schemathesis.schemas.BaseSchema,
 ) -> None:
-    uid = support.reference_order()["order_uid"]
+    uid = reference_order()["order_uid"]
     operation = api_schema["/order/{order_uid}/history"]["GET"]
     for limit in (1, 2, 3, 100):
         before, versions = None, 0
@@ -120,7 +121,7 @@ def test_the_document_says_money_is_in_minor_units_as_the_schema_does() -> None:
 
 
 def test_preflights_conform_to_the_document(guarded_schema: schemathesis.schemas.BaseSchema) -> None:
-    uid = support.reference_order()["order_uid"]
+    uid = reference_order()["order_uid"]
     for path, parameters in (("/order/{order_uid}", {"order_uid": uid}), ("/orders", {})):
         fuzz(guarded_schema[path]["OPTIONS"], GenerationMode.POSITIVE)
         for origin, method, status in (
@@ -136,7 +137,7 @@ def test_preflights_conform_to_the_document(guarded_schema: schemathesis.schemas
 def test_a_host_off_the_allow_list_gets_the_documented_421(
     guarded_schema: schemathesis.schemas.BaseSchema,
 ) -> None:
-    uid = support.reference_order()["order_uid"]
+    uid = reference_order()["order_uid"]
     for path, parameters in (("/order/{order_uid}", {"order_uid": uid}), ("/orders", {}), ("/healthz", {})):
         case = guarded_schema[path]["GET"].Case(
             path_parameters=parameters, headers={"Host": "rebound.example"}

@@ -10,10 +10,11 @@ import orjson
 import psycopg
 
 from emulator.stream import expected_state, stream
+from harness import ROOT
+from harness.processes import Projector
 from orderview.settings import Settings
 from projector.audit import audit
 from tests import support
-from tests.processes import ROOT, Projector
 from tests.readmodel import wait_for_orders
 
 

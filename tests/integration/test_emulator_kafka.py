@@ -10,16 +10,18 @@ import pytest_asyncio
 
 from emulator.send import Tally, send
 from emulator.stream import stream
+from harness import scratch
+from harness.topics import create_topics, delete_topics
 from orderview.settings import Settings
 from tests import support
 
 
 @pytest_asyncio.fixture
 async def own_topic(settings: Settings) -> AsyncIterator[Settings]:
-    s = support.with_fresh_topics(settings)
-    await support.create_topics(s)
+    s = scratch.topics_for_tests(settings)
+    await create_topics(s)
     yield s
-    await support.delete_topics(s)
+    await delete_topics(s, best_effort=True)
 
 
 async def test_erasures_reach_the_topic_as_tombstones_of_orders_sent_before(own_topic: Settings) -> None:

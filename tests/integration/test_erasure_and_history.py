@@ -11,13 +11,13 @@ import jsonpatch
 import orjson
 import psycopg
 
+from harness.processes import Projector
 from orderview.settings import Settings
 from projector.adapters.kafka import scan
 from projector.audit import audit
 from projector.rebuild import rebuild
 from tests import logops, support
 from tests.api_server import RunningApi, api_process
-from tests.processes import Projector
 from tests.readmodel import message, order, snapshots, wait_for_orders
 
 HISTORY_ROWS = "SELECT count(*) FROM order_history WHERE order_uid = %s"

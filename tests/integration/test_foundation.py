@@ -15,10 +15,11 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from psycopg import sql
 
+from harness import scratch
+from harness.ports import free_port, free_port_pair
 from orderview.bootstrap import create_database, drop_database, migrate
 from orderview.settings import Settings
 from tests import support
-from tests.processes import free_port, free_port_pair
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 async def test_committed_offset_is_where_the_next_group_member_resumes(clean_settings: Settings) -> None:
     s = clean_settings
     await support.produce(s, [(b"k", f"m{i}".encode()) for i in range(10)])
-    group = support.unique("roundtrip-")
+    group = scratch.unique("roundtrip-")
 
     first = AIOKafkaConsumer(
         s.orders_topic,
@@ -108,7 +109,7 @@ def test_migrations_applied_twice_leave_the_schema_unchanged(settings: Settings)
 @pytest.mark.slow
 def test_make_up_twice_is_a_no_op_and_make_down_leaves_nothing_of_ours() -> None:
     """A second Kafka and PostgreSQL, on other ports and in a run folder of their own."""
-    run_dir = ROOT / ".run" / support.unique("updown-")
+    run_dir = ROOT / ".run" / scratch.unique("updown-")
     env = {
         **os.environ,
         "ORDERVIEW_RUN_DIR": str(run_dir),
@@ -242,7 +243,7 @@ def test_a_table_the_project_does_not_own_leaves_the_bootstrap_working(settings:
 
 
 def test_passwords_with_spaces_and_quotes_work_from_bootstrap_to_query(settings: Settings) -> None:
-    tag = support.unique("")
+    tag = scratch.unique("")
     password = """p w'd "x" \\ y"""
     odd = replace(
         settings,

@@ -16,6 +16,9 @@ import orjson
 import psycopg
 import pytest
 
+from harness import ROOT
+from harness.processes import Projector
+from harness.topics import end_offset
 from orderview.bootstrap import ensure_topics
 from orderview.settings import Settings
 from projector import faults
@@ -24,7 +27,6 @@ from projector.audit import audit
 from projector.rebuild import TrimmedLog, rebuild
 from projector.redrive import Choice, redrive
 from tests import logops, support
-from tests.processes import ROOT, Projector
 from tests.readmodel import message, order, orders, positions, snapshots, wait_for_orders
 
 
@@ -248,7 +250,7 @@ async def test_a_missing_dead_letter_topic_holds_back_only_what_follows_a_bad_me
         await wait_for_orders(s, 10)
         await support.wait_until(lambda: readiness(p)[0] == 200, message="ready again")
         assert positions(s) == {0: 11}
-        assert await support.end_offset(s, s.dlq_topic) == 1, "the bad message dead-lettered once"
+        assert await end_offset(s, s.dlq_topic) == 1, "the bad message dead-lettered once"
     finally:
         assert p.terminate() == 0
 
@@ -296,7 +298,7 @@ async def test_a_migration_that_refuses_every_order_stops_the_worker_and_dead_le
         [why] = critical_lines(p)
         assert "the database refuses every order, a valid order of the projector's own too" in why["msg"]
         assert 'check constraint "refuse_all"' in why["msg"] and "none of them is dead-lettered" in why["msg"]
-        assert positions(s) == {0: 5} and await support.end_offset(s, s.dlq_topic) == 0
+        assert positions(s) == {0: 5} and await end_offset(s, s.dlq_topic) == 0
     finally:
         with psycopg.connect(s.dsn("owner"), autocommit=True) as conn:
             conn.execute("ALTER TABLE orders DROP CONSTRAINT refuse_all")

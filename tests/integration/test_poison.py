@@ -12,12 +12,13 @@ from pathlib import Path
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from harness.processes import Projector
+from harness.topics import end_offset
 from orderview import kafka_clients
 from orderview.settings import Settings
 from projector import faults
 from projector.redrive import Choice, redrive
 from tests import support
-from tests.processes import Projector
 from tests.readmodel import (
     committed_offsets,
     message,
@@ -100,7 +101,7 @@ async def test_a_dead_letter_the_broker_refuses_for_its_size_is_sent_truncated_w
         letters = await dead_letters(s, 11)
         await wait_for_orders(s, 20)
         await asyncio.sleep(2)
-        assert await support.end_offset(s, s.dlq_topic) == 11
+        assert await end_offset(s, s.dlq_topic) == 11
         sources = sorted(int(support.headers(r)["dlq.offset"]) for r in letters)
         assert sources == list(range(11)), "every bad message dead-lettered exactly once"
         [letter] = [r for r in letters if support.headers(r).get("dlq.truncated")]
@@ -220,12 +221,12 @@ async def test_a_bug_in_the_validator_stops_the_worker_and_dead_letters_nothing(
     assert buggy.wait_exit(60) == faults.EXIT_FAILED, "an exception nobody anticipated stops the worker"
     [why] = [line for line in map(orjson.loads, buggy.log_text().splitlines()) if line["level"] == "critical"]
     assert "KeyError" in why.get("exc", ""), "it says which exception"
-    assert positions(s).get(0, 0) <= 20 and await support.end_offset(s, s.dlq_topic) == 0, (
+    assert positions(s).get(0, 0) <= 20 and await end_offset(s, s.dlq_topic) == 0, (
         "no position past the record, and no letter for a fault of ours"
     )
     fixed = Projector(s, "projector-validator-fixed").start().wait_ready()
     try:
         await wait_for_orders(s, 41)
-        assert positions(s) == {0: 41} and await support.end_offset(s, s.dlq_topic) == 0
+        assert positions(s) == {0: 41} and await end_offset(s, s.dlq_topic) == 0
     finally:
         assert fixed.terminate() == 0

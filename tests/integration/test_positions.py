@@ -10,6 +10,7 @@ import asyncio
 import psycopg
 from aiokafka.errors import KafkaTimeoutError
 
+from harness.processes import Projector
 from orderview.settings import Settings
 from projector.adapters import postgres
 from projector.adapters.dead_letters import DeadLetterQueue, letters_of
@@ -18,7 +19,6 @@ from projector.core.records import Record
 from projector.redrive import Choice, redrive
 from tests import logops, support
 from tests.integration.test_log_operations import critical_lines, log_lines, readiness
-from tests.processes import Projector
 from tests.readmodel import message, order, orders, positions, snapshots, wait_for_orders
 
 REWIND = "UPDATE applied_offsets SET next_offset = %s WHERE topic = %s AND partition = 0"

@@ -11,11 +11,13 @@ import psycopg
 import pytest
 
 from emulator.stream import expected_state, stream
+from harness import scratch
+from harness.orders import reference_order, reference_order_bytes
+from harness.processes import Projector
 from orderview.bootstrap import create_database, drop_database
 from orderview.settings import Settings
 from projector.rebuild import rebuild
 from tests import support
-from tests.processes import Projector
 from tests.readmodel import (
     count,
     message,
@@ -41,8 +43,8 @@ def projector(clean_settings: Settings):
 async def test_reference_order_reaches_every_table_and_its_snapshot_equals_the_message(
     clean_settings: Settings, projector: Projector
 ) -> None:
-    raw = support.reference_order_bytes()
-    uid = support.reference_order()["order_uid"]
+    raw = reference_order_bytes()
+    uid = reference_order()["order_uid"]
     await support.produce(clean_settings, [(uid.encode(), raw)])
     await wait_for_orders(clean_settings, 1)
     assert snapshots(clean_settings)[uid] == orjson.loads(raw)
@@ -321,7 +323,7 @@ async def test_rebuild_gives_a_read_model_equal_to_the_live_one(clean_settings: 
         p.terminate()
     live = read_model(s)
 
-    other = replace(s, pg_database=support.unique("orderview_rebuild_"))
+    other = replace(s, pg_database=scratch.unique("orderview_rebuild_"))
     create_database(other)
     try:
         assert await rebuild(other) == len(messages)

@@ -11,11 +11,12 @@ import sys
 import orjson
 import psycopg
 
+from harness import ROOT
+from harness.processes import Projector
 from orderview.settings import Settings
 from projector import faults
 from projector.rebuild import rebuild
 from tests import support
-from tests.processes import ROOT, Projector
 from tests.readmodel import (
     committed_offsets,
     ops,

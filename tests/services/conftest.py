@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from harness import scratch
+from harness.topics import delete_topics
 from orderview.bootstrap import create_database, drop_database, ensure_topics
 from orderview.settings import Settings
-from tests import support
 from tests.clusters import CertificateAuthority, KafkaCluster, TlsPostgres
 
 
@@ -42,9 +43,9 @@ def untrusted_ca() -> Iterator[Path]:
 async def on_cluster(cluster: KafkaCluster) -> AsyncIterator[Settings]:
     """A database of its own on the shared PostgreSQL, and topics of its own on the cluster,
     made by the bootstrap (three replicas, two in sync)."""
-    s = cluster.settings(support.with_fresh_topics(support.test_database_settings()))
+    s = cluster.settings(scratch.topics_for_tests(scratch.database_for_tests()))
     create_database(s)
     await ensure_topics(s)
     yield s
     drop_database(s)
-    await support.delete_topics(s)
+    await delete_topics(s, best_effort=True)

@@ -11,11 +11,11 @@ import psycopg
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
+from harness.processes import LOGS, Projector
 from orderview import kafka_clients
 from orderview.settings import Settings
 from projector.audit import audit
 from tests.clusters import KafkaCluster
-from tests.processes import LOGS, Projector
 from tests.readmodel import message, order
 
 RATE = 150  # orders a second while the brokers die

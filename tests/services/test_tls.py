@@ -14,13 +14,15 @@ import psycopg
 import pytest
 import pytest_asyncio
 
+from harness import scratch
+from harness.processes import Projector
+from harness.topics import delete_topics
 from orderview import kafka_clients, refusals
 from orderview.bootstrap import create_database, drop_database, ensure_topics
 from orderview.settings import Settings
 from tests import support
 from tests.api_server import running_api
 from tests.clusters import KafkaCluster, TlsPostgres
-from tests.processes import Projector
 from tests.readmodel import orders, wait_for_orders
 
 KAFKA_PASSWORD = "the Kafka broker refused the SCRAM-SHA-512 credentials"
@@ -31,7 +33,7 @@ PG_CA = "PostgreSQL's certificate is not trusted by ORDERVIEW_PG_SSLROOTCERT"
 @pytest_asyncio.fixture(scope="module")
 async def secure(cluster: KafkaCluster, tls_postgres: TlsPostgres) -> AsyncIterator[Settings]:
     """A database on the TLS PostgreSQL (verify-full) and topics on the cluster, over SASL_SSL."""
-    s = tls_postgres.settings(cluster.sasl_ssl_settings(support.test_database_settings()))
+    s = tls_postgres.settings(cluster.sasl_ssl_settings(scratch.database_for_tests()))
     create_database(s)
     yield s
     drop_database(s)
@@ -40,10 +42,10 @@ async def secure(cluster: KafkaCluster, tls_postgres: TlsPostgres) -> AsyncItera
 @pytest_asyncio.fixture
 async def own_topics(secure: Settings) -> AsyncIterator[Settings]:
     support.truncate_read_model(secure)
-    s = support.with_fresh_topics(secure)
+    s = scratch.topics_for_tests(secure)
     await ensure_topics(s)
     yield s
-    await support.delete_topics(s)
+    await delete_topics(s, best_effort=True)
 
 
 def _tls_roles(settings: Settings) -> set[str]:

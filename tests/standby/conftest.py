@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.replication import Standby
 from orderview.settings import Settings
-from tests.replication import Standby
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
-from orderview.settings import Settings
-from tests import support
-from tests.api_server import RunningApi, api_process
-from tests.processes import LOGS, Projector
-from tests.replication import (
+from harness.metrics import matching
+from harness.processes import LOGS, Projector
+from harness.replication import (
     Answer,
     CommitLog,
     Standby,
@@ -32,6 +29,9 @@ from tests.replication import (
     versioned,
     watch_commits,
 )
+from orderview.settings import Settings
+from tests import support
+from tests.api_server import RunningApi, api_process
 
 ORDERS = 100
 VERSIONS = 50  # ORDERS × VERSIONS updates, produced at once
@@ -63,12 +63,7 @@ async def replicas(*settings: Settings) -> AsyncIterator[list[RunningApi]]:
 async def metric(replica: RunningApi, name: str, **labels: str) -> float:
     """A sample of a replica's /metrics (0 when the series does not exist yet)."""
     async with replica.client.get(f"{replica.url}/metrics") as response:
-        text = await response.text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and labels.items() <= sample.labels.items():
-                return sample.value
-    return 0.0
+        return matching(await response.text(), name, **labels)
 
 
 async def readyz(replica: RunningApi) -> tuple[int, dict]:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from api.cache import ENTRY_OVERHEAD_BYTES, CachedOrder, OrderCache
-from tests.support import reference_order, reference_order_bytes
+from harness.orders import reference_order, reference_order_bytes
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

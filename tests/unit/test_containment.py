@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness.orders import reference_order_bytes
 from orderview.settings import Settings
 from projector.batch import BatchProjector
 from projector.core.records import Record
 from projector.core.validate import Rejection
 from projector.core.verdicts import Erase, Judge, Order, Rejected
 from tests import strategies
-from tests.support import reference_order_bytes
 
 UID = b"b563feb7b2b84b6test"
 SECRET = b"secret"

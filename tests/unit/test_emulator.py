@@ -17,10 +17,10 @@ from emulator.__main__ import file_messages, parse_args
 from emulator.orders import BAD_KINDS, OrderFactory, bad_message, copy_order
 from emulator.send import Tally
 from emulator.stream import BLOCK, check_arguments
+from harness.orders import REFERENCE_ORDER_PATH, reference_order_bytes
 from orderview.settings import get_settings
 from projector.core.validate import Rejection, Validator
 from schemas.formats import is_date_time, is_email
-from tests.support import REFERENCE_ORDER_PATH, reference_order_bytes
 
 MAX_BYTES = 64 * 1024
 VALIDATOR = Validator(max_bytes=MAX_BYTES)

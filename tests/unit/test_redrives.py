@@ -6,12 +6,12 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness.orders import reference_order_bytes
 from projector.core import redrives
 from projector.core.records import Record
 from projector.core.redrives import REDRIVE_OF, REDRIVE_SIGNATURE, REDRIVE_VERSION, Claim, Forged
 from projector.core.verdicts import Judge, Order, Rejected
 from projector.core.versions import Version
-from tests.support import reference_order_bytes
 
 SECRET = b"the deployment's secret"
 UID = b"b563feb7b2b84b6test"

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from harness.orders import reference_order, reference_order_bytes
 from projector.core.validate import (
     MAX_DEPTH,
     MAX_VALUES,
@@ -22,7 +23,6 @@ from projector.core.validate import (
 from schemas import ORDER_SCHEMA, ORDER_UID_PATTERN, ORDER_UID_RE
 from schemas.formats import is_date_time, is_email
 from tests import strategies
-from tests.support import reference_order, reference_order_bytes
 
 VALIDATOR = Validator()
 FAST = fast_validator()

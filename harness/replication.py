@@ -29,10 +29,12 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from harness import ROOT
+from harness.orders import reference_order
+from harness.ports import free_port
+from harness.scratch import unique
 from orderview import readmodel
 from orderview.settings import Settings
-from tests import support
-from tests.processes import ROOT, free_port
 
 VERSIONS_BY_UID = "SELECT order_uid, body_json FROM order_snapshots WHERE order_uid = ANY(%(uids)s)"
 PAUSE_REPLAY = "SELECT pg_wal_replay_pause()"
@@ -55,8 +57,8 @@ def version_of(body: bytes | str | dict) -> int:
 def new_orders(prefix: str, count: int) -> list[dict]:
     orders = []
     for _ in range(count):
-        order = support.reference_order()
-        order["order_uid"] = support.unique(prefix)
+        order = reference_order()
+        order["order_uid"] = unique(prefix)
         orders.append(order)
     return orders
 

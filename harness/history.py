@@ -1,8 +1,9 @@
 """Versions, histories and erasures written into the read model with SQL, as the projector writes
 them (sql/006_history_and_erasure.sql), and notified as it notifies them (orderview/readmodel.py).
 
-The API's tests need orders with many versions and erased orders before the projector makes
-them; these helpers write exactly the rows the contract describes, nothing more:
+The API's tests (and the bench's history reads) need orders with many versions and erased
+orders before the projector makes them; these helpers write exactly the rows the contract
+describes, nothing more:
 - an order's current version is its `order_snapshots` row, every earlier one a row of
   `order_history`, all with their version (time, partition, offset), source coordinates, record
   timestamp and type, and when they were applied;
