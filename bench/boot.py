@@ -21,10 +21,14 @@ from api.cache import CachedOrder, OrderCache
 from api.freshness import CHUNK
 from api.views import RECENT_SNAPSHOTS
 from bench import data
-from bench.env import ROOT, say
-from bench.procs import Service, free_port, http_get, metric
+from bench.env import say
 from bench.results import Results
 from bench.scale import Scale
+from bench.services import Service
+from harness import ROOT
+from harness.metrics import scrape, total
+from harness.ports import free_port
+from harness.readiness import wait_until
 from orderview.settings import Settings
 
 SECTION = "boot"
@@ -201,18 +205,18 @@ def boot_api(settings: Settings, entries: int, probe: str) -> Boot:
     port = free_port()
     s = dataclasses.replace(settings, cache_max_entries=entries, api_port=port, api_replicas=1)
     base = f"http://127.0.0.1:{port}"
-    with Service(f"boot-api-{entries}", "api", s, ("--port", str(port), "--replicas", "1")) as api:
-        first = api.wait_http(f"{base}/order/{probe}", timeout=60, interval=0.002)
-        seconds = api.wait_http(f"{base}/readyz", timeout=600, interval=0.002)
+    with Service("api", s, f"boot-api-{entries}", ("--port", str(port), "--replicas", "1")) as api:
+        first = api.wait_http(f"/order/{probe}", port, timeout=60, interval=0.002)
+        seconds = api.wait_http("/readyz", port, timeout=600, interval=0.002)
         time.sleep(1.0)
         rss = api.rss_bytes()
-        text = _metrics(base)
+        text = scrape(f"{base}/metrics")
         return Boot(
             first_order_s=first,
             seconds=seconds,
             rss=rss,
-            entries=metric(text, "orderview_api_cache_entries") or 0.0,
-            cache_bytes=metric(text, "orderview_api_cache_bytes") or 0.0,
+            entries=total(text, "orderview_api_cache_entries") or 0.0,
+            cache_bytes=total(text, "orderview_api_cache_bytes") or 0.0,
         )
 
 
@@ -249,25 +253,21 @@ def replicas_pss(settings: Settings, entries: int) -> dict[int, int]:
     port = free_port()
     s = dataclasses.replace(settings, cache_max_entries=entries, api_port=port, api_replicas=PSS_REPLICAS)
     base = f"http://127.0.0.1:{port}"
-    with Service("boot-api-pss", "api", s, ("--port", str(port))) as api:
-        api.wait_http(f"{base}/readyz", timeout=600)
-        deadline = time.monotonic() + 120
-        while (metric(_metrics(base), "orderview_api_cache_entries") or 0) < entries * PSS_REPLICAS:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the replicas did not cache {entries:,} orders each in time")
-            time.sleep(0.2)
+    with Service("api", s, "boot-api-pss", ("--port", str(port))) as api:
+        api.wait_http("/readyz", port, timeout=600)
+        wait_until(
+            lambda: (
+                (total(scrape(f"{base}/metrics"), "orderview_api_cache_entries") or 0)
+                >= entries * PSS_REPLICAS
+            ),
+            120,
+            f"the replicas did not cache {entries:,} orders each in time",
+        )
         time.sleep(1.0)
         pss = api.pss_bytes()
     if len(pss) != 1 + PSS_REPLICAS:
         raise RuntimeError(f"expected a supervisor and {PSS_REPLICAS} replicas, found pids {sorted(pss)}")
     return pss
-
-
-def _metrics(base: str) -> str:
-    status, body, _ = http_get(f"{base}/metrics")
-    if status != 200:
-        raise RuntimeError(f"/metrics answered {status}")
-    return body.decode()
 
 
 def measure_entries(settings: Settings, sample: int) -> tuple[float, float]:

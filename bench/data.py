@@ -113,3 +113,11 @@ def _copy_snapshot_batch(conn: psycopg.Connection, batch: list[tuple]) -> None:
         with cur.copy(COPY_SNAPSHOTS) as copy:  # type: ignore[arg-type]
             for row in batch:
                 copy.write_row(row)
+
+
+def count_snapshots(settings: Settings) -> int:
+    """How many orders the read model holds (live or erased), as the API role sees them."""
+    with psycopg.connect(settings.dsn("api")) as conn:
+        row = conn.execute("SELECT count(*) FROM order_snapshots").fetchone()
+        assert row is not None
+        return row[0]

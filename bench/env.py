@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime
 import os
 import platform
@@ -12,50 +11,18 @@ import shutil
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 
-from orderview import kafka_clients
-from orderview.bootstrap import create_database, drop_database, ensure_topics
+from harness import ROOT
+from harness.scratch import settings_for_bench
+from harness.topics import create_topics, delete_topics
+from orderview.bootstrap import create_database, drop_database
 from orderview.settings import Settings, get_settings
 
-ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"  # scratch: logs, id lists (git-ignored)
-
-
-def isolated(tag: str, base: Settings | None = None) -> Settings:
-    """Settings naming a database, topics and consumer group of this run's own."""
-    suffix = uuid.uuid4().hex[:8]
-    base = base or get_settings()
-    return dataclasses.replace(
-        base,
-        pg_database=f"orderview_bench_{tag}_{suffix}",
-        orders_topic=f"orders.bench.{tag}.{suffix}",
-        dlq_topic=f"orders.dlq.bench.{tag}.{suffix}",
-        consumer_group=f"orderview-bench-{tag}-{suffix}",
-    )
-
-
-def create_topics(settings: Settings) -> None:
-    asyncio.run(ensure_topics(settings))
-
-
-def delete_topics(settings: Settings) -> None:
-    async def delete() -> None:
-        admin = kafka_clients.admin(settings)
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            mine = [t for t in (settings.orders_topic, settings.dlq_topic) if t in existing]
-            if mine:
-                await admin.delete_topics(mine)
-        finally:
-            await admin.close()
-
-    asyncio.run(delete())
 
 
 def ensure_wrk() -> str:
@@ -144,16 +111,18 @@ def say(text: str) -> None:
 @contextlib.contextmanager
 def scratch(tag: str, topics: bool = False) -> Iterator[Settings]:
     """A database (and topics) of the bench's own for one section, dropped afterwards."""
-    settings = isolated(tag)
+    settings = settings_for_bench(tag)
     try:
         create_database(settings)
         if topics:
-            create_topics(settings)
+            asyncio.run(create_topics(settings))
         yield settings
     finally:
         _best_effort(lambda: drop_database(settings), f"drop database {settings.pg_database}")
         if topics:
-            _best_effort(lambda: delete_topics(settings), f"delete topics {settings.orders_topic}")
+            _best_effort(
+                lambda: asyncio.run(delete_topics(settings)), f"delete topics {settings.orders_topic}"
+            )
 
 
 def _best_effort(action: Callable[[], None], what: str) -> None:

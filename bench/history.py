@@ -6,7 +6,7 @@ The bench's `history` section runs all three (`run`). The read latency alone:
     .venv/bin/python -m bench.history [--orders 2000] [--seconds 10]
 
 Orders of 5 and of 50 versions are written into a database of the bench's own as the projector
-keeps them (tests/history.py: snapshots and order_history rows), then one `python -m api`
+keeps them (harness/history.py: snapshots and order_history rows), then one `python -m api`
 process on one core answers wrk on the other: GET /order/{uid} (cache hits), and
 GET /order/{uid}/history (always from PostgreSQL: the default page of 20, the 5-version orders
 whole, the 50-version orders' newest 20), each at 8 connections and at one. Loopback only,
@@ -27,13 +27,16 @@ import psycopg
 
 from bench import data, env, wrk
 from bench.env import say
-from bench.ingest import produce, projected_samples
-from bench.procs import Service, free_port, http_get
+from bench.ingest import projected_samples
+from bench.produce import produce
 from bench.results import Results
 from bench.scale import Scale
+from bench.services import Service
+from harness.history import Version, later_times, write_history
+from harness.ports import free_port
+from harness.readiness import http_get
+from harness.scratch import truncate_read_model
 from orderview.settings import Settings
-from projector.rebuild import TRUNCATE_READ_MODEL
-from tests.history import Version, later_times, write_history
 
 SECTION = "history"
 SEED = 211
@@ -82,12 +85,9 @@ async def seed(settings: Settings, orders: int) -> dict[int, list[str]]:
 
 
 def ids_file(name: str, lines: list[str]) -> Path:
-    path = env.OUT / f"history_{name}.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
     shuffled = list(lines)
     random.Random(SEED).shuffle(shuffled)
-    path.write_text("\n".join(shuffled) + "\n")
-    return path
+    return data.ids_file(f"history_{name}.txt", shuffled)
 
 
 def measure(settings: Settings, uids: dict[int, list[str]], seconds: int, wrk_path: str) -> dict:
@@ -95,7 +95,7 @@ def measure(settings: Settings, uids: dict[int, list[str]], seconds: int, wrk_pa
     base = f"http://127.0.0.1:{port}"
     api_settings = dataclasses.replace(settings, api_port=port, api_replicas=1)
     server = Service(
-        "history-api", "api", api_settings, ("--port", str(port), "--replicas", "1"), cpus=SERVER_CPU
+        "api", api_settings, "history-api", ("--port", str(port), "--replicas", "1"), cpus=SERVER_CPU
     )
     everyone = [uid for group in uids.values() for uid in group]
     runs = {
@@ -110,7 +110,7 @@ def measure(settings: Settings, uids: dict[int, list[str]], seconds: int, wrk_pa
     }
     figures: dict[str, dict] = {}
     with server:
-        server.wait_http(f"{base}/readyz")
+        server.wait_http("/readyz", port)
         for name, (path, prefix) in runs.items():
             probe = path.read_text().split()[0]
             status, body, headers = http_get(f"{base}{prefix}{probe}")
@@ -151,7 +151,7 @@ def run(results: Results, scale: Scale, settings: Settings, wrk_path: str) -> No
     _report_ingest(results, rates, count)
     _report_size(results, stored, count)
     say("history: GET /order/{uid}/history against GET /order/{uid}")
-    _truncate(settings)
+    truncate_read_model(settings)
     uids = asyncio.run(seed(settings, max(200, count // 10)))
     _report_reads(results, measure(settings, uids, scale.wrk_seconds, wrk_path))
     results.settings[SECTION] = (
@@ -180,14 +180,14 @@ def shop_versions(count: int) -> list[data.Order]:
 
 def ingest_once(settings: Settings, history: str, count: int, run_number: int) -> tuple[float, float]:
     """(new orders/s, new versions/s) of one projector over the whole topic into an empty read model."""
-    _truncate(settings)
+    truncate_read_model(settings)
     run_settings = dataclasses.replace(
         settings,
         history=history,
         consumer_group=f"{settings.consumer_group}-history-{run_number}",
         projector_port=free_port(),
     )
-    projector = Service(f"history-projector-{run_number}", "projector", run_settings)
+    projector = Service("projector", run_settings, f"history-projector-{run_number}")
     with projector:
         samples = projected_samples(projector, count * VERSIONS_PER_ORDER)
     return _rate(samples, 0, count), _rate(samples, count, count * VERSIONS_PER_ORDER)
@@ -201,11 +201,6 @@ def _rate(samples: list[tuple[float, float]], start: int, end: int) -> float:
     if last[0] <= first[0]:
         raise RuntimeError(f"too few samples between {start} and {end} versions to measure a rate")
     return (last[1] - first[1]) / (last[0] - first[0])
-
-
-def _truncate(settings: Settings) -> None:
-    with psycopg.connect(settings.dsn("owner")) as conn:
-        conn.execute(TRUNCATE_READ_MODEL)
 
 
 def _history_size(settings: Settings) -> tuple[int, int, int]:

@@ -17,20 +17,25 @@ import time
 from collections.abc import Sequence
 
 import psycopg
-from aiokafka import AIOKafkaProducer
 from psycopg import sql
 
 from bench import data, mixed
-from bench.env import ROOT, say
-from bench.procs import Service, free_port, http_get, metric
+from bench.env import say
+from bench.produce import paced, produce
 from bench.profile import PROJECTOR_PARTS, PROJECTOR_REST, Profile
 from bench.results import Results
 from bench.scale import Scale
+from bench.services import Service
+from harness import ROOT
+from harness.metrics import total
+from harness.ports import free_port
+from harness.readiness import http_get
+from harness.scratch import truncate_read_model
 from orderview import kafka_clients, readmodel
 from orderview.settings import Settings
 from projector.audit import audit
 from projector.core.validate import Validator
-from projector.rebuild import TRUNCATE_READ_MODEL, rebuild
+from projector.rebuild import rebuild
 
 SECTION = "ingest"
 LATENCY = "latency"
@@ -41,13 +46,54 @@ COPY_BATCH = 500
 VALIDATION_SAMPLE = 50_000
 
 
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    rate: float  # orders/s, first batch visible → all visible
+    total_s: float  # process start → all visible
+
+
+@dataclasses.dataclass(frozen=True)
+class Baselines:
+    """What the same topic and rows cost without the projector, in orders/s."""
+
+    consume: float  # raw aiokafka consume
+    copy: float  # raw COPY
+    write: float  # the projector's write path alone
+    validate: float  # the validator alone
+    replay: float  # BatchProjector without Faust (projector.rebuild)
+    peer: Peer  # Quix Streams' PostgreSQLSink
+
+
 def run(results: Results, scale: Scale, settings: Settings, copy_settings: Settings, wrk_path: str) -> None:
     """`settings`: the projector's database and topics, created by the caller;
     `copy_settings`: an empty database of the same schema for the raw COPY baseline (and the
     Quix peer's table)."""
+    orders = _produce_setup(results, scale, settings)
+    n = len(orders)
+    baselines = _baselines(scale, settings, copy_settings, orders)
+    say("ingest: projector")
+    projector = Service(
+        "projector", dataclasses.replace(settings, projector_port=free_port()), "ingest-projector"
+    )
+    with projector:
+        rate, total_s = _drain(results, projector, n)
+        _check_drained(results, settings, n, baselines.consume)
+        _report_baselines(results, n, baselines)
+        _report_projector(results, baselines, rate, total_s)
+        _report_shares(results, baselines, rate)
+        _latency(results, scale, settings, rate)
+        say("ingest: cached reads idle and while the projector ingests")
+        mixed.run(results, scale, settings, projector, wrk_path, [o.uid for o in orders])
+    _describe(results, scale, settings, n)
+
+
+# --- the steps of run(), in order --------------------------------------------------------------
+
+
+def _produce_setup(results: Results, scale: Scale, settings: Settings) -> list[data.Order]:
+    """The valid orders every measurement drains, produced to the topic before any is measured."""
     say(f"ingest: producing {scale.ingest_orders:,} orders")
     orders = data.valid_orders(scale.ingest_orders, seed=SEED)
-    n = len(orders)
     produce_rate = asyncio.run(produce(settings, orders))
     results.figure(
         SECTION,
@@ -56,13 +102,20 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
         "orders/s",
         note="aiokafka, acks=all, idempotent, linger 20 ms",
     )
+    return orders
 
+
+def _baselines(
+    scale: Scale, settings: Settings, copy_settings: Settings, orders: list[data.Order]
+) -> Baselines:
+    """Each part of the projector's work alone, and the peer, on the same topic and rows."""
+    n = len(orders)
     say("ingest: raw consume")
     consume_rate = asyncio.run(raw_consume(settings, n))
     say("ingest: raw COPY")
     copy_rate = raw_copy(copy_settings, orders)
     say("ingest: the projector's write path and validator alone")
-    _truncate(copy_settings)
+    truncate_read_model(copy_settings)
     write_rate = write_path(copy_settings, orders)
     validate_rate = validation(orders[:VALIDATION_SAMPLE])
     say("ingest: BatchProjector without Faust (projector.rebuild)")
@@ -72,139 +125,153 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
     )
     say("ingest: Quix Streams' PostgreSQLSink on the same topic")
     peer = quix(copy_settings, settings.orders_topic, n, scale.quix_commit_interval_s)
-    say("ingest: projector")
+    return Baselines(consume_rate, copy_rate, write_rate, validate_rate, replay_rate, peer)
 
-    projector = Service(
-        "ingest-projector", "projector", dataclasses.replace(settings, projector_port=free_port())
+
+def _drain(results: Results, projector: Service, n: int) -> tuple[float, float]:
+    """The projector draining the topic, profiled: (orders/s, seconds from process start)."""
+    with Profile(projector.pid, "ingest-projector") as profile:
+        rate, total_s = watch_projector(projector, n)
+    results.note(
+        SECTION,
+        "Profile of the projector while measured (py-spy, CPU samples by part): "
+        + profile.describe(PROJECTOR_PARTS, PROJECTOR_REST)
+        + ".",
     )
-    with projector:
-        with Profile(projector.pid, "ingest-projector") as profile:
-            rate, total_s = watch_projector(projector, n)
-        results.note(
-            SECTION,
-            "Profile of the projector while measured (py-spy, CPU samples by part): "
-            + profile.describe(PROJECTOR_PARTS, PROJECTOR_REST)
-            + ".",
-        )
-        count = _count_snapshots(settings)
-        if count != n:
-            raise RuntimeError(f"the projector made {count} snapshots of {n} orders")
-        say("ingest: the audit of the topic the projector drained")
-        audited = asyncio.run(audit(settings))
-        if audited.total("missing") or audited.messages != n:
-            raise RuntimeError(f"the audit found {audited.total('missing')} missing of {audited.messages}")
-        audit_rate = audited.messages / audited.seconds
-        results.figure(
-            SECTION,
-            "audit (python -m projector.audit)",
-            audit_rate,
-            "messages/s",
-            (">=", 50_000),
-            note=f"{n:,} messages reconciled with the read model and the DLQ, none missing",
-        )
-        results.ratio(
-            SECTION,
-            "audit / raw consume",
-            audit_rate / consume_rate,
-            baseline=f"raw aiokafka consume of the same topic, {consume_rate:,.0f} orders/s",
-        )
-        results.figure(SECTION, "raw aiokafka consume", consume_rate, "orders/s")
-        results.figure(SECTION, "raw COPY (500/transaction)", copy_rate, "orders/s")
-        results.figure(
-            SECTION,
-            "write path alone",
-            write_rate,
-            "orders/s",
-            note="store.write_orders, 500/transaction, no Kafka",
-        )
-        results.figure(
-            SECTION,
-            "validation alone",
-            validate_rate,
-            "orders/s",
-            note=f"Validator.check, one core, {min(n, VALIDATION_SAMPLE):,} messages",
-        )
-        results.figure(SECTION, "projector", rate, "orders/s", note="first batch visible → all visible")
-        results.figure(SECTION, "projector: process start → all visible", total_s, "s")
-        results.figure(
-            SECTION,
-            "Quix Streams PostgreSQLSink",
-            peer.rate,
-            "orders/s",
-            note="first batch visible → all visible; one JSONB table, no validation",
-        )
-        results.figure(SECTION, "Quix: process start → all visible", peer.total_s, "s")
-        results.ratio(
-            SECTION,
-            "projector / raw COPY",
-            rate / copy_rate,
-            (">=", 0.7),
-            baseline=f"raw COPY of the same rows, {copy_rate:,.0f} orders/s",
-        )
-        results.ratio(
-            SECTION,
-            "projector / Quix PostgreSQLSink",
-            rate / peer.rate,
-            (">=", 0.7),
-            baseline=f"Quix Streams PostgreSQLSink, same topic, {peer.rate:,.0f} orders/s",
-        )
-        results.ratio(SECTION, "projector / raw consume", rate / consume_rate)
-        results.figure(
-            SECTION,
-            "BatchProjector without Faust",
-            replay_rate,
-            "orders/s",
-            note="projector.rebuild: plain aiokafka + BatchProjector.process, same topic, empty database",
-        )
-        results.ratio(
-            SECTION, "write path alone / raw COPY", write_rate / copy_rate, note="the SQL's share of the gap"
-        )
-        results.ratio(
-            SECTION, "projector / BatchProjector without Faust", rate / replay_rate, note="Faust's share"
-        )
-        results.ratio(
-            SECTION,
-            "projector / write path alone",
-            rate / write_rate,
-            note="Kafka, Faust and validation's share",
-        )
-        serial = 1 / (1 / write_rate + 1 / validate_rate + 1 / consume_rate)
-        results.figure(
-            SECTION,
-            "serial sum of the parts",
-            serial,
-            "orders/s",
-            note="1 / (1/write + 1/validation + 1/consume): the rate if they run one after another",
-        )
-        results.series["ingest"] = {
-            "raw consume": consume_rate,
-            "validation alone": validate_rate,
-            "raw COPY": copy_rate,
-            "write path alone": write_rate,
-            "without Faust": replay_rate,
-            "Quix PostgreSQLSink": peer.rate,
-            "projector": rate,
-        }
+    return rate, total_s
 
-        half = rate / 2
-        say(f"ingest: produce → visible at {half:,.0f} orders/s, then a burst")
-        seconds = scale.latency_seconds
-        lat = produce_to_visible(settings, count=int(half * seconds), rate=half, seed=LATENCY_SEED)
-        _report_latency(
-            results,
-            "half rate",
-            lat,
-            f"{half:,.0f} orders/s for {seconds:g} s",
-            target_p99=1000,
-            baseline=f"sent at half the projector's rate, {half:,.0f} orders/s",
-        )
-        burst = produce_to_visible(settings, count=scale.burst_orders, rate=None, seed=BURST_SEED)
-        _report_latency(results, "full speed", burst, f"a burst of {scale.burst_orders:,} orders, unpaced")
-        results.series["latency"] = {"half rate": lat.latencies_ms, "full speed": burst.latencies_ms}
 
-        say("ingest: cached reads idle and while the projector ingests")
-        mixed.run(results, scale, settings, projector, wrk_path, [o.uid for o in orders])
+def _check_drained(results: Results, settings: Settings, n: int, consume_rate: float) -> None:
+    """Every order in the read model, and the audit of the topic agreeing; the audit's rate."""
+    count = data.count_snapshots(settings)
+    if count != n:
+        raise RuntimeError(f"the projector made {count} snapshots of {n} orders")
+    say("ingest: the audit of the topic the projector drained")
+    audited = asyncio.run(audit(settings))
+    if audited.total("missing") or audited.messages != n:
+        raise RuntimeError(f"the audit found {audited.total('missing')} missing of {audited.messages}")
+    audit_rate = audited.messages / audited.seconds
+    results.figure(
+        SECTION,
+        "audit (python -m projector.audit)",
+        audit_rate,
+        "messages/s",
+        (">=", 50_000),
+        note=f"{n:,} messages reconciled with the read model and the DLQ, none missing",
+    )
+    results.ratio(
+        SECTION,
+        "audit / raw consume",
+        audit_rate / consume_rate,
+        baseline=f"raw aiokafka consume of the same topic, {consume_rate:,.0f} orders/s",
+    )
 
+
+def _report_baselines(results: Results, n: int, b: Baselines) -> None:
+    results.figure(SECTION, "raw aiokafka consume", b.consume, "orders/s")
+    results.figure(SECTION, "raw COPY (500/transaction)", b.copy, "orders/s")
+    results.figure(
+        SECTION,
+        "write path alone",
+        b.write,
+        "orders/s",
+        note="store.write_orders, 500/transaction, no Kafka",
+    )
+    results.figure(
+        SECTION,
+        "validation alone",
+        b.validate,
+        "orders/s",
+        note=f"Validator.check, one core, {min(n, VALIDATION_SAMPLE):,} messages",
+    )
+
+
+def _report_projector(results: Results, b: Baselines, rate: float, total_s: float) -> None:
+    """The projector's figures and its targets against raw COPY and the Quix peer."""
+    results.figure(SECTION, "projector", rate, "orders/s", note="first batch visible → all visible")
+    results.figure(SECTION, "projector: process start → all visible", total_s, "s")
+    results.figure(
+        SECTION,
+        "Quix Streams PostgreSQLSink",
+        b.peer.rate,
+        "orders/s",
+        note="first batch visible → all visible; one JSONB table, no validation",
+    )
+    results.figure(SECTION, "Quix: process start → all visible", b.peer.total_s, "s")
+    results.ratio(
+        SECTION,
+        "projector / raw COPY",
+        rate / b.copy,
+        (">=", 0.7),
+        baseline=f"raw COPY of the same rows, {b.copy:,.0f} orders/s",
+    )
+    results.ratio(
+        SECTION,
+        "projector / Quix PostgreSQLSink",
+        rate / b.peer.rate,
+        (">=", 0.7),
+        baseline=f"Quix Streams PostgreSQLSink, same topic, {b.peer.rate:,.0f} orders/s",
+    )
+    results.ratio(SECTION, "projector / raw consume", rate / b.consume)
+
+
+def _report_shares(results: Results, b: Baselines, rate: float) -> None:
+    """Where the gap to raw COPY goes: SQL, Faust, Kafka and validation; the chart's series."""
+    results.figure(
+        SECTION,
+        "BatchProjector without Faust",
+        b.replay,
+        "orders/s",
+        note="projector.rebuild: plain aiokafka + BatchProjector.process, same topic, empty database",
+    )
+    results.ratio(SECTION, "write path alone / raw COPY", b.write / b.copy, note="the SQL's share of the gap")
+    results.ratio(SECTION, "projector / BatchProjector without Faust", rate / b.replay, note="Faust's share")
+    results.ratio(
+        SECTION,
+        "projector / write path alone",
+        rate / b.write,
+        note="Kafka, Faust and validation's share",
+    )
+    serial = 1 / (1 / b.write + 1 / b.validate + 1 / b.consume)
+    results.figure(
+        SECTION,
+        "serial sum of the parts",
+        serial,
+        "orders/s",
+        note="1 / (1/write + 1/validation + 1/consume): the rate if they run one after another",
+    )
+    results.series["ingest"] = {
+        "raw consume": b.consume,
+        "validation alone": b.validate,
+        "raw COPY": b.copy,
+        "write path alone": b.write,
+        "without Faust": b.replay,
+        "Quix PostgreSQLSink": b.peer.rate,
+        "projector": rate,
+    }
+
+
+def _latency(results: Results, scale: Scale, settings: Settings, rate: float) -> None:
+    """Produce → visible on the running projector: paced at half its rate, then a burst."""
+    half = rate / 2
+    say(f"ingest: produce → visible at {half:,.0f} orders/s, then a burst")
+    seconds = scale.latency_seconds
+    lat = produce_to_visible(settings, count=int(half * seconds), rate=half, seed=LATENCY_SEED)
+    _report_latency(
+        results,
+        "half rate",
+        lat,
+        f"{half:,.0f} orders/s for {seconds:g} s",
+        target_p99=1000,
+        baseline=f"sent at half the projector's rate, {half:,.0f} orders/s",
+    )
+    burst = produce_to_visible(settings, count=scale.burst_orders, rate=None, seed=BURST_SEED)
+    _report_latency(results, "full speed", burst, f"a burst of {scale.burst_orders:,} orders, unpaced")
+    results.series["latency"] = {"half rate": lat.latencies_ms, "full speed": burst.latencies_ms}
+
+
+def _describe(results: Results, scale: Scale, settings: Settings, n: int) -> None:
+    """What the ingest and latency sections ran with, for the report."""
     results.settings[SECTION] = (
         f"{n:,} valid emulator orders produced to a fresh topic of {settings.orders_partitions} partitions before "
         f"measuring; projector `python -m projector` with batch_size={settings.batch_size}, "
@@ -226,28 +293,6 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
 
 
 # --- producing and raw consuming -----------------------------------------------------------------
-
-
-def _producer(settings: Settings, linger_ms: int) -> AIOKafkaProducer:
-    return kafka_clients.producer(
-        settings,
-        acks="all",
-        linger_ms=linger_ms,
-        max_batch_size=512 * 1024,
-        max_request_size=16 * 1024 * 1024,
-    )
-
-
-async def produce(settings: Settings, orders: Sequence[data.Order]) -> float:
-    producer = _producer(settings, linger_ms=20)
-    await producer.start()
-    try:
-        started = time.perf_counter()
-        futures = [await producer.send(settings.orders_topic, o.value, key=o.uid.encode()) for o in orders]
-        await asyncio.gather(*futures)
-        return len(orders) / (time.perf_counter() - started)
-    finally:
-        await producer.stop()
 
 
 async def raw_consume(settings: Settings, count: int, timeout: float = 120.0) -> float:
@@ -305,12 +350,6 @@ def replay(settings: Settings, count: int) -> float:
     return count / seconds
 
 
-@dataclasses.dataclass(frozen=True)
-class Peer:
-    rate: float  # orders/s, first batch visible → all visible
-    total_s: float  # process start → all visible
-
-
 def quix(settings: Settings, topic: str, count: int, commit_interval: float) -> Peer:
     """Quix Streams' PostgreSQLSink draining `topic` into a table of `settings`' database."""
     command = [sys.executable, "-m", "bench.quix_peer", "--topic", topic, "--table", "orders_quix"]
@@ -340,11 +379,6 @@ def validation(orders: Sequence[data.Order]) -> float:
     return len(orders) / (time.perf_counter() - started)
 
 
-def _truncate(settings: Settings) -> None:
-    with psycopg.connect(settings.dsn("owner")) as conn:
-        conn.execute(TRUNCATE_READ_MODEL)
-
-
 # --- the projector ---------------------------------------------------------------------------------
 
 
@@ -369,19 +403,12 @@ def projected_samples(projector: Service, count: int, interval: float = 0.1) -> 
         except OSError:
             status, body = 0, b""
         if status == 200:
-            projected = metric(body.decode(), "orderview_projector_projected_total") or 0.0
+            projected = total(body.decode(), "orderview_projector_projected_total") or 0.0
             samples.append((time.perf_counter(), projected))
             if projected >= count:
                 return samples
         time.sleep(interval)
     raise RuntimeError(f"the projector did not apply {count} orders in time; see {projector.log_path}")
-
-
-def _count_snapshots(settings: Settings) -> int:
-    with psycopg.connect(settings.dsn("api")) as conn:
-        row = conn.execute("SELECT count(*) FROM order_snapshots").fetchone()
-        assert row is not None
-        return row[0]
 
 
 # --- produce → visible ----------------------------------------------------------------------------
@@ -429,7 +456,7 @@ def produce_to_visible(
     listener.start()
     listener.ready.wait(5)
     try:
-        sent, achieved = asyncio.run(_paced_produce(settings, orders, rate))
+        sent, achieved = asyncio.run(paced(settings, orders, rate))
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and any(uid not in listener.seen for uid in sent):
             time.sleep(0.05)
@@ -437,37 +464,6 @@ def produce_to_visible(
         listener.close()
     latencies = sorted((listener.seen[uid] - at) * 1000 for uid, at in sent.items() if uid in listener.seen)
     return Latency(latencies, len(sent), len(sent) - len(latencies), achieved)
-
-
-async def _paced_produce(
-    settings: Settings, orders: Sequence[data.Order], rate: float | None
-) -> tuple[dict[str, float], float]:
-    """Send at `rate` orders/s (None: as fast as possible); return uid → send time, and the rate."""
-    producer = _producer(settings, linger_ms=5)
-    await producer.start()
-    sent: dict[str, float] = {}
-    futures = []
-    try:
-        started = time.perf_counter()
-        i = 0
-        while i < len(orders):
-            due = (
-                len(orders)
-                if rate is None
-                else min(len(orders), int((time.perf_counter() - started) * rate) + 1)
-            )
-            while i < due:
-                o = orders[i]
-                sent[o.uid] = time.time()
-                futures.append(await producer.send(settings.orders_topic, o.value, key=o.uid.encode()))
-                i += 1
-            if rate is not None:
-                await asyncio.sleep(0.002)
-        await asyncio.gather(*futures)
-        achieved = len(orders) / (time.perf_counter() - started)
-    finally:
-        await producer.stop()
-    return sent, achieved
 
 
 def _report_latency(

@@ -11,14 +11,16 @@ import asyncio
 import dataclasses
 import time
 
-import psycopg
-
 from bench import data, env, wrk
 from bench.env import say
-from bench.procs import Service, cpu_seconds, free_port, http_get, metric
+from bench.produce import produce
 from bench.profile import API_PARTS, API_REST, Profile
 from bench.results import Results
 from bench.scale import Scale
+from bench.services import Service, cpu_seconds
+from harness.metrics import scrape, total
+from harness.ports import free_port
+from harness.readiness import wait_until
 from orderview.settings import Settings
 
 SECTION = "mixed"
@@ -31,12 +33,10 @@ def run(
     results: Results, scale: Scale, settings: Settings, projector: Service, wrk_path: str, ids: list[str]
 ) -> None:
     """`settings`: the ingest benchmark's database and topic; `projector` is running on them."""
-    from bench.ingest import produce  # the ingest benchmark's producer
-
     ids_file = env.OUT / "mixed_ids.txt"
     ids_file.parent.mkdir(parents=True, exist_ok=True)
     ids_file.write_text("\n".join(ids) + "\n")
-    existing = _count_snapshots(settings)
+    existing = data.count_snapshots(settings)
     port = free_port()
     api_settings = dataclasses.replace(
         settings,
@@ -47,8 +47,8 @@ def run(
     base = f"http://127.0.0.1:{port}"
     projected = f"http://127.0.0.1:{projector.settings.projector_port}/metrics"
     load = dict(threads=1, connections=CONNECTIONS)
-    with Service("mixed-api", "api", api_settings, ("--port", str(port))) as api:
-        api.wait_http(f"{base}/readyz", timeout=600)
+    with Service("api", api_settings, "mixed-api", ("--port", str(port))) as api:
+        api.wait_http("/readyz", port, timeout=600)
         _wait_all_cached(base, existing * api_settings.api_replicas, api)
         wrk.run(wrk_path, port, ids_file, 1, **load)  # unmeasured
         say(f"mixed: cached reads idle, {scale.mixed_seconds} s")
@@ -66,7 +66,7 @@ def run(
         cpu_busy = _cpu_since(cpu, api, projector, busy.seconds)
         seconds = time.perf_counter() - started
         at_end = _projected(projected)
-        misses = metric(_metrics(base), "orderview_api_cache_misses_total") or 0.0
+        misses = total(scrape(f"{base}/metrics"), "orderview_api_cache_misses_total") or 0.0
     if at_end >= before + scale.mixed_orders:
         results.note(SECTION, "the projector finished the burst before the reads did: raise mixed_orders.")
     rate = (at_end - at_start) / seconds
@@ -126,33 +126,22 @@ def _cpu_since(
 
 
 def _projected(url: str) -> float:
-    status, body, _ = http_get(url)
-    if status != 200:
-        raise RuntimeError(f"the projector's /metrics answered {status}")
-    return metric(body.decode(), "orderview_projector_projected_total") or 0.0
-
-
-def _metrics(base: str) -> str:
-    status, body, _ = http_get(f"{base}/metrics")
-    if status != 200:
-        raise RuntimeError(f"/metrics answered {status}")
-    return body.decode()
+    return total(scrape(url), "orderview_projector_projected_total") or 0.0
 
 
 def _wait_all_cached(base: str, entries: int, api: Service, timeout: float = 300.0) -> None:
     """Every replica warm: /readyz reaches one replica, the merged metrics count them all."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def cached() -> bool:
+        return (total(scrape(f"{base}/metrics"), "orderview_api_cache_entries") or 0) >= entries
+
+    def running() -> None:
         if not api.alive():
             raise RuntimeError(f"the API exited; see {api.log_path}")
-        if (metric(_metrics(base), "orderview_api_cache_entries") or 0) >= entries:
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"the replicas did not cache {entries:,} entries in all after {timeout:.0f}s")
 
-
-def _count_snapshots(settings: Settings) -> int:
-    with psycopg.connect(settings.dsn("api")) as conn:
-        row = conn.execute("SELECT count(*) FROM order_snapshots").fetchone()
-        assert row is not None
-        return row[0]
+    wait_until(
+        cached,
+        timeout,
+        f"the replicas did not cache {entries:,} entries in all after {timeout:.0f}s",
+        check=running,
+    )

@@ -16,7 +16,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.env import OUT, ROOT
+from bench.env import OUT
+from harness import ROOT
 
 PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
 RATE_HZ = 100

@@ -21,10 +21,13 @@ from api.encoding import strong_etag
 from api.handlers import HIT_HEADERS, SERVER_TIMING, TIMING_HIT
 from bench import data, env, wrk
 from bench.env import say
-from bench.procs import Service, cpu_seconds, free_port, http_get, metric
 from bench.profile import API_PARTS, API_REST, Profile
 from bench.results import Results
 from bench.scale import Scale
+from bench.services import Service, cpu_seconds
+from harness.metrics import scrape, total
+from harness.ports import free_port
+from harness.readiness import http_get
 from orderview.settings import Settings
 
 SECTION = "reads"
@@ -206,11 +209,11 @@ def _flood(results: Results, settings: Settings, scale: Scale, wrk_path: str) ->
     base = f"http://127.0.0.1:{port}"
     api_settings = dataclasses.replace(settings, api_port=port, api_replicas=1)
     server = Service(
-        "reads-api-flood", "api", api_settings, ("--port", str(port), "--replicas", "1"), cpus=SERVER_CPU
+        "api", api_settings, "reads-api-flood", ("--port", str(port), "--replicas", "1"), cpus=SERVER_CPU
     )
     common = dict(threads=scale.wrk_threads, connections=scale.wrk_connections, cpus=WRK_CPU)
     with server:
-        server.wait_http(f"{base}/readyz")
+        server.wait_http("/readyz", port)
         # The first pass asks for every id once (a timed wrk pass may not reach them all on a
         # slow machine, and the ones it missed then cost a query in the flood).
         asyncio.run(_ask_each_once(base, unknown))
@@ -270,17 +273,17 @@ def _measure(
     base = f"http://127.0.0.1:{port}"
     if kind == "baseline":
         server = Service(
-            "reads-baseline", "bench.baseline_server", settings, ("--port", str(port)), cpus=SERVER_CPU
+            "bench.baseline_server", settings, "reads-baseline", ("--port", str(port)), cpus=SERVER_CPU
         )
         expected = "hit"
     else:
         entries = max(scale.read_orders, settings.cache_max_entries) if kind == "hit" else 0
         api_settings = dataclasses.replace(settings, cache_max_entries=entries, api_port=port, api_replicas=1)
         args = ("--port", str(port), "--replicas", "1")
-        server = Service(f"reads-api-{kind}", "api", api_settings, args, cpus=SERVER_CPU)
+        server = Service("api", api_settings, f"reads-api-{kind}", args, cpus=SERVER_CPU)
         expected = kind
     with server:
-        server.wait_http(f"{base}/readyz")
+        server.wait_http("/readyz", port)
         status, _, headers = http_get(f"{base}/order/{probe}")
         if status != 200 or headers.get("X-Cache") != expected:
             raise RuntimeError(
@@ -308,11 +311,8 @@ def _measure(
 
 
 def _api_metrics(base: str) -> dict[str, float]:
-    status, body, _ = http_get(f"{base}/metrics")
-    if status != 200:
-        raise RuntimeError(f"/metrics answered {status}")
-    text = body.decode()
+    text = scrape(f"{base}/metrics")
     return {
-        "lookups": metric(text, 'orderview_api_db_queries_total{kind="lookup"}') or 0.0,
-        "misses": metric(text, "orderview_api_cache_misses_total") or 0.0,
+        "lookups": total(text, 'orderview_api_db_queries_total{kind="lookup"}') or 0.0,
+        "misses": total(text, "orderview_api_cache_misses_total") or 0.0,
     }

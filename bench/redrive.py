@@ -17,17 +17,22 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import psycopg
 
-from bench import data, env
+from bench import data
 from bench.env import say
-from bench.ingest import produce
-from bench.procs import Service, free_port, http_get, metric
+from bench.produce import produce
 from bench.results import Results
 from bench.scale import Scale
+from bench.services import Service
+from harness import ROOT
+from harness.metrics import total
+from harness.ports import free_port
+from harness.readiness import http_get, wait_until
+from harness.topics import end_offset
 from orderview.settings import Settings
-from tests import support
 
 SECTION = "redrive"
 SEED = 404
@@ -41,8 +46,8 @@ def run(results: Results, scale: Scale, settings: Settings) -> None:
     settings = dataclasses.replace(settings, db_refusals_in_a_row=n + 1, projector_port=free_port())
     orders = data.valid_orders(n, seed=SEED)
     _owner(settings, REFUSE_EVERY_DELIVERY)
-    with Service("redrive-projector", "projector", settings) as projector:
-        projector.wait_http(f"http://127.0.0.1:{settings.projector_port}/readyz")
+    with Service("projector", settings, "redrive-projector") as projector:
+        projector.wait_http("/readyz", settings.projector_port)
         say(f"redrive: {n:,} orders the database refuses")
         asyncio.run(produce(settings, orders))
         _wait(lambda: _end(settings, settings.dlq_topic) >= n, "every order dead-lettered")
@@ -79,7 +84,7 @@ def _redrive(settings: Settings) -> float:
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "projector.redrive", "--reason", "db_rejected"],
-        cwd=env.ROOT, env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"redrive failed: {done.stderr[-2000:]}")
@@ -90,11 +95,11 @@ def _skipped(settings: Settings) -> float:
     status, body, _ = http_get(f"http://127.0.0.1:{settings.projector_port}/metrics")
     if status != 200:
         return 0.0
-    return metric(body.decode(), "orderview_projector_redrives_skipped_total") or 0.0
+    return total(body.decode(), "orderview_projector_redrives_skipped_total") or 0.0
 
 
 def _end(settings: Settings, topic: str) -> int:
-    return asyncio.run(support.end_offset(settings, topic))
+    return asyncio.run(end_offset(settings, topic))
 
 
 def _snapshots(settings: Settings) -> int:
@@ -107,9 +112,5 @@ def _owner(settings: Settings, statement: str) -> None:
         conn.execute(statement)
 
 
-def _wait(predicate, what: str, timeout: float = 600.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"redrive: timed out waiting for {what}")
-        time.sleep(0.2)
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 600.0) -> None:
+    wait_until(predicate, timeout, f"redrive: timed out waiting for {what}")

@@ -24,21 +24,14 @@ import psycopg
 
 from bench import data, env, wrk
 from bench.env import say
-from bench.procs import Service, free_port
 from bench.results import Results
 from bench.scale import Scale
+from bench.services import Service
+from harness import replication
+from harness.ports import free_port
+from harness.readiness import wait_until
 from orderview.settings import Settings
 from projector.adapters import postgres
-from tests.replication import (
-    CommitLog,
-    Standby,
-    judge,
-    new_orders,
-    percentile,
-    poll_replica,
-    versioned,
-    watch_commits,
-)
 
 SECTION = "standby"
 SEED = 303
@@ -61,7 +54,7 @@ def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> No
 
     say("standby: copying the primary into a standby (ops/postgres.sh standby start)")
     started = time.perf_counter()
-    standby = Standby(settings).start()
+    standby = replication.Standby(settings).start()
     try:
         made = time.perf_counter() - started
         _wait_caught_up(standby)
@@ -149,48 +142,45 @@ def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> No
     )
 
 
-def _wait_caught_up(standby: Standby, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not standby.caught_up():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the standby did not catch up within {timeout:.0f} s")
-        time.sleep(0.2)
+def _wait_caught_up(standby: replication.Standby, timeout: float = 120.0) -> None:
+    wait_until(standby.caught_up, timeout, f"the standby did not catch up within {timeout:.0f} s")
 
 
 def _miss_reads(name: str, settings: Settings, scale: Scale, wrk_path: str, ids_file) -> wrk.Load:
     port = free_port()
     api = dataclasses.replace(settings, api_port=port, api_replicas=1, cache_max_entries=0)
-    server = Service(name, "api", api, ("--port", str(port), "--replicas", "1"), cpus=SERVER_CPU)
+    server = Service("api", api, name, ("--port", str(port), "--replicas", "1"), cpus=SERVER_CPU)
     common = dict(threads=scale.wrk_threads, connections=scale.wrk_connections, cpus=WRK_CPU)
     with server:
-        server.wait_http(f"http://127.0.0.1:{port}/readyz")
+        server.wait_http("/readyz", port)
         wrk.run(wrk_path, port, ids_file, scale.wrk_warm_seconds, **common)
         return wrk.run(wrk_path, port, ids_file, scale.wrk_seconds, **common)
 
 
 async def _coherence(settings: Settings, scale: Scale) -> dict[str, float]:
-    orders = new_orders("coherence", CHANGING_ORDERS)
+    orders = replication.new_orders("coherence", CHANGING_ORDERS)
     uids = [o["order_uid"] for o in orders]
-    await _write(settings, [versioned(o, 1) for o in orders])
-    log, listening = CommitLog(), asyncio.Event()
-    watcher = asyncio.create_task(watch_commits(settings, log, listening))
+    await _write(settings, [replication.versioned(o, 1) for o in orders])
+    log, listening = replication.CommitLog(), asyncio.Event()
+    watcher = asyncio.create_task(replication.watch_commits(settings, log, listening))
     servers: list[Service] = []
     try:
         await asyncio.wait_for(listening.wait(), 10)
         async with AsyncExitStack() as stack:
-            urls = []
+            ports = []
             for i in range(2):
                 port = free_port()
                 s = dataclasses.replace(settings, api_port=port, api_replicas=1)
                 server = stack.enter_context(
-                    Service(f"standby-coherence-{i}", "api", s, ("--port", str(port), "--replicas", "1"))
+                    Service("api", s, f"standby-coherence-{i}", ("--port", str(port), "--replicas", "1"))
                 )
                 servers.append(server)
-                urls.append(f"http://127.0.0.1:{port}")
-            for server, url in zip(servers, urls, strict=True):
-                await asyncio.to_thread(server.wait_http, f"{url}/readyz")
+                ports.append(port)
+            for server, port in zip(servers, ports, strict=True):
+                await asyncio.to_thread(server.wait_http, "/readyz", port)
+            urls = [f"http://127.0.0.1:{port}" for port in ports]
             stop = asyncio.Event()
-            polls = [asyncio.create_task(poll_replica(url, uids, stop)) for url in urls]
+            polls = [asyncio.create_task(replication.poll_replica(url, uids, stop)) for url in urls]
             await _change(settings, orders, scale.latency_seconds)
             await asyncio.sleep(1.0)
             stop.set()
@@ -198,11 +188,11 @@ async def _coherence(settings: Settings, scale: Scale) -> dict[str, float]:
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
-    verdicts = [judge(log, mine, 1.0) for mine in answers]
+    verdicts = [replication.judge(log, mine, 1.0) for mine in answers]
     delays = [d * 1000 for v in verdicts for d in v.delays]
     return {
-        "p50": percentile(delays, 50),
-        "p99": percentile(delays, 99),
+        "p50": replication.percentile(delays, 50),
+        "p99": replication.percentile(delays, 99),
         "went_back": float(sum(len(v.went_back) for v in verdicts)),
         "answers": float(sum(v.answers for v in verdicts)),
         "commits": float(log.count),
@@ -225,6 +215,6 @@ async def _change(settings: Settings, orders: list[dict], seconds: float) -> Non
         chosen = rng.sample(orders, CHANGED_PER_COMMIT)
         for o in chosen:
             versions[o["order_uid"]] += 1
-        await _write(settings, [versioned(o, versions[o["order_uid"]]) for o in chosen], offset)
+        await _write(settings, [replication.versioned(o, versions[o["order_uid"]]) for o in chosen], offset)
         offset += len(chosen)
         await asyncio.sleep(CHANGE_EVERY_S)

@@ -6,6 +6,8 @@ import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.readiness import http_get
+
 _REPLICA = re.compile(r'replica="[^"]*"')
 
 
@@ -40,3 +42,11 @@ def total(text: str, name: str) -> float | None:
             found_total += float(value)
             found = True
     return found_total if found else None
+
+
+def scrape(url: str) -> str:
+    """The text a /metrics `url` answers; anything but 200 fails."""
+    status, body, _ = http_get(url)
+    if status != 200:
+        raise RuntimeError(f"{url} answered {status}")
+    return body.decode()

@@ -23,7 +23,9 @@ LOGS = ROOT / "test-artifacts" / "logs"  # the tests'; the bench names its own
 
 class ServiceProcess:
     """A `python -m <module> <args>` child with the given settings in its environment (and `env`
-    over them), pinned to `cpus` (taskset) when given; its output goes to `logs`/<name>.log."""
+    over them), pinned to `cpus` (taskset) when given; its output goes to <logs>/<name>.log."""
+
+    logs: Path = LOGS  # a subclass names its own folder
 
     def __init__(
         self,
@@ -34,15 +36,14 @@ class ServiceProcess:
         env: dict[str, str] | None = None,
         *,
         cpus: str | None = None,
-        logs: Path = LOGS,
     ) -> None:
         self.module, self.settings, self.name, self.args = module, settings, name, args
         self.env = env or {}
         self.cpus = cpus
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0  # perf_counter() at the last start()
-        logs.mkdir(parents=True, exist_ok=True)
-        self.log_path = logs / f"{name}.log"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.logs / f"{name}.log"
 
     def start(self) -> ServiceProcess:
         env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1", **self.env}
@@ -141,10 +142,8 @@ class Projector(ServiceProcess):
         settings: Settings,
         name: str = "projector",
         env: dict[str, str] | None = None,
-        *,
-        logs: Path = LOGS,
     ) -> None:
-        super().__init__("projector", replace(settings, projector_port=free_port()), name, env=env, logs=logs)
+        super().__init__("projector", replace(settings, projector_port=free_port()), name, env=env)
 
     @property
     def port(self) -> int:

@@ -1,13 +1,17 @@
 """Settings naming a database, topics and consumer group of a run's own, so that tests, the
 bench and anyone else on the same Kafka and PostgreSQL never collide. Every scratch name is made
-here: `orderview_test_*` and `orders[.dlq].test.*` for tests, `*bench*` for the bench."""
+here: `orderview_test_*` and `orders[.dlq].test.*` for tests, `*bench*` for the bench. And a
+scratch read model emptied for reuse."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import replace
 
+import psycopg
+
 from orderview.settings import Settings, get_settings
+from projector.rebuild import TRUNCATE_READ_MODEL
 
 
 def unique(prefix: str, length: int = 10) -> str:
@@ -43,3 +47,9 @@ def settings_for_bench(tag: str, base: Settings | None = None) -> Settings:
         f"orderview-bench-{tag}",
         suffix,
     )
+
+
+def truncate_read_model(settings: Settings) -> None:
+    """Empty the read model of a scratch database, for the next test or benchmark to reuse."""
+    with psycopg.connect(settings.dsn("owner")) as conn:
+        conn.execute(TRUNCATE_READ_MODEL)

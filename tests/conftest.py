@@ -14,7 +14,6 @@ from harness import scratch
 from harness.topics import create_topics, delete_topics
 from orderview.bootstrap import create_database, drop_database
 from orderview.settings import Settings
-from tests import support
 
 # Properties, not timings: a noisy 2-core CI machine must not fail a test by slowness.
 hypothesis_settings.register_profile("orderview", deadline=None)
@@ -35,7 +34,7 @@ async def settings() -> AsyncIterator[Settings]:
 @asynccontextmanager
 async def own_topics(settings: Settings, **changes: object) -> AsyncIterator[Settings]:
     """The session database with an empty read model, and topics of the caller's own."""
-    support.truncate_read_model(settings)
+    scratch.truncate_read_model(settings)
     s = replace(scratch.topics_for_tests(settings), **changes)
     await create_topics(s)
     yield s

@@ -14,12 +14,6 @@ from harness import scratch
 from orderview import kafka_clients
 from orderview.settings import Settings
 from projector.adapters import postgres
-from projector.rebuild import TRUNCATE_READ_MODEL
-
-
-def truncate_read_model(settings: Settings) -> None:
-    with psycopg.connect(settings.dsn("owner")) as conn:
-        conn.execute(TRUNCATE_READ_MODEL)
 
 
 async def produce(

@@ -41,7 +41,7 @@ async def secure(cluster: KafkaCluster, tls_postgres: TlsPostgres) -> AsyncItera
 
 @pytest_asyncio.fixture
 async def own_topics(secure: Settings) -> AsyncIterator[Settings]:
-    support.truncate_read_model(secure)
+    scratch.truncate_read_model(secure)
     s = scratch.topics_for_tests(secure)
     await ensure_topics(s)
     yield s
