@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 import psycopg
 
+from bench.env import OUT
 from emulator import stream
 from orderview.settings import Settings
 from projector.adapters import postgres
@@ -121,3 +123,11 @@ def count_snapshots(settings: Settings) -> int:
         row = conn.execute("SELECT count(*) FROM order_snapshots").fetchone()
         assert row is not None
         return row[0]
+
+
+def ids_file(name: str, ids: Sequence[str]) -> Path:
+    """bench/out/<name>: the ids one a line, as bench/ids.lua reads them (wrk)."""
+    path = OUT / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(ids) + "\n")
+    return path

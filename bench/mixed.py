@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from pathlib import Path
 
-from bench import data, env, wrk
+from bench import data, wrk
 from bench.env import say
 from bench.produce import produce
 from bench.profile import API_PARTS, API_REST, Profile
@@ -29,13 +30,23 @@ CONNECTIONS = 32
 CACHE_BYTES = 2**34
 
 
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    idle: wrk.Load
+    busy: wrk.Load  # while the projector ingests
+    cpu_idle: tuple[float, float]  # cores: the API's replicas, the projector
+    cpu_busy: tuple[float, float]
+    rate: float  # orders/s the projector applied while the busy reads ran
+    burst_done: bool  # the projector drained the burst before the reads ended
+    misses: float
+    profile: str  # py-spy of the API's replicas while ingesting
+
+
 def run(
     results: Results, scale: Scale, settings: Settings, projector: Service, wrk_path: str, ids: list[str]
 ) -> None:
     """`settings`: the ingest benchmark's database and topic; `projector` is running on them."""
-    ids_file = env.OUT / "mixed_ids.txt"
-    ids_file.parent.mkdir(parents=True, exist_ok=True)
-    ids_file.write_text("\n".join(ids) + "\n")
+    ids_file = data.ids_file("mixed_ids.txt", ids)
     existing = data.count_snapshots(settings)
     port = free_port()
     api_settings = dataclasses.replace(
@@ -44,61 +55,11 @@ def run(
         cache_max_entries=existing + scale.mixed_orders,
         cache_max_bytes=CACHE_BYTES,  # every order, whatever the default bound holds
     )
-    base = f"http://127.0.0.1:{port}"
-    projected = f"http://127.0.0.1:{projector.settings.projector_port}/metrics"
-    load = dict(threads=1, connections=CONNECTIONS)
     with Service("api", api_settings, "mixed-api", ("--port", str(port))) as api:
         api.wait_http("/readyz", port, timeout=600)
-        _wait_all_cached(base, existing * api_settings.api_replicas, api)
-        wrk.run(wrk_path, port, ids_file, 1, **load)  # unmeasured
-        say(f"mixed: cached reads idle, {scale.mixed_seconds} s")
-        cpu = _cpu(api, projector)
-        idle = wrk.run(wrk_path, port, ids_file, scale.mixed_seconds, **load)
-        cpu_idle = _cpu_since(cpu, api, projector, idle.seconds)
-        say(f"mixed: producing {scale.mixed_orders:,} orders, then the same reads while they are ingested")
-        before = _projected(projected)
-        asyncio.run(produce(settings, data.valid_orders(scale.mixed_orders, seed=SEED)))
-        at_start = _projected(projected)
-        started = time.perf_counter()
-        cpu = _cpu(api, projector)
-        with Profile(api.pid, "mixed-api", subprocesses=True) as profile:
-            busy = wrk.run(wrk_path, port, ids_file, scale.mixed_seconds, **load)
-        cpu_busy = _cpu_since(cpu, api, projector, busy.seconds)
-        seconds = time.perf_counter() - started
-        at_end = _projected(projected)
-        misses = total(scrape(f"{base}/metrics"), "orderview_api_cache_misses_total") or 0.0
-    if at_end >= before + scale.mixed_orders:
-        results.note(SECTION, "the projector finished the burst before the reads did: raise mixed_orders.")
-    rate = (at_end - at_start) / seconds
-    results.figure(SECTION, "idle: req/s", idle.rps, "req/s")
-    results.figure(SECTION, "idle: p50", idle.p50_ms, "ms")
-    results.figure(SECTION, "idle: p99", idle.p99_ms, "ms")
-    results.figure(SECTION, "ingesting: req/s", busy.rps, "req/s")
-    results.figure(SECTION, "ingesting: p50", busy.p50_ms, "ms")
-    results.figure(SECTION, "ingesting: p99", busy.p99_ms, "ms")
-    results.figure(
-        SECTION, "projector while reads ran", rate, "orders/s", note="orders applied during the run"
-    )
-    results.ratio(
-        SECTION,
-        "cached-read p99 ingesting / idle",
-        busy.p99_ms / idle.p99_ms,
-        ("<=", 2.0),
-        baseline=f"the same reads idle: p99 {idle.p99_ms:.2f} ms, {idle.rps:,.0f} req/s",
-    )
-    results.figure(SECTION, "idle: API replicas' CPU", cpu_idle[0], "cores", note="utime+stime / wall")
-    results.figure(SECTION, "ingesting: API replicas' CPU", cpu_busy[0], "cores", note="utime+stime / wall")
-    results.figure(SECTION, "ingesting: projector's CPU", cpu_busy[1], "cores", note="utime+stime / wall")
-    results.note(
-        SECTION,
-        "Profile of the API replicas while ingesting (py-spy, CPU samples by part): "
-        + profile.describe(API_PARTS, API_REST)
-        + ".",
-    )
-    if misses or idle.errors or busy.errors:
-        results.note(
-            SECTION, f"{misses:.0f} cache misses, {idle.errors + busy.errors} errors during the runs."
-        )
+        _wait_all_cached(f"http://127.0.0.1:{port}", existing * api_settings.api_replicas, api)
+        measured = _measure(scale, settings, api, port, projector, wrk_path, ids_file)
+    _report(results, measured)
     results.settings[SECTION] = (
         f"`python -m api` with its default {api_settings.api_replicas} replicas, unpinned, every order of the "
         f"ingest database cached ({len(ids):,} ids read); wrk -t1 -c{CONNECTIONS} -d{scale.mixed_seconds}s -s "
@@ -107,9 +68,83 @@ def run(
         "run while it ingests them"
     )
     results.series[SECTION] = {
-        "idle": (idle.rps, idle.p50_ms, idle.p99_ms),
-        "ingesting": (busy.rps, busy.p50_ms, busy.p99_ms),
+        "idle": (measured.idle.rps, measured.idle.p50_ms, measured.idle.p99_ms),
+        "ingesting": (measured.busy.rps, measured.busy.p50_ms, measured.busy.p99_ms),
     }
+
+
+def _measure(
+    scale: Scale,
+    settings: Settings,
+    api: Service,
+    port: int,
+    projector: Service,
+    wrk_path: str,
+    ids_file: Path,
+) -> Measured:
+    """The same wrk reads of the warm API idle, then while the projector drains a new burst."""
+    projected = f"http://127.0.0.1:{projector.settings.projector_port}/metrics"
+    load = dict(threads=1, connections=CONNECTIONS)
+    wrk.run(wrk_path, port, ids_file, 1, **load)  # unmeasured
+    say(f"mixed: cached reads idle, {scale.mixed_seconds} s")
+    cpu = _cpu(api, projector)
+    idle = wrk.run(wrk_path, port, ids_file, scale.mixed_seconds, **load)
+    cpu_idle = _cpu_since(cpu, api, projector, idle.seconds)
+    say(f"mixed: producing {scale.mixed_orders:,} orders, then the same reads while they are ingested")
+    before = _projected(projected)
+    asyncio.run(produce(settings, data.valid_orders(scale.mixed_orders, seed=SEED)))
+    at_start = _projected(projected)
+    started = time.perf_counter()
+    cpu = _cpu(api, projector)
+    with Profile(api.pid, "mixed-api", subprocesses=True) as profile:
+        busy = wrk.run(wrk_path, port, ids_file, scale.mixed_seconds, **load)
+    cpu_busy = _cpu_since(cpu, api, projector, busy.seconds)
+    seconds = time.perf_counter() - started
+    at_end = _projected(projected)
+    misses = total(scrape(f"http://127.0.0.1:{port}/metrics"), "orderview_api_cache_misses_total") or 0.0
+    return Measured(
+        idle=idle,
+        busy=busy,
+        cpu_idle=cpu_idle,
+        cpu_busy=cpu_busy,
+        rate=(at_end - at_start) / seconds,
+        burst_done=at_end >= before + scale.mixed_orders,
+        misses=misses,
+        profile=profile.describe(API_PARTS, API_REST),
+    )
+
+
+def _report(results: Results, m: Measured) -> None:
+    idle, busy = m.idle, m.busy
+    if m.burst_done:
+        results.note(SECTION, "the projector finished the burst before the reads did: raise mixed_orders.")
+    results.figure(SECTION, "idle: req/s", idle.rps, "req/s")
+    results.figure(SECTION, "idle: p50", idle.p50_ms, "ms")
+    results.figure(SECTION, "idle: p99", idle.p99_ms, "ms")
+    results.figure(SECTION, "ingesting: req/s", busy.rps, "req/s")
+    results.figure(SECTION, "ingesting: p50", busy.p50_ms, "ms")
+    results.figure(SECTION, "ingesting: p99", busy.p99_ms, "ms")
+    results.figure(
+        SECTION, "projector while reads ran", m.rate, "orders/s", note="orders applied during the run"
+    )
+    results.ratio(
+        SECTION,
+        "cached-read p99 ingesting / idle",
+        busy.p99_ms / idle.p99_ms,
+        ("<=", 2.0),
+        baseline=f"the same reads idle: p99 {idle.p99_ms:.2f} ms, {idle.rps:,.0f} req/s",
+    )
+    results.figure(SECTION, "idle: API replicas' CPU", m.cpu_idle[0], "cores", note="utime+stime / wall")
+    results.figure(SECTION, "ingesting: API replicas' CPU", m.cpu_busy[0], "cores", note="utime+stime / wall")
+    results.figure(SECTION, "ingesting: projector's CPU", m.cpu_busy[1], "cores", note="utime+stime / wall")
+    results.note(
+        SECTION,
+        "Profile of the API replicas while ingesting (py-spy, CPU samples by part): " + m.profile + ".",
+    )
+    if m.misses or idle.errors or busy.errors:
+        results.note(
+            SECTION, f"{m.misses:.0f} cache misses, {idle.errors + busy.errors} errors during the runs."
+        )
 
 
 def _cpu(api: Service, projector: Service) -> tuple[float, float]:

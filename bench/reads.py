@@ -19,7 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from api.encoding import strong_etag
 from api.handlers import HIT_HEADERS, SERVER_TIMING, TIMING_HIT
-from bench import data, env, wrk
+from bench import data, wrk
 from bench.env import say
 from bench.profile import API_PARTS, API_REST, Profile
 from bench.results import Results
@@ -49,6 +49,35 @@ class Measured:
 
 def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> None:
     """`settings` name the bench's own database, created and migrated by the caller."""
+    ids, ids_file = _load(results, scale, settings)
+    rounds = 2 if scale.name == "full" else 1
+    measured: dict[str, list[Measured]] = {k: [] for k in KINDS}
+    for _ in range(rounds):
+        for kind in KINDS:
+            say(f"reads: {kind}")
+            measured[kind].append(_measure(kind, settings, scale, wrk_path, ids_file, ids[0]))
+
+    combined = {kind: _combine([m.load for m in ms]) for kind, ms in measured.items()}
+    single = {kind: _combine([m.single for m in ms]) for kind, ms in measured.items()}
+    cpu = {kind: statistics.mean(m.cpu_us_per_request for m in ms) for kind, ms in measured.items()}
+    _report_kinds(results, combined, single, cpu)
+    _report_ratios(results, combined, single, cpu)
+    _report_misses(results, measured)
+    _header_costs(results, cpu["hit"])
+    hit_misses = sum(m.misses for m in measured["hit"])
+    if hit_misses:
+        results.note(SECTION, f"the warmed cache missed {hit_misses:.0f} times during the hit runs.")
+    _describe(results, scale, len(ids), rounds)
+    results.series["reads"] = {k: (combined[k].rps, combined[k].p50_ms, combined[k].p99_ms) for k in KINDS}
+    say("reads: a flood of random unknown ids")
+    _flood(results, settings, scale, wrk_path)
+
+
+# --- the steps of run(), in order --------------------------------------------------------------
+
+
+def _load(results: Results, scale: Scale, settings: Settings) -> tuple[list[str], Path]:
+    """The orders read, written through the projector's write path; their ids, shuffled, in a file for wrk."""
     say(f"reads: writing {scale.read_orders:,} orders through the projector's write path")
     started = time.perf_counter()
     orders = data.valid_orders(scale.read_orders, seed=SEED)
@@ -60,20 +89,13 @@ def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> No
     )
     ids = [o.uid for o in orders]
     random.Random(SEED).shuffle(ids)
-    ids_file = env.OUT / "read_ids.txt"
-    ids_file.parent.mkdir(parents=True, exist_ok=True)
-    ids_file.write_text("\n".join(ids) + "\n")
+    return ids, data.ids_file("read_ids.txt", ids)
 
-    rounds = 2 if scale.name == "full" else 1
-    measured: dict[str, list[Measured]] = {k: [] for k in KINDS}
-    for _ in range(rounds):
-        for kind in KINDS:
-            say(f"reads: {kind}")
-            measured[kind].append(_measure(kind, settings, scale, wrk_path, ids_file, ids[0]))
 
-    combined = {kind: _combine([m.load for m in ms]) for kind, ms in measured.items()}
-    single = {kind: _combine([m.single for m in ms]) for kind, ms in measured.items()}
-    cpu = {kind: statistics.mean(m.cpu_us_per_request for m in ms) for kind, ms in measured.items()}
+def _report_kinds(
+    results: Results, combined: dict[str, wrk.Load], single: dict[str, wrk.Load], cpu: dict[str, float]
+) -> None:
+    """Each kind of server's rate, latencies and CPU per request."""
     for kind in KINDS:
         f = combined[kind]
         results.figure(SECTION, f"{kind} req/s", f.rps, "req/s")
@@ -86,6 +108,12 @@ def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> No
         errors = f.errors + single[kind].errors
         if errors:
             results.note(SECTION, f"{kind}: {errors} socket errors or non-2xx answers under load.")
+
+
+def _report_ratios(
+    results: Results, combined: dict[str, wrk.Load], single: dict[str, wrk.Load], cpu: dict[str, float]
+) -> None:
+    """Hits against the bare baseline and against misses: the section's targets."""
     hit, miss, base = combined["hit"], combined["miss"], combined["baseline"]
     results.ratio(
         SECTION,
@@ -117,6 +145,10 @@ def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> No
     )
     results.ratio(SECTION, "baseline / hit CPU per request", cpu["baseline"] / cpu["hit"])
     results.ratio(SECTION, "hit / miss CPU per request", cpu["hit"] / cpu["miss"])
+
+
+def _report_misses(results: Results, measured: dict[str, list[Measured]]) -> None:
+    """How misses coalesce into DB lookups; the servers' profiles."""
     queries = sum(m.lookups for m in measured["miss"])
     requests = sum(m.load.requests for m in measured["miss"])
     results.figure(SECTION, "miss run: requests", requests, "requests")
@@ -139,22 +171,19 @@ def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> No
             f"Profile of the {kind} server during its last measured run (py-spy, CPU samples by part): "
             f"{measured[kind][-1].profile}.",
         )
-    _header_costs(results, cpu["hit"])
-    hit_misses = sum(m.misses for m in measured["hit"])
-    if hit_misses:
-        results.note(SECTION, f"the warmed cache missed {hit_misses:.0f} times during the hit runs.")
+
+
+def _describe(results: Results, scale: Scale, ids: int, rounds: int) -> None:
+    """What the section ran with, for the report."""
     results.settings[SECTION] = (
         f"wrk -t{scale.wrk_threads} -c{scale.wrk_connections} -d{scale.wrk_seconds}s -s bench/ids.lua over "
-        f"{len(ids):,} ids (round robin from a random start) after an unmeasured "
+        f"{ids:,} ids (round robin from a random start) after an unmeasured "
         f"{scale.wrk_warm_seconds}s run, then wrk -c1 -d{max(2, scale.wrk_seconds // 3)}s; server pinned to "
         f"CPU {SERVER_CPU}, wrk to CPU {WRK_CPU}; {rounds} round(s) of baseline → hit → miss "
         "(req/s: mean of rounds; percentiles: median of rounds); API as `python -m api --port P --replicas 1`, "
         "hit with the cache holding every order, miss with ORDERVIEW_CACHE_MAX_ENTRIES=0; baseline "
         "`python -m bench.baseline_server` (same uvloop, reuse_port, no access log, same bodies and headers)"
     )
-    results.series["reads"] = {k: (combined[k].rps, combined[k].p50_ms, combined[k].p99_ms) for k in KINDS}
-    say("reads: a flood of random unknown ids")
-    _flood(results, settings, scale, wrk_path)
 
 
 def _header_costs(results: Results, hit_cpu_us: float) -> None:
@@ -203,8 +232,7 @@ def _flood(results: Results, settings: Settings, scale: Scale, wrk_path: str) ->
     after it, the replica remembers them as absent and a flood costs no query."""
     rng = random.Random(SEED + 1)
     unknown = [f"flood{rng.getrandbits(64):016x}" for _ in range(scale.read_orders // 5)]
-    ids_file = env.OUT / "flood_ids.txt"
-    ids_file.write_text("\n".join(unknown) + "\n")
+    ids_file = data.ids_file("flood_ids.txt", unknown)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     api_settings = dataclasses.replace(settings, api_port=port, api_replicas=1)

@@ -22,7 +22,7 @@ from contextlib import AsyncExitStack
 
 import psycopg
 
-from bench import data, env, wrk
+from bench import data, wrk
 from bench.env import say
 from bench.results import Results
 from bench.scale import Scale
@@ -48,9 +48,7 @@ def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> No
     asyncio.run(data.load_through_projector(settings, orders))
     ids = [o.uid for o in orders]
     random.Random(SEED).shuffle(ids)
-    ids_file = env.OUT / "standby_ids.txt"
-    ids_file.parent.mkdir(parents=True, exist_ok=True)
-    ids_file.write_text("\n".join(ids) + "\n")
+    ids_file = data.ids_file("standby_ids.txt", ids)
 
     say("standby: copying the primary into a standby (ops/postgres.sh standby start)")
     started = time.perf_counter()
