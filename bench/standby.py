@@ -19,6 +19,7 @@ import random
 import statistics
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import psycopg
 
@@ -43,34 +44,52 @@ CHANGED_PER_COMMIT = 5
 
 
 def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> None:
-    say(f"standby: writing {scale.read_orders:,} orders through the projector's write path")
-    orders = data.valid_orders(scale.read_orders, seed=SEED)
-    asyncio.run(data.load_through_projector(settings, orders))
-    ids = [o.uid for o in orders]
-    random.Random(SEED).shuffle(ids)
+    ids = _load(scale, settings)
     ids_file = data.ids_file("standby_ids.txt", ids)
-
+    rounds = 2 if scale.name == "full" else 1
     say("standby: copying the primary into a standby (ops/postgres.sh standby start)")
     started = time.perf_counter()
     standby = replication.Standby(settings).start()
     try:
         made = time.perf_counter() - started
         _wait_caught_up(standby)
-        on_standby = standby.settings
-        rounds = 2 if scale.name == "full" else 1
-        loads: dict[str, list[wrk.Load]] = {"primary": [], "standby": []}
-        for _ in range(rounds):
-            for where, s in (("primary", settings), ("standby", on_standby)):
-                say(f"standby: cache-miss reads on the {where}")
-                loads[where].append(_miss_reads(f"standby-miss-{where}", s, scale, wrk_path, ids_file))
+        places = (("primary", settings), ("standby", standby.settings))
+        loads = _miss_rounds(places, rounds, scale, wrk_path, ids_file)
         say("standby: coherence delay, replicas on the primary, then on the standby")
-        delays = {
-            where: asyncio.run(_coherence(s, scale))
-            for where, s in (("primary", settings), ("standby", on_standby))
-        }
+        delays = {where: asyncio.run(_coherence(s, scale)) for where, s in places}
     finally:
         standby.destroy()
+    _report_misses(results, loads)
+    _report_coherence(results, delays)
+    _describe(results, scale, made, delays, len(ids), rounds)
 
+
+# --- the steps of run(), in order --------------------------------------------------------------
+
+
+def _load(scale: Scale, settings: Settings) -> list[str]:
+    """The orders read, written on the primary through the projector's write path; their ids, shuffled."""
+    say(f"standby: writing {scale.read_orders:,} orders through the projector's write path")
+    orders = data.valid_orders(scale.read_orders, seed=SEED)
+    asyncio.run(data.load_through_projector(settings, orders))
+    ids = [o.uid for o in orders]
+    random.Random(SEED).shuffle(ids)
+    return ids
+
+
+def _miss_rounds(
+    places: tuple[tuple[str, Settings], ...], rounds: int, scale: Scale, wrk_path: str, ids_file: Path
+) -> dict[str, list[wrk.Load]]:
+    """Cache-miss reads on each place in turn, `rounds` times."""
+    loads: dict[str, list[wrk.Load]] = {where: [] for where, _ in places}
+    for _ in range(rounds):
+        for where, s in places:
+            say(f"standby: cache-miss reads on the {where}")
+            loads[where].append(_miss_reads(f"standby-miss-{where}", s, scale, wrk_path, ids_file))
+    return loads
+
+
+def _report_misses(results: Results, loads: dict[str, list[wrk.Load]]) -> None:
     primary_rps = statistics.mean(load.rps for load in loads["primary"])
     standby_rps = statistics.mean(load.rps for load in loads["standby"])
     for where in ("primary", "standby"):
@@ -99,6 +118,9 @@ def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> No
         note="each miss on the standby also asks its replay position (same round trip)",
         baseline=f"the same API on the primary: {primary_rps:,.0f} req/s",
     )
+
+
+def _report_coherence(results: Results, delays: dict[str, dict[str, float]]) -> None:
     for where in ("primary", "standby"):
         measured = delays[where]
         results.figure(SECTION, f"coherence delay, replicas on the {where}: p50", measured["p50"], "ms")
@@ -119,6 +141,12 @@ def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> No
         note="commit on the primary → new version served by a replica on the standby",
         baseline=f"replicas on the primary: p99 {delays['primary']['p99']:.0f} ms",
     )
+
+
+def _describe(
+    results: Results, scale: Scale, made: float, delays: dict[str, dict[str, float]], ids: int, rounds: int
+) -> None:
+    """How the standby was made, how coherence was measured, and what the section ran with."""
     results.note(
         SECTION,
         f"The standby: pg_basebackup of the bench's primary and start in {made:.1f} s "
@@ -133,7 +161,7 @@ def run(results: Results, scale: Scale, wrk_path: str, settings: Settings) -> No
     results.settings[SECTION] = (
         f"API as `python -m api --port P --replicas 1` with ORDERVIEW_CACHE_MAX_ENTRIES=0 pinned to CPU "
         f"{SERVER_CPU}, wrk -t{scale.wrk_threads} -c{scale.wrk_connections} -d{scale.wrk_seconds}s over "
-        f"{len(ids):,} ids on CPU {WRK_CPU} after an unmeasured {scale.wrk_warm_seconds}s run, {rounds} "
+        f"{ids:,} ids on CPU {WRK_CPU} after an unmeasured {scale.wrk_warm_seconds}s run, {rounds} "
         "round(s) of primary → standby; the standby on the same machine (ops/postgres.sh standby); "
         f"coherence: two replicas with the cache on, {scale.latency_seconds:.0f} s of changes, each replica "
         "polled by 4 workers over the changing orders"
@@ -144,7 +172,7 @@ def _wait_caught_up(standby: replication.Standby, timeout: float = 120.0) -> Non
     wait_until(standby.caught_up, timeout, f"the standby did not catch up within {timeout:.0f} s")
 
 
-def _miss_reads(name: str, settings: Settings, scale: Scale, wrk_path: str, ids_file) -> wrk.Load:
+def _miss_reads(name: str, settings: Settings, scale: Scale, wrk_path: str, ids_file: Path) -> wrk.Load:
     port = free_port()
     api = dataclasses.replace(settings, api_port=port, api_replicas=1, cache_max_entries=0)
     server = Service("api", api, name, ("--port", str(port), "--replicas", "1"), cpus=SERVER_CPU)
