@@ -1,7 +1,7 @@
 """Redriving dead letters once their cause is mended, and redriving them again.
 
-1. N valid orders are produced while a constraint refuses every delivery (the worker is told to
-   take that many refusals in a row): N db_rejected letters.
+1. N valid orders are produced, each with a city that a constraint refuses (the projector's own
+   canary order passes it, so the refusals are the orders' fault): N db_rejected letters.
 2. The constraint is dropped; `python -m projector.redrive --reason db_rejected` runs (it scans
    the DLQ and publishes), and the projector applies every order: the command's time, and the
    time until the last order is visible.
@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import orjson
 import psycopg
 
 from bench import data
@@ -36,16 +37,19 @@ from orderview.settings import Settings
 
 SECTION = "redrive"
 SEED = 404
-REFUSE_EVERY_DELIVERY = "ALTER TABLE deliveries ADD CONSTRAINT bench_refuse_all CHECK (false) NOT VALID"
-ALLOW_AGAIN = "ALTER TABLE deliveries DROP CONSTRAINT bench_refuse_all"
+REFUSED_CITY = "Refused by the bench"  # as in REFUSE_THE_CITY
+REFUSE_THE_CITY = """
+ALTER TABLE deliveries ADD CONSTRAINT bench_refused_city CHECK (city <> 'Refused by the bench') NOT VALID
+"""
+ALLOW_AGAIN = "ALTER TABLE deliveries DROP CONSTRAINT bench_refused_city"
 SNAPSHOTS = "SELECT count(*) FROM order_snapshots"
 
 
 def run(results: Results, scale: Scale, settings: Settings) -> None:
     n = scale.redrive_letters
-    settings = dataclasses.replace(settings, db_refusals_in_a_row=n + 1, projector_port=free_port())
-    orders = data.valid_orders(n, seed=SEED)
-    _owner(settings, REFUSE_EVERY_DELIVERY)
+    settings = dataclasses.replace(settings, projector_port=free_port())
+    orders = [_in_refused_city(o) for o in data.valid_orders(n, seed=SEED)]
+    _owner(settings, REFUSE_THE_CITY)
     with Service("projector", settings, "redrive-projector") as projector:
         projector.wait_http("/readyz", settings.projector_port)
         say(f"redrive: {n:,} orders the database refuses")
@@ -105,6 +109,12 @@ def _end(settings: Settings, topic: str) -> int:
 def _snapshots(settings: Settings) -> int:
     with psycopg.connect(settings.dsn("owner")) as conn:
         return conn.execute(SNAPSHOTS).fetchone()[0]
+
+
+def _in_refused_city(order: data.Order) -> data.Order:
+    document = orjson.loads(order.value)
+    document["delivery"]["city"] = REFUSED_CITY
+    return data.Order(order.uid, orjson.dumps(document))
 
 
 def _owner(settings: Settings, statement: str) -> None:
