@@ -58,16 +58,15 @@ unnest(%(uids)b::text[], %(bodies)b::text[], %(partitions)b::int[], %(offsets)b:
        %(record_timestamps)b::bigint[], %(timestamp_types)b::smallint[])
 """
 
-# Orders the read model did not have (LOCK_HEADS found no row): those another worker inserted
-# meanwhile are not returned, and the batch is planned again.
-INSERT_SNAPSHOTS = f"""
-INSERT INTO order_snapshots
+# Orders the read model did not have (LOCK_HEADS found no row), COPYed: one that another worker
+# inserted meanwhile collides with its primary key, and the batch is planned again.
+COPY_SNAPSHOTS = """
+COPY order_snapshots
     (order_uid, body_json, source_partition, source_offset, version_time, version_partition,
      version_offset, record_timestamp, timestamp_type)
-SELECT * FROM {_SNAPSHOT_VALUES}
-ON CONFLICT (order_uid) DO NOTHING
-RETURNING order_uid
+FROM STDIN
 """
+SNAPSHOT_KEY = "order_snapshots_pkey"
 
 REPLACE_SNAPSHOTS = f"""
 UPDATE order_snapshots AS s
@@ -293,11 +292,7 @@ async def write_changes(
     """What the batch does to each order: snapshot, history (unless `history` is off: earlier
     versions are then not kept), normalized rows. Conflict if another worker inserted one of its
     new orders meanwhile."""
-    new = [c for c in changes if not c.known]
-    if new:
-        cur = await conn.execute(INSERT_SNAPSHOTS, _snapshots(new))
-        if len(await cur.fetchall()) != len(new):
-            raise Conflict("an order new to this batch was inserted by another worker meanwhile")
+    await copy_snapshots(conn, [c for c in changes if not c.known])
     known = [c for c in changes if c.known]
     await _execute(conn, CLEAR_HISTORY, {"uids": [c.uid for c in changes if c.clear_history]})
     await _execute(conn, ARCHIVE_CURRENT, {"uids": [c.uid for c in known if c.archive and history]})
@@ -427,6 +422,34 @@ async def database_refuses_any_order(conn: psycopg.AsyncConnection) -> psycopg.E
     except EVENT_FAULTS as exc:
         return exc
     return None
+
+
+async def copy_snapshots(conn: psycopg.AsyncConnection, new: Sequence[Change]) -> None:
+    """The snapshots of orders new to the read model; Conflict if another worker inserted one of
+    them meanwhile."""
+    if not new:
+        return
+    try:
+        async with conn.cursor() as cur, cur.copy(COPY_SNAPSHOTS) as copy:
+            for c in new:
+                s = c.source
+                await copy.write_row(
+                    (
+                        c.uid,
+                        c.body,
+                        s.partition if s is not None else -1,
+                        s.offset if s is not None else -1,
+                        c.version.time,
+                        c.version.partition,
+                        c.version.offset,
+                        s.timestamp_ms if s is not None else None,
+                        s.timestamp_type if s is not None else None,
+                    )
+                )
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name != SNAPSHOT_KEY:
+            raise
+        raise Conflict("an order new to this batch was inserted by another worker meanwhile") from exc
 
 
 async def copy_rows(conn: psycopg.AsyncConnection, rows: Rows) -> None:
