@@ -26,11 +26,18 @@ RATE_HZ = 100
 # its frames; samples matching none are "the rest".
 Parts = Sequence[tuple[str, Sequence[str]]]
 PROJECTOR_PARTS: Parts = (
-    ("validation (projector/validate.py, schemas/formats.py, jsonschema-rs)", ("validate.py", "formats.py")),
-    ("writing to PostgreSQL (projector/store.py, rows.py, psycopg)", ("store.py", "rows.py", "psycopg")),
     (
-        "positions, dead letters, metrics (projector/batch.py, positions.py, dlq.py, metrics.py)",
-        ("projector/batch.py", "positions.py", "dlq.py", "projector/metrics.py"),
+        "validation (projector/core/validate.py, schemas/formats.py, jsonschema-rs)",
+        ("core/validate.py", "formats.py"),
+    ),
+    (
+        "writing to PostgreSQL (projector/adapters/postgres.py, rows.py, psycopg)",
+        ("adapters/postgres.py", "adapters/rows.py", "psycopg"),
+    ),
+    (
+        "the plan, positions, dead letters, metrics (projector/core/, checkpoint.py, batch.py, "
+        "adapters/dead_letters.py, metrics.py)",
+        ("projector/core/", "checkpoint.py", "projector/batch.py", "dead_letters.py", "projector/metrics.py"),
     ),
 )
 PROJECTOR_REST = "Faust, aiokafka and the event loop (consumer thread, streams, fetches)"
