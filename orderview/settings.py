@@ -200,15 +200,7 @@ class Settings:
         settings = cls(**values)
         settings.refuse_unusable()
         settings.refuse_default_passwords()
-        settings.refuse_unknown_choices()
         return settings
-
-    def refuse_unknown_choices(self) -> None:
-        if self.api_standby_fallback not in STANDBY_FALLBACKS:
-            raise ValueError(
-                f"{PREFIX}API_STANDBY_FALLBACK must be {' or '.join(STANDBY_FALLBACKS)}, "
-                f"got {self.api_standby_fallback!r}"
-            )
 
     @property
     def reads_from_standby(self) -> bool:
@@ -432,6 +424,7 @@ CHOICES = {
     "kafka_sasl_mechanism": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
     "pg_sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
     "history": ("keep", "off"),
+    "api_standby_fallback": STANDBY_FALLBACKS,
 }
 FILES = (
     "kafka_ssl_cafile",
