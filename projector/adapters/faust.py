@@ -390,9 +390,11 @@ class Watchdog(threading.Thread):
 
     A Faust service that crashed (a fetcher that died on a record it could not read, a consumer
     thread that failed) leaves the agent waiting for messages that never come, and the process
-    half alive. A thread, so that it acts even when the event loop is stuck."""
+    half alive. A thread, so that it acts even when the event loop is stuck; once a second, as
+    walking Faust's services holds the interpreter (every 0.2 s it took about 3 % of the worker's
+    CPU while ingesting)."""
 
-    def __init__(self, faust_app: faust.App, interval_s: float = 0.2) -> None:
+    def __init__(self, faust_app: faust.App, interval_s: float = 1.0) -> None:
         super().__init__(name="orderview-watchdog", daemon=True)
         self.app = faust_app
         self.interval_s = interval_s
