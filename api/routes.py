@@ -39,7 +39,7 @@ def setup_routes(app: web.Application) -> None:
     get("/ui/{path:.*}", handlers.ui_file, "/ui/")
     # Last: whatever matched nothing above answers a JSON 404 or 405, also a target that is not a
     # path (`OPTIONS *`), which aiohttp would answer itself, without the security headers. (An
-    # empty one, CONNECT's host:port, is matched against nothing at all: README › Security.)
+    # empty one, CONNECT's host:port, is matched against nothing at all: docs/security.md.)
     unmatched = answering(fallback(cors), metrics.route("unmatched"), hosts, cors)
     router.add_route(hdrs.METH_ANY, "/{path:.*}", unmatched)
     no_path = AnyTarget()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the projector, the API replicas and the emulator, until Ctrl-C.
 # Kafka and PostgreSQL are left running (`make down` stops them).
-# A projector stops itself on an error it cannot handle (README.md › Failures); this script
+# A projector stops itself on an error it cannot handle (docs/positions.md › Failures); this script
 # starts it again, with a growing pause, and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -39,7 +39,7 @@ UNREADABLE = {
 
 
 # A target that is no path: no route can match it, and aiohttp answered it itself. (CONNECT's
-# host:port still is: README › Security says why.)
+# host:port still is: docs/security.md says why.)
 NO_PATH = {"OPTIONS *": b"OPTIONS * HTTP/1.1\r\n" + HOST + b"\r\n"}
 
 
