@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import psycopg
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from orderview import jsonlog, kafka_clients
@@ -51,6 +51,7 @@ READ_MODEL = (
     "lost_records"
 )
 COUNT_SNAPSHOTS = "SELECT count(*) FROM order_snapshots"
+GROUP_POLL_S = 1.0  # how often the consumer group is asked again while a rebuild waits for it
 TRUNCATE_READ_MODEL = "TRUNCATE " + READ_MODEL
 # --keep: the versions the read model holds are forgotten (projector/core/versions.py: UNKNOWN), so
 # that the log's versions replace them; orders the log does not hold keep theirs.
@@ -176,15 +177,7 @@ async def refuse_running_projectors(settings: Settings, patience_s: float = 30.0
     """Refused while the projectors' consumer group keeps members (a worker that stopped without
     leaving it, killed or failed, is one until its session times out: waited for) or a partition
     is held."""
-    deadline = time.monotonic() + patience_s
-    while (members := await group_members(settings)) and time.monotonic() < deadline:
-        log.warning("waiting for the projectors' consumer group to be empty", extra={"members": members})
-        await asyncio.sleep(1.0)
-    if members:
-        raise Refused(
-            f"the consumer group {settings.consumer_group!r} has {members} members: stop every "
-            "projector and run the rebuild again; nothing was changed"
-        )
+    await wait_for_an_empty_group(settings, patience_s)
     partitions = await partitions_of(settings, settings.orders_topic)
     async with await psycopg.AsyncConnection.connect(settings.dsn("projector"), autocommit=True) as conn:
         held, _ = await postgres.own(conn, settings.orders_topic, partitions)
@@ -194,6 +187,37 @@ async def refuse_running_projectors(settings: Settings, patience_s: float = 30.0
                 "every projector and run the rebuild again; nothing was changed"
             )
         await postgres.release(conn, settings.orders_topic, partitions)
+
+
+async def wait_for_an_empty_group(settings: Settings, patience_s: float) -> None:
+    """Return once the consumer group has no members; Refused if it still has some, or if its
+    coordinator has not answered (a new cluster elects one first), after `patience_s`: a group
+    not seen is not an empty one."""
+    group = settings.consumer_group
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            members = await group_members(settings)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            if time.monotonic() >= deadline:
+                raise Refused(
+                    f"the coordinator of the consumer group {group!r} did not answer within "
+                    f"{patience_s:.0f} s ({type(exc).__name__}), so whether projectors are running is "
+                    "unknown: nothing was changed; run the rebuild again once the cluster answers"
+                ) from exc
+            log.warning("waiting for the consumer group's coordinator", extra={"reason": type(exc).__name__})
+        else:
+            if not members:
+                return
+            if time.monotonic() >= deadline:
+                raise Refused(
+                    f"the consumer group {group!r} has {members} members: stop every projector and "
+                    "run the rebuild again; nothing was changed"
+                )
+            log.warning("waiting for the projectors' consumer group to be empty", extra={"members": members})
+        await asyncio.sleep(GROUP_POLL_S)
 
 
 async def group_members(settings: Settings) -> int:
