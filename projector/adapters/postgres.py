@@ -387,18 +387,37 @@ async def notify(conn: psycopg.AsyncConnection, channel: str, changes: Iterable[
 async def refused_changes(
     conn: psycopg.AsyncConnection, changes: Sequence[Change]
 ) -> dict[tuple[int, int], str]:
-    """Which changes the database refuses, each tried alone under a savepoint (all rolled back):
-    source coordinates -> the database's words."""
+    """Which changes the database refuses, found by halving the batch the database refused, each
+    part tried under a savepoint (all rolled back): source coordinates -> the database's words.
+    A part refused whose halves both pass was refused together; what no single change explains is
+    left out. One refused order in 2,000 costs about 22 tries instead of 2,000."""
     refused: dict[tuple[int, int], str] = {}
-    for change in changes:
-        try:
-            async with conn.transaction(force_rollback=True):
-                await write_changes(conn, [change])
-        except EVENT_FAULTS as exc:
-            where = change.source.where if change.source is not None else None
-            if where is not None:
-                refused[where] = exc.diag.message_primary or str(exc)
+
+    async def refused_within(part: Sequence[Change]) -> None:
+        if len(part) == 1:
+            error = await _refusal(conn, part)
+            where = part[0].source.where if part[0].source is not None else None
+            if error is not None and where is not None:
+                refused[where] = error.diag.message_primary or str(error)
+            return
+        for half in (part[: len(part) // 2], part[len(part) // 2 :]):
+            if await _refusal(conn, half) is not None:
+                await refused_within(half)
+
+    if changes:
+        await refused_within(changes)
     return refused
+
+
+async def _refusal(conn: psycopg.AsyncConnection, changes: Sequence[Change]) -> psycopg.Error | None:
+    """The database's refusal of these changes together, written under a savepoint and rolled
+    back; None if it takes them."""
+    try:
+        async with conn.transaction(force_rollback=True):
+            await write_changes(conn, changes)
+    except EVENT_FAULTS as exc:
+        return exc
+    return None
 
 
 async def database_refuses_any_order(conn: psycopg.AsyncConnection) -> psycopg.Error | None:

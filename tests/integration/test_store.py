@@ -52,3 +52,39 @@ async def test_a_new_order_another_worker_inserted_meanwhile_is_a_conflict_that_
     assert snapshots(clean_settings)[uid]["track_number"] == "MINE"
     for table in ("orders", "deliveries", "payments"):
         assert count(clean_settings, table) == 1, table
+
+
+REFUSE_A_CITY = "ALTER TABLE deliveries ADD CONSTRAINT test_refused_city CHECK (city <> 'Refused') NOT VALID"
+ALLOW_IT_AGAIN = "ALTER TABLE deliveries DROP CONSTRAINT test_refused_city"
+
+
+async def test_the_orders_a_database_refuses_are_found_by_halving_the_batch_not_one_by_one(
+    clean_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = reference_order()
+    orders = [dict(base, order_uid=f"{base['order_uid']}{i:04d}") for i in range(400)]
+    refused_at = {17, 203, 204}
+    for i in refused_at:
+        orders[i] = dict(orders[i], delivery=dict(base["delivery"], city="Refused"))
+    changes = [c for i, o in enumerate(orders) for c in _plan(o, 0, i, {})]
+    tries = 0
+    write = postgres.write_changes
+
+    async def counted(conn: psycopg.AsyncConnection, part: list, history: bool = True) -> None:
+        nonlocal tries
+        tries += 1
+        await write(conn, part, history)
+
+    with psycopg.connect(clean_settings.dsn("owner"), autocommit=True) as owner:
+        owner.execute(REFUSE_A_CITY)
+        try:
+            monkeypatch.setattr(postgres, "write_changes", counted)
+            async with await psycopg.AsyncConnection.connect(clean_settings.dsn("projector")) as conn:
+                async with conn.transaction(force_rollback=True):
+                    refused = await postgres.refused_changes(conn, changes)
+        finally:
+            owner.execute(ALLOW_IT_AGAIN)
+    assert set(refused) == {(0, i) for i in refused_at}
+    assert all("test_refused_city" in words for words in refused.values())
+    assert tries < 60  # one by one would be 400
+    assert count(clean_settings, "orders") == 0  # every try rolled back
