@@ -16,7 +16,7 @@ Then, until the plan lacks nothing:
 4. Letters: if the plan needs letters the DLQ has not acknowledged (acks=all), leave the
    transaction, send them, plan again. If they cannot be sent, what comes before the first of
    them in each partition is applied alone, and the rest waits (`Outcome.rest`).
-5. Write: the changes, under a savepoint. Rows the database refuses are found one by one and, if
+5. Write: the changes, under a savepoint. Rows the database refuses are found by halving the batch and, if
    the database takes a valid order of its own (the canary), planned again as refused (a letter
    each); if it refuses that too, the worker stops (SystemicRefusal) with nothing sent.
 6. Check: every offset below each new position has exactly one fate, every letter is acknowledged

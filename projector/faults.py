@@ -36,7 +36,7 @@ EXIT_UNTRUSTED_POSITION = 65
 
 # The database refuses one event's rows (a constraint, a number out of range, a row too big for an
 # index): that event's fault if the database takes a valid order of its own (the canary), found by
-# writing the batch's events one by one.
+# writing halves of the batch, then halves of the refused halves, down to single events.
 EVENT_FAULTS = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded)
 
 
