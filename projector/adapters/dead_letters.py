@@ -245,10 +245,17 @@ class DeadLetterQueue:
     async def _end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         consumer = self._offsets_consumer
         if consumer is None:
-            consumer = self._offsets_consumer = kafka_clients.consumer(
+            consumer = kafka_clients.consumer(
                 self.settings, enable_auto_commit=False, request_timeout_ms=10_000
             )
-            await consumer.start()
+            try:
+                await consumer.start()
+            except BaseException:
+                # Kept half started (the broker away), it would fail every later call in aiokafka's
+                # own way (no fetcher): the next call makes a new one.
+                await consumer.stop()
+                raise
+            self._offsets_consumer = consumer
         return await consumer.end_offsets(tps)
 
     def settle(self, recorded: dict[int, int]) -> None:

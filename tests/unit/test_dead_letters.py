@@ -9,9 +9,11 @@ import asyncio
 import time
 
 import pytest
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from orderview.settings import Settings
+from projector.adapters import dead_letters
 from projector.adapters.dead_letters import DeadLetterQueue
 from projector.core.plan import Letter
 from projector.core.records import Record
@@ -86,3 +88,43 @@ async def test_letters_are_forgotten_only_once_their_position_is_recorded():
     dlq.settle({0: 4})
     await dlq.send(batch[3:])  # read again by a later batch: sent again
     assert producer.sent[-1] == b"v3"
+
+
+class OffsetsConsumer:
+    """A consumer whose start fails while the broker is away."""
+
+    made: list[OffsetsConsumer] = []
+
+    def __init__(self, starts: bool) -> None:
+        self.starts, self.stopped = starts, False
+
+    async def start(self) -> None:
+        if not self.starts:
+            raise KafkaConnectionError("the broker is away")
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def end_offsets(self, tps: list) -> dict:
+        assert self.starts and not self.stopped, "asked a consumer that never started"
+        return {tp: 7 for tp in tps}
+
+
+async def test_an_offsets_consumer_that_could_not_start_is_not_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outcomes = iter([False, True])
+
+    def consumer(settings: Settings, **kwargs: object) -> OffsetsConsumer:
+        made = OffsetsConsumer(starts=next(outcomes))
+        OffsetsConsumer.made.append(made)
+        return made
+
+    monkeypatch.setattr(dead_letters.kafka_clients, "consumer", consumer)
+    dlq = DeadLetterQueue(Settings())
+    tps = [TopicPartition("orders.dlq", 0)]
+    with pytest.raises(KafkaConnectionError):  # an outage: the batch waits and tries again
+        await dlq._end_offsets(tps)
+    assert await dlq._end_offsets(tps) == {tps[0]: 7}
+    first, second = OffsetsConsumer.made
+    assert first.stopped and not second.stopped
