@@ -19,7 +19,7 @@ import orjson
 import psycopg
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import NewTopic
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError, OutOfOrderSequenceNumber
 
 from harness import scratch
 from harness.processes import LOGS, Projector
@@ -431,9 +431,10 @@ class Traffic:
             self.retry.extend(batch)
             await asyncio.sleep(1)
             return 0
-        if any(isinstance(r, MessageSizeTooLargeError) for r in results):
+        if any(isinstance(r, MessageSizeTooLargeError | OutOfOrderSequenceNumber) for r in results):
             # An idempotent producer goes on after a refused record only with a gap in its
-            # sequence, which the broker refuses: a new producer sends what failed after it.
+            # sequence, which the broker refuses (as it does after a restart that lost the
+            # producer's last sequence): a new producer sends what failed after it.
             await self._drop_producer(codec)
         delivered = 0
         for m, result in zip(batch, results, strict=True):
