@@ -1,12 +1,7 @@
 // The API explorer: reads /openapi.json and lets a person call each GET operation.
 // Every value is rendered as text (textContent), never as HTML.
 
-const el = (tag, attrs = {}, ...children) => {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
-  for (const child of children) node.append(child);
-  return node;
-};
+import { el } from "./dom.js";
 
 function buildUrl(path, values) {
   let url = path.replace(/\{([^}]+)\}/g, (_, name) => encodeURIComponent(values.path[name] ?? ""));

@@ -6,6 +6,7 @@
 // says: 1817 with USD is "USD 18.17", with JPY (no minor unit) "JPY 1,817".
 // payment_dt is Unix epoch seconds; date_created is an RFC 3339 string.
 
+import { el } from "./dom.js";
 import { historySection } from "./history.js";
 
 const ORDER_UID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -31,17 +32,6 @@ let recentCursor = null;  // next_before of the last recent-orders page
 let historyRequests = null; // AbortController of the shown order's history requests
 
 // ---------- small DOM and formatting helpers ----------
-
-/** Build an element. Strings and numbers among the children become text nodes. */
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
 
 /** A value as text; empty strings and missing values show a muted "none". */
 function textValue(value) {

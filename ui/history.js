@@ -6,6 +6,8 @@
 // change shows its old and new value. The first version of a page has no patch: once the older
 // page is loaded, its changes are found by comparing it with the version before it.
 
+import { el } from "./dom.js";
+
 const PAGE_SIZE = 20;
 const LONG_VALUE = 160; // characters of an object or array value shown before "…"
 
@@ -27,16 +29,6 @@ const TIMESTAMP_TYPES = {
   CreateTime: "sent at (the producer's time)",
   LogAppendTime: "logged at (the broker's time)",
 };
-
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
 
 function timeNode(text) {
   const date = new Date(typeof text === "string" ? text : NaN);
