@@ -451,20 +451,7 @@ async def copy_snapshots(conn: psycopg.AsyncConnection, new: Sequence[Change]) -
     try:
         async with conn.cursor() as cur, cur.copy(COPY_SNAPSHOTS) as copy:
             for c in new:
-                s = c.source
-                await copy.write_row(
-                    (
-                        c.uid,
-                        c.body,
-                        s.partition if s is not None else -1,
-                        s.offset if s is not None else -1,
-                        c.version.time,
-                        c.version.partition,
-                        c.version.offset,
-                        s.timestamp_ms if s is not None else None,
-                        s.timestamp_type if s is not None else None,
-                    )
-                )
+                await copy.write_row(_snapshot_row(c))
     except psycopg.errors.UniqueViolation as exc:
         if exc.diag.constraint_name != SNAPSHOT_KEY:
             raise
@@ -487,19 +474,39 @@ async def _execute(conn: psycopg.AsyncConnection, statement: str, params: dict[s
         await conn.execute(statement, params)
 
 
+# The parameters of _SNAPSHOT_VALUES, in the order of its columns (and of COPY_SNAPSHOTS').
+SNAPSHOT_PARAMS = (
+    "uids",
+    "bodies",
+    "partitions",
+    "offsets",
+    "version_times",
+    "version_partitions",
+    "version_offsets",
+    "record_timestamps",
+    "timestamp_types",
+)
+
+
+def _snapshot_row(c: Change) -> tuple:
+    """A change's snapshot values, in the order of SNAPSHOT_PARAMS."""
+    s = c.source
+    return (
+        c.uid,
+        c.body,
+        s.partition if s is not None else -1,
+        s.offset if s is not None else -1,
+        c.version.time,
+        c.version.partition,
+        c.version.offset,
+        s.timestamp_ms if s is not None else None,
+        s.timestamp_type if s is not None else None,
+    )
+
+
 def _snapshots(changes: Sequence[Change]) -> dict[str, list]:
-    sources = [c.source for c in changes]
-    return {
-        "uids": [c.uid for c in changes],
-        "bodies": [c.body for c in changes],
-        "partitions": [s.partition if s is not None else -1 for s in sources],
-        "offsets": [s.offset if s is not None else -1 for s in sources],
-        "version_times": [c.version.time for c in changes],
-        "version_partitions": [c.version.partition for c in changes],
-        "version_offsets": [c.version.offset for c in changes],
-        "record_timestamps": [s.timestamp_ms if s is not None else None for s in sources],
-        "timestamp_types": [s.timestamp_type if s is not None else None for s in sources],
-    }
+    rows = [_snapshot_row(c) for c in changes]
+    return {name: [row[i] for row in rows] for i, name in enumerate(SNAPSHOT_PARAMS)}
 
 
 async def write_orders(
