@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from harness.orders import reference_order, reference_order_bytes
+from projector.adapters import postgres
 from projector.core.validate import (
     MAX_DEPTH,
     MAX_VALUES,
@@ -485,3 +486,13 @@ def test_json_paths_are_dotted_for_names_and_bracketed_otherwise():
     assert json_path([]) == "$"
     assert json_path(["items", 0, "track_number"]) == "$.items[0].track_number"
     assert json_path(["a b", "it's", "x\\y"]) == "$['a b']['it\\'s']['x\\\\y']"
+
+
+def test_the_database_canary_is_a_valid_order_but_for_an_order_uid_no_producer_can_send() -> None:
+    """A producer's order cannot take the canary's place in the read model (where it would make
+    every later canary collide, and the worker stop as if the database refused every order)."""
+    canary = postgres.CANARY
+    rejected = VALIDATOR.check(orjson.dumps(canary), str(canary["order_uid"]).encode())
+    assert isinstance(rejected, Rejection) and rejected.path == "$.order_uid"
+    valid = dict(canary, order_uid="canary0")
+    assert isinstance(VALIDATOR.check(orjson.dumps(valid), b"canary0"), dict)
