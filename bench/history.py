@@ -22,6 +22,7 @@ import json
 import random
 import time
 from pathlib import Path
+from statistics import fmean
 
 import psycopg
 
@@ -148,7 +149,7 @@ def run(results: Results, scale: Scale, settings: Settings, wrk_path: str) -> No
         rates[history].append(ingest_once(settings, history, count, i))
         if history == "keep":
             stored = _history_size(settings)
-    _report_ingest(results, rates, count)
+    _report_ingest(results, rates)
     _report_size(results, stored, count)
     say("history: GET /order/{uid}/history against GET /order/{uid}")
     truncate_read_model(settings)
@@ -211,19 +212,15 @@ def _history_size(settings: Settings) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
-def _report_ingest(results: Results, rates: dict[str, list[tuple[float, float]]], count: int) -> None:
+def _report_ingest(results: Results, rates: dict[str, list[tuple[float, float]]]) -> None:
     for history in ("off", "keep"):
-        new = _mean([r[0] for r in rates[history]])
-        later = _mean([r[1] for r in rates[history]])
+        new = fmean([r[0] for r in rates[history]])
+        later = fmean([r[1] for r in rates[history]])
         results.figure(SECTION, f"new orders, history {history}", new, "orders/s")
         results.figure(SECTION, f"new versions, history {history}", later, "versions/s")
     for i, kind in enumerate(("new orders", "new versions")):
-        keep = _mean([r[i] for r in rates["keep"]])
-        off = _mean([r[i] for r in rates["off"]])
+        keep = fmean([r[i] for r in rates["keep"]])
+        off = fmean([r[i] for r in rates["off"]])
         results.ratio(
             SECTION,
             f"{kind}: history kept / history off",
