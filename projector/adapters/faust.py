@@ -16,6 +16,8 @@ Faust's private parts used, each here only, as faust-streaming 0.15.3 and aiokaf
   read_committed (Faust asks for it only in its exactly-once mode, which would also make it
   produce and commit in transactions we do not use; without it, records of an aborted Kafka
   transaction would be projected as real orders).
+- `Service.wait_first` as the fetcher's `Consumer._drain_messages` calls it for each message
+  (projector/adapters/delivery.py).
 - `Consumer._new_consumer_thread`, `Consumer._seek` (through the thread's `seek_wait`),
   `Consumer.perform_seek` and `Consumer._commit`.
 
@@ -47,6 +49,7 @@ from prometheus_client import generate_latest
 from orderview import jsonlog, kafka_clients
 from orderview.settings import Settings
 from projector import faults
+from projector.adapters.delivery import ImmediateDelivery
 from projector.adapters.kafka import READ_COMMITTED, KafkaLog, partitions_of
 from projector.assignment import seek_targets
 from projector.batch import BatchProjector, Verdicts
@@ -146,7 +149,7 @@ class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
-class _Consumer(faust_aiokafka.Consumer):
+class _Consumer(ImmediateDelivery, faust_aiokafka.Consumer):
     logger = faust_aiokafka.logger
     projector: BatchProjector  # given by `_transport`
 
