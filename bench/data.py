@@ -3,6 +3,7 @@ or by raw COPY."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import psycopg
 
 from bench.env import OUT
 from emulator import stream
+from emulator.orders import OrderFactory, dumps
 from orderview.settings import Settings
 from projector.adapters import postgres
 from projector.adapters.rows import Rows
@@ -28,6 +30,13 @@ def valid_orders(count: int, seed: int) -> list[Order]:
     return [
         Order(m.order_uid, m.value) for m in stream(count, seed=seed, invalid_share=0.0, repeat_share=0.0)
     ]
+
+
+def new_versions(orders: Sequence[Order], seed: int) -> list[Order]:
+    """A later version of each order, as a shop sends them: its items' statuses advanced, the
+    address or the phone corrected (the emulator's versions)."""
+    factory = OrderFactory(random.Random(seed))
+    return [Order(o.uid, dumps(factory.version(orjson.loads(o.value)))) for o in orders]
 
 
 def variants(base: Sequence[Order], count: int) -> Iterator[Order]:

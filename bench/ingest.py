@@ -42,6 +42,7 @@ LATENCY = "latency"
 SEED = 202
 LATENCY_SEED = 303
 BURST_SEED = 404
+VERSIONS_SEED = 505
 COPY_BATCH = 500
 VALIDATION_SAMPLE = 50_000
 
@@ -81,6 +82,7 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
         _report_baselines(results, n, baselines)
         _report_projector(results, baselines, rate, total_s)
         _report_shares(results, baselines, rate)
+        _versions(results, settings, projector, orders, baselines)
         _latency(results, scale, settings, rate)
         say("ingest: cached reads idle and while the projector ingests")
         mixed.run(results, scale, settings, projector, wrk_path, [o.uid for o in orders])
@@ -251,6 +253,39 @@ def _report_shares(results: Results, b: Baselines, rate: float) -> None:
     }
 
 
+def _versions(
+    results: Results, settings: Settings, projector: Service, orders: list[data.Order], b: Baselines
+) -> None:
+    """The same running projector given a new version of each order it holds: what a live shop
+    mostly sends (statuses, corrections), each replacing an order's rows and archiving its snapshot."""
+    n = len(orders)
+    say(f"ingest: a new version of each of the {n:,} orders")
+    asyncio.run(produce(settings, data.new_versions(orders, VERSIONS_SEED)))
+    rate, _ = watch_projector(projector, 2 * n, after=n)
+    results.figure(
+        SECTION,
+        "projector: new versions",
+        rate,
+        "orders/s",
+        note=f"a new version of each of the {n:,} orders in the read model, first batch → all applied",
+    )
+    results.ratio(
+        SECTION,
+        "projector, new versions / Quix PostgreSQLSink",
+        rate / b.peer.rate,
+        (">=", 0.7),
+        baseline=f"Quix Streams PostgreSQLSink (upserts), same orders, {b.peer.rate:,.0f} orders/s",
+    )
+    results.ratio(
+        SECTION,
+        "projector, new versions / raw COPY",
+        rate / b.copy,
+        (">=", 0.7),
+        baseline=f"raw COPY of the new orders' rows, {b.copy:,.0f} orders/s",
+    )
+    results.series["ingest"]["projector: new versions"] = rate
+
+
 def _latency(results: Results, scale: Scale, settings: Settings, rate: float) -> None:
     """Produce → visible on the running projector: paced at half its rate, then a burst."""
     half = rate / 2
@@ -382,10 +417,13 @@ def validation(orders: Sequence[data.Order]) -> float:
 # --- the projector ---------------------------------------------------------------------------------
 
 
-def watch_projector(projector: Service, count: int, interval: float = 0.1) -> tuple[float, float]:
-    """(orders/s from the first applied batch to the last, seconds from process start to all applied)."""
+def watch_projector(
+    projector: Service, count: int, interval: float = 0.1, after: int = 0
+) -> tuple[float, float]:
+    """(orders/s from the first applied batch after `after` applied to the last, seconds from
+    process start to `count` applied)."""
     samples = projected_samples(projector, count, interval)
-    first = next(s for s in samples if s[1] > 0)
+    first = next(s for s in samples if s[1] > after)
     last = samples[-1]
     return (last[1] - first[1]) / (last[0] - first[0]), last[0] - projector.started_at
 
