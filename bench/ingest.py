@@ -25,11 +25,8 @@ from bench.produce import paced, produce
 from bench.profile import PROJECTOR_PARTS, PROJECTOR_REST, Profile
 from bench.results import Results
 from bench.scale import Scale
-from bench.services import Service
+from bench.services import Service, Workers
 from harness import ROOT
-from harness.metrics import total
-from harness.ports import free_port
-from harness.readiness import http_get
 from harness.scratch import truncate_read_model
 from orderview import kafka_clients, readmodel
 from orderview.settings import Settings
@@ -72,10 +69,8 @@ def run(results: Results, scale: Scale, settings: Settings, copy_settings: Setti
     orders = _produce_setup(results, scale, settings)
     n = len(orders)
     baselines = _baselines(scale, settings, copy_settings, orders)
-    say("ingest: projector")
-    projector = Service(
-        "projector", dataclasses.replace(settings, projector_port=free_port()), "ingest-projector"
-    )
+    projector = Workers.as_make_run(settings, "ingest-projector")
+    say(f"ingest: projector, {len(projector)} workers as make run starts them")
     with projector:
         rate, total_s = _drain(results, projector, n)
         _check_drained(results, settings, n, baselines.consume)
@@ -130,13 +125,13 @@ def _baselines(
     return Baselines(consume_rate, copy_rate, write_rate, validate_rate, replay_rate, peer)
 
 
-def _drain(results: Results, projector: Service, n: int) -> tuple[float, float]:
+def _drain(results: Results, projector: Workers, n: int) -> tuple[float, float]:
     """The projector draining the topic, profiled: (orders/s, seconds from process start)."""
     with Profile(projector.pid, "ingest-projector") as profile:
         rate, total_s = watch_projector(projector, n)
     results.note(
         SECTION,
-        "Profile of the projector while measured (py-spy, CPU samples by part): "
+        f"Profile of the projector while measured (py-spy, CPU samples by part, worker 1 of {len(projector)}): "
         + profile.describe(PROJECTOR_PARTS, PROJECTOR_REST)
         + ".",
     )
@@ -254,7 +249,7 @@ def _report_shares(results: Results, b: Baselines, rate: float) -> None:
 
 
 def _versions(
-    results: Results, settings: Settings, projector: Service, orders: list[data.Order], b: Baselines
+    results: Results, settings: Settings, projector: Workers, orders: list[data.Order], b: Baselines
 ) -> None:
     """The same running projector given a new version of each order it holds: what a live shop
     mostly sends (statuses, corrections), each replacing an order's rows and archiving its snapshot."""
@@ -309,9 +304,10 @@ def _describe(results: Results, scale: Scale, settings: Settings, n: int) -> Non
     """What the ingest and latency sections ran with, for the report."""
     results.settings[SECTION] = (
         f"{n:,} valid emulator orders produced to a fresh topic of {settings.orders_partitions} partitions before "
-        f"measuring; projector `python -m projector` with batch_size={settings.batch_size}, "
-        f"batch_wait_s={settings.batch_wait_s}; its rate from /metrics orderview_projector_projected_total "
-        "polled every 100 ms (from the first batch to the last); raw COPY into an empty database of the same "
+        f"measuring; projector: {settings.orders_partitions} workers `python -m projector` (one per partition, "
+        f"as `make run` starts them) with batch_size={settings.batch_size}, "
+        f"batch_wait_s={settings.batch_wait_s}; its rate from the workers' /metrics orderview_projector_projected_total "
+        "summed, polled every 100 ms (from the first batch to the last); raw COPY into an empty database of the same "
         f"schema, {COPY_BATCH} orders per transaction, rows built before timing, psycopg text COPY into "
         "order_snapshots, orders, deliveries, payments, items, as the projector role; raw consume: aiokafka "
         "without a group from the earliest offset, no processing; Quix Streams "
@@ -418,7 +414,7 @@ def validation(orders: Sequence[data.Order]) -> float:
 
 
 def watch_projector(
-    projector: Service, count: int, interval: float = 0.1, after: int = 0
+    projector: Service | Workers, count: int, interval: float = 0.1, after: int = 0
 ) -> tuple[float, float]:
     """(orders/s from the first applied batch after `after` applied to the last, seconds from
     process start to `count` applied)."""
@@ -428,20 +424,18 @@ def watch_projector(
     return (last[1] - first[1]) / (last[0] - first[0]), last[0] - projector.started_at
 
 
-def projected_samples(projector: Service, count: int, interval: float = 0.1) -> list[tuple[float, float]]:
-    """(time, orders projected) from the projector's /metrics every `interval` until `count` are."""
-    url = f"http://127.0.0.1:{projector.settings.projector_port}/metrics"
+def projected_samples(
+    projector: Service | Workers, count: int, interval: float = 0.1
+) -> list[tuple[float, float]]:
+    """(time, orders projected) from the workers' /metrics every `interval` until `count` are."""
+    workers = projector if isinstance(projector, Workers) else Workers([projector])
     deadline = time.monotonic() + max(120.0, count / 300)
     samples: list[tuple[float, float]] = []
     while time.monotonic() < deadline:
-        if not projector.alive():
-            raise RuntimeError(f"the projector exited; see {projector.log_path}")
-        try:
-            status, body, _ = http_get(url, timeout=2)
-        except OSError:
-            status, body = 0, b""
-        if status == 200:
-            projected = total(body.decode(), "orderview_projector_projected_total") or 0.0
+        if not workers.alive():
+            raise RuntimeError(f"a projector worker exited; see {workers.log_path}")
+        projected = workers.projected()
+        if projected is not None:
             samples.append((time.perf_counter(), projected))
             if projected >= count:
                 return samples

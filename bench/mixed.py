@@ -18,7 +18,7 @@ from bench.produce import produce
 from bench.profile import API_PARTS, API_REST, Profile
 from bench.results import Results
 from bench.scale import Scale
-from bench.services import Service, cpu_seconds
+from bench.services import Service, Workers, cpu_seconds
 from harness.metrics import scrape, total
 from harness.ports import free_port
 from harness.readiness import wait_until
@@ -43,7 +43,7 @@ class Measured:
 
 
 def run(
-    results: Results, scale: Scale, settings: Settings, projector: Service, wrk_path: str, ids: list[str]
+    results: Results, scale: Scale, settings: Settings, projector: Workers, wrk_path: str, ids: list[str]
 ) -> None:
     """`settings`: the ingest benchmark's database and topic; `projector` is running on them."""
     ids_file = data.ids_file("mixed_ids.txt", ids)
@@ -78,12 +78,11 @@ def _measure(
     settings: Settings,
     api: Service,
     port: int,
-    projector: Service,
+    projector: Workers,
     wrk_path: str,
     ids_file: Path,
 ) -> Measured:
     """The same wrk reads of the warm API idle, then while the projector drains a new burst."""
-    projected = f"http://127.0.0.1:{projector.settings.projector_port}/metrics"
     load = dict(threads=1, connections=CONNECTIONS)
     wrk.run(wrk_path, port, ids_file, 1, **load)  # unmeasured
     say(f"mixed: cached reads idle, {scale.mixed_seconds} s")
@@ -91,16 +90,16 @@ def _measure(
     idle = wrk.run(wrk_path, port, ids_file, scale.mixed_seconds, **load)
     cpu_idle = _cpu_since(cpu, api, projector, idle.seconds)
     say(f"mixed: producing {scale.mixed_orders:,} orders, then the same reads while they are ingested")
-    before = _projected(projected)
+    before = _projected(projector)
     asyncio.run(produce(settings, data.valid_orders(scale.mixed_orders, seed=SEED)))
-    at_start = _projected(projected)
+    at_start = _projected(projector)
     started = time.perf_counter()
     cpu = _cpu(api, projector)
     with Profile(api.pid, "mixed-api", subprocesses=True) as profile:
         busy = wrk.run(wrk_path, port, ids_file, scale.mixed_seconds, **load)
     cpu_busy = _cpu_since(cpu, api, projector, busy.seconds)
     seconds = time.perf_counter() - started
-    at_end = _projected(projected)
+    at_end = _projected(projector)
     misses = total(scrape(f"http://127.0.0.1:{port}/metrics"), "orderview_api_cache_misses_total") or 0.0
     return Measured(
         idle=idle,
@@ -147,21 +146,24 @@ def _report(results: Results, m: Measured) -> None:
         )
 
 
-def _cpu(api: Service, projector: Service) -> tuple[float, float]:
-    """CPU seconds used so far by the API's replicas (and supervisor), and by the projector."""
-    return sum(cpu_seconds(pid) for pid in api.pids()), cpu_seconds(projector.pid)
+def _cpu(api: Service, projector: Workers) -> tuple[float, float]:
+    """CPU seconds used so far by the API's replicas (and supervisor), and by the projector's workers."""
+    return sum(cpu_seconds(pid) for pid in api.pids()), sum(cpu_seconds(pid) for pid in projector.pids())
 
 
 def _cpu_since(
-    before: tuple[float, float], api: Service, projector: Service, seconds: float
+    before: tuple[float, float], api: Service, projector: Workers, seconds: float
 ) -> tuple[float, float]:
     """Cores used on average since `before`, by the API and by the projector."""
     now = _cpu(api, projector)
     return (now[0] - before[0]) / seconds, (now[1] - before[1]) / seconds
 
 
-def _projected(url: str) -> float:
-    return total(scrape(url), "orderview_projector_projected_total") or 0.0
+def _projected(projector: Workers) -> float:
+    projected = projector.projected()
+    if projected is None:
+        raise RuntimeError(f"a projector worker does not answer on /metrics; see {projector.log_path}")
+    return projected
 
 
 def _wait_all_cached(base: str, entries: int, api: Service, timeout: float = 300.0) -> None:

@@ -3,11 +3,16 @@ the bench's log folder and patience, and what each costs the machine, read from 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 from bench.env import OUT
+from harness.metrics import total
+from harness.ports import free_port
 from harness.processes import ServiceProcess
+from harness.readiness import http_get
+from orderview.settings import Settings
 
 LOGS = OUT / "logs"
 
@@ -49,6 +54,68 @@ class Service(ServiceProcess):
             except OSError:
                 pass
         return sizes
+
+
+class Workers:
+    """Projector workers in one consumer group, measured together."""
+
+    def __init__(self, workers: list[Service]) -> None:
+        self.workers = workers
+        self.settings = workers[0].settings
+        self.log_path = ", ".join(str(w.log_path) for w in workers)
+
+    @classmethod
+    def as_make_run(cls, settings: Settings, name: str) -> Workers:
+        """As `make run` starts them (ops/run.sh): one per partition of the orders topic, each on
+        a port of its own."""
+        return cls(
+            [
+                Service(
+                    "projector", dataclasses.replace(settings, projector_port=free_port()), f"{name}-{i + 1}"
+                )
+                for i in range(settings.orders_partitions)
+            ]
+        )
+
+    @property
+    def started_at(self) -> float:
+        return min(w.started_at for w in self.workers)
+
+    @property
+    def pid(self) -> int:
+        """The first worker's (the one profiled)."""
+        return self.workers[0].pid
+
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.workers]
+
+    def alive(self) -> bool:
+        return all(w.alive() for w in self.workers)
+
+    def projected(self) -> float | None:
+        """Orders applied by all the workers (their /metrics), None if one does not answer."""
+        applied = 0.0
+        for w in self.workers:
+            try:
+                status, body, _ = http_get(f"http://127.0.0.1:{w.settings.projector_port}/metrics", timeout=2)
+            except OSError:
+                return None
+            if status != 200:
+                return None
+            applied += total(body.decode(), "orderview_projector_projected_total") or 0.0
+        return applied
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    def __enter__(self) -> Workers:
+        for w in self.workers:
+            w.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for w in self.workers:
+            w.stop()
 
 
 def _children(pid: int) -> list[int]:

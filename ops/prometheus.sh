@@ -22,14 +22,17 @@ install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 }
 
-# The shipped configuration, with targets of this machine: the API and one projector worker.
+# The shipped configuration, with targets of this machine: the API and `make run`'s projector workers.
 configure() {
     mkdir -p "$HERE/etc/targets" "$HERE/data"
     cp "$ROOT/ops/prometheus/prometheus.yml" "$ROOT/ops/prometheus/rules.yml" "$HERE/etc/"
     printf -- '- targets: ["%s:%s"]\n' "${ORDERVIEW_API_HOST:-127.0.0.1}" "${ORDERVIEW_API_PORT:-8081}" \
         >"$HERE/etc/targets/api.yml"
-    printf -- '- targets: ["%s:%s"]\n' "${ORDERVIEW_PROJECTOR_HOST:-127.0.0.1}" "${ORDERVIEW_PROJECTOR_PORT:-6066}" \
-        >"$HERE/etc/targets/projector.yml"
+    # `make run`'s workers: one per partition, on consecutive ports (ops/run.sh).
+    local host=${ORDERVIEW_PROJECTOR_HOST:-127.0.0.1} port=${ORDERVIEW_PROJECTOR_PORT:-6066} targets=() i
+    for (( i = 0; i < ${ORDERVIEW_ORDERS_PARTITIONS:-3}; i++ )); do targets+=("\"$host:$(( port + i ))\""); done
+    local IFS=,
+    printf -- '- targets: [%s]\n' "${targets[*]}" >"$HERE/etc/targets/projector.yml"
 }
 
 ready() { curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" >/dev/null 2>&1; }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make run`: the projector, the API replicas and the emulator, until Ctrl-C.
+# `make run`: the projector's workers, the API replicas and the emulator, until Ctrl-C.
 # Kafka and PostgreSQL are left running (`make down` stops them).
 # A projector stops itself on an error it cannot handle (docs/positions.md › Failures); this script
 # starts it again, with a growing pause, and says so.
@@ -48,7 +48,15 @@ keep_running() {
     done
 }
 
-keep_running projector .venv/bin/python -m projector & pids+=($!)
+# One projector worker per partition of the orders topic, each on a port of its own: each takes
+# one partition and Python uses every core (two workers on three partitions would leave one
+# with twice the other's work; bench/findings.md has the figures).
+WORKERS=${ORDERVIEW_ORDERS_PARTITIONS:-3}
+PROJECTOR_PORT=${ORDERVIEW_PROJECTOR_PORT:-6066}
+for (( i = 1; i <= WORKERS; i++ )); do
+    ORDERVIEW_PROJECTOR_PORT=$(( PROJECTOR_PORT + i - 1 )) \
+        keep_running "projector-$i" .venv/bin/python -m projector & pids+=($!)
+done
 .venv/bin/python -m api >"$LOGS/api.log" 2>&1 & pids+=($!)
 wait_for 60 curl -sf "$API/readyz" || die "the API did not turn ready; see $LOGS/api.log"
 
@@ -63,7 +71,7 @@ cat <<MSG
     viewer            $API/
     reference order   $API/order/b563feb7b2b84b6test
     API               $API/ui/api.html   (document: $API/openapi.json)
-    metrics           $API/metrics   and   http://127.0.0.1:${ORDERVIEW_PROJECTOR_PORT:-6066}/metrics (projector)
+    metrics           $API/metrics   and   http://127.0.0.1:$PROJECTOR_PORT/metrics (projector-1 of $WORKERS; the next on the ports after it)
     audit             .venv/bin/python -m projector.audit
 
 MSG

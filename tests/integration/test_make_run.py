@@ -1,5 +1,6 @@
-"""`make run` as a person runs it, in a terminal of its own: it restarts a projector that stops,
-says so, and Ctrl-C stops what it started while Kafka and PostgreSQL keep running."""
+"""`make run` as a person runs it, in a terminal of its own: it starts a projector worker per
+partition, restarts one that stops, says so, and Ctrl-C stops what it started while Kafka and
+PostgreSQL keep running."""
 
 from __future__ import annotations
 
@@ -32,6 +33,13 @@ def session_processes(sid: int) -> dict[int, str]:
         if int(fields[3]) == sid:  # stat's 6th field: the session id
             found[int(entry.name)] = cmdline
     return found
+
+
+def port_of(pid: int) -> int:
+    """The ORDERVIEW_PROJECTOR_PORT a worker was started with."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    [port] = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"ORDERVIEW_PROJECTOR_PORT=")]
+    return int(port)
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -69,10 +77,15 @@ def test_make_run_restarts_a_stopped_projector_and_ctrl_c_stops_only_what_it_sta
     try:
         wait_for(lambda: answers(f"{api}/order/b563feb7b2b84b6test"), 180, "the reference order served")
         wait_for(lambda: answers(f"{projector}/readyz"), 60, "the projector ready")
-        [worker] = [pid for pid, cmd in session_processes(run.pid).items() if "-m projector" in cmd]
-        os.kill(worker, signal.SIGKILL)
+        workers = {
+            port_of(pid): pid for pid, cmd in session_processes(run.pid).items() if "-m projector" in cmd
+        }
+        # One worker per partition, on consecutive ports.
+        ports = [s.projector_port + i for i in range(s.orders_partitions)]
+        assert sorted(workers) == ports
+        os.kill(workers[s.projector_port], signal.SIGKILL)
         wait_for(
-            lambda: "restarting projector in 1s" in output.read_text(), 30, "make run to say it restarts it"
+            lambda: "restarting projector-1 in 1s" in output.read_text(), 30, "make run to say it restarts it"
         )
         wait_for(lambda: answers(f"{projector}/readyz"), 90, "the projector ready again")
 
@@ -84,7 +97,7 @@ def test_make_run_restarts_a_stopped_projector_and_ctrl_c_stops_only_what_it_sta
             os.killpg(run.pid, signal.SIGKILL)
         asyncio.run(delete_topics(s, best_effort=True))
     text = output.read_text()
-    assert "projector was killed (signal 9)" in text, text
+    assert "projector-1 was killed (signal 9)" in text, text
     assert "Killed" not in text, "no stray job message from bash"
     assert "Kafka and PostgreSQL keep running" in text
     for service in ("kafka.sh", "postgres.sh"):
