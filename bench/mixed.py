@@ -2,14 +2,19 @@
 
 The API runs as deployed (`python -m api`, its default replicas, nothing pinned) on the ingest
 benchmark's database with every order cached; wrk reads them idle, then again while the running
-projector drains a burst produced just before; same run, same ids, same wrk settings.
+projector drains a burst produced just before; same run, same ids, same wrk settings. Then the
+same again with the API and wrk on a core of their own, and the projector's workers, PostgreSQL
+and Kafka on the other: what a deployment that gives the API its own cores sees.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from bench import data, wrk
@@ -26,6 +31,8 @@ from orderview.settings import Settings
 
 SECTION = "mixed"
 SEED = 606
+PINNED_SEED = 607
+API_CORE, OTHERS_CORE = "1", "0"  # the pinned pass: the API and wrk; the projector, PostgreSQL, Kafka
 CONNECTIONS = 32
 CACHE_BYTES = 2**34
 
@@ -58,14 +65,31 @@ def run(
     with Service("api", api_settings, "mixed-api", ("--port", str(port))) as api:
         api.wait_http("/readyz", port, timeout=600)
         _wait_all_cached(f"http://127.0.0.1:{port}", existing * api_settings.api_replicas, api)
-        measured = _measure(scale, settings, api, port, projector, wrk_path, ids_file)
+        measured = _measure(scale, settings, api, port, projector, wrk_path, ids_file, SEED)
     _report(results, measured)
+    if len(os.sched_getaffinity(0)) >= 2:
+        _wait_drained(settings, existing + scale.mixed_orders, projector)
+        say(f"mixed: the same with the API and wrk on core {API_CORE}, everything else on core {OTHERS_CORE}")
+        cached = data.count_snapshots(settings)
+        pinned_settings = dataclasses.replace(api_settings, cache_max_entries=cached + scale.mixed_orders)
+        with (
+            pinned(lambda: [*projector.pids(), *_service_pids()], {int(OTHERS_CORE)}),
+            Service("api", pinned_settings, "mixed-api-pinned", ("--port", str(port)), cpus=API_CORE) as api,
+        ):
+            api.wait_http("/readyz", port, timeout=600)
+            _wait_all_cached(f"http://127.0.0.1:{port}", cached * api_settings.api_replicas, api)
+            on_own_core = _measure(
+                scale, settings, api, port, projector, wrk_path, ids_file, PINNED_SEED, wrk_cpus=API_CORE
+            )
+        _report_pinned(results, on_own_core)
     results.settings[SECTION] = (
         f"`python -m api` with its default {api_settings.api_replicas} replicas, unpinned, every order of the "
         f"ingest database cached ({len(ids):,} ids read); wrk -t1 -c{CONNECTIONS} -d{scale.mixed_seconds}s -s "
         "bench/ids.lua after an unmeasured 1 s run, idle; then "
         f"{scale.mixed_orders:,} new orders produced to the topic of the running projector and the same wrk "
-        "run while it ingests them"
+        "run while it ingests them; then the same (another burst) with the API started under taskset on core "
+        f"{API_CORE} and wrk there too, every thread of the projector's workers, PostgreSQL and Kafka moved to "
+        f"core {OTHERS_CORE} (sched_setaffinity) for the pass, and back after"
     )
     results.series[SECTION] = {
         "idle": (measured.idle.rps, measured.idle.p50_ms, measured.idle.p99_ms),
@@ -81,9 +105,11 @@ def _measure(
     projector: Workers,
     wrk_path: str,
     ids_file: Path,
+    seed: int,
+    wrk_cpus: str | None = None,
 ) -> Measured:
     """The same wrk reads of the warm API idle, then while the projector drains a new burst."""
-    load = dict(threads=1, connections=CONNECTIONS)
+    load = dict(threads=1, connections=CONNECTIONS, cpus=wrk_cpus)
     wrk.run(wrk_path, port, ids_file, 1, **load)  # unmeasured
     say(f"mixed: cached reads idle, {scale.mixed_seconds} s")
     cpu = _cpu(api, projector)
@@ -91,7 +117,7 @@ def _measure(
     cpu_idle = _cpu_since(cpu, api, projector, idle.seconds)
     say(f"mixed: producing {scale.mixed_orders:,} orders, then the same reads while they are ingested")
     before = _projected(projector)
-    asyncio.run(produce(settings, data.valid_orders(scale.mixed_orders, seed=SEED)))
+    asyncio.run(produce(settings, data.valid_orders(scale.mixed_orders, seed=seed)))
     at_start = _projected(projector)
     started = time.perf_counter()
     cpu = _cpu(api, projector)
@@ -144,6 +170,72 @@ def _report(results: Results, m: Measured) -> None:
         results.note(
             SECTION, f"{m.misses:.0f} cache misses, {idle.errors + busy.errors} errors during the runs."
         )
+
+
+def _report_pinned(results: Results, m: Measured) -> None:
+    idle, busy = m.idle, m.busy
+    name = f"API on core {API_CORE}"
+    results.figure(SECTION, f"{name}: idle p99", idle.p99_ms, "ms", note=f"{idle.rps:,.0f} req/s")
+    results.figure(SECTION, f"{name}: ingesting p99", busy.p99_ms, "ms", note=f"{busy.rps:,.0f} req/s")
+    results.figure(SECTION, f"{name}: projector while reads ran", m.rate, "orders/s")
+    results.ratio(
+        SECTION,
+        f"{name}: cached-read p99 ingesting / idle",
+        busy.p99_ms / idle.p99_ms,
+        ("<=", 2.0),
+        baseline=f"the same reads idle, API and wrk on core {API_CORE}: p99 {idle.p99_ms:.2f} ms",
+        note=f"the projector's workers, PostgreSQL and Kafka on core {OTHERS_CORE}",
+    )
+    results.figure(SECTION, f"{name}: ingesting: API replicas' CPU", m.cpu_busy[0], "cores")
+    results.figure(SECTION, f"{name}: ingesting: projector's CPU", m.cpu_busy[1], "cores")
+
+
+@contextlib.contextmanager
+def pinned(pids: Callable[[], Iterable[int]], cores: set[int]) -> Iterator[None]:
+    """Every thread of these processes on `cores` for the block (processes they start meanwhile
+    inherit it), then on every core again, those started meanwhile too."""
+    everywhere = os.sched_getaffinity(0)
+    _set_affinity(pids(), cores)
+    try:
+        yield
+    finally:
+        _set_affinity(pids(), everywhere)
+
+
+def _set_affinity(pids: Iterable[int], cores: set[int]) -> None:
+    for pid in pids:
+        try:
+            tasks = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+        except OSError:
+            continue  # ended meanwhile
+        for tid in tasks:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, cores)
+
+
+def _service_pids() -> list[int]:
+    """PostgreSQL's processes and Kafka's broker (a JVM whose command line names Kafka)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            if comm == "postgres" or (comm == "java" and b"kafka" in (entry / "cmdline").read_bytes()):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _wait_drained(settings: Settings, count: int, projector: Workers, timeout: float = 600.0) -> None:
+    """Until the read model holds `count` orders: the burst is in, the machine idle again."""
+    wait_until(
+        lambda: data.count_snapshots(settings) >= count,
+        timeout,
+        f"the projector did not drain the mixed burst; see {projector.log_path}",
+        1.0,
+    )
 
 
 def _cpu(api: Service, projector: Workers) -> tuple[float, float]:

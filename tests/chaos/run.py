@@ -13,6 +13,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -35,6 +36,7 @@ from tests import logops
 from tests.api_server import api_process
 from tests.chaos.cluster import ClusterFaults, caught_up_line
 from tests.chaos.mix import REFUSED_CITY_RULE, TAG, Mix, Outgoing
+from tests.chaos.stalls import STALL_NOTE_S, Fault, Stall, explain, log_lines
 from tests.pg_failover import FailoverCluster
 from tests.readmodel import ops
 
@@ -60,6 +62,7 @@ class Report:
     failovers_lost: list[int] = field(default_factory=list)  # committed batches each promoted standby lacked
     longest_stall_s: float = 0.0
     longest_stall_after_faults_s: float = 0.0
+    stalls: list[str] = field(default_factory=list)  # each stall of STALL_NOTE_S or more, explained
     caught_up_after_faults_s: float | None = None  # on a cluster: the last restart to caught up
     cluster: bool = False
     audit: Audit | None = None
@@ -78,6 +81,7 @@ class Report:
             "  worker exits: "
             + (", ".join(f"status {k}: {n}" for k, n in sorted(self.exits.items())) or "none"),
             f"  longest stall: {self.longest_stall_s:.1f} s (after the last fault: {self.longest_stall_after_faults_s:.1f} s)",
+            *(f"  stall: {line}" for line in self.stalls),
         ]
         if self.failovers_lost:
             lines.append(
@@ -145,6 +149,10 @@ async def run(
                 await sampling
             report.longest_stall_s = progress.longest
             report.longest_stall_after_faults_s = progress.longest_after_faults
+            lines = log_lines(workers.logs)
+            report.stalls = [
+                explain(stall, progress.faults, lines, traffic.started) for stall in progress.closed_stalls()
+            ]
             if progress.caught_up_at is not None:
                 report.caught_up_after_faults_s = progress.caught_up_at - progress.faults_over_at
             await _check(s, api.url, report, workers, traffic.trimmed)
@@ -203,13 +211,16 @@ class Workers:
     def __init__(self, s: Settings, n: int, report: Report, say: Callable[[str], None]) -> None:
         self.s, self.report, self.say = s, report, say
         self.starts = [0] * n
+        self.logs: list[Path] = []  # every incarnation's log, for explaining stalls
         self.procs = [self._new(i) for i in range(n)]
         self.supervising = True
         self.killed: set[int] = set()  # workers this run killed, whose exit is expected
 
     def _new(self, i: int) -> Projector:
         self.starts[i] += 1
-        return Projector(self.s, f"chaos-worker-{i}-{self.starts[i]}")
+        worker = Projector(self.s, f"chaos-worker-{i}-{self.starts[i]}")
+        self.logs.append(worker.log_path)
+        return worker
 
     def start(self) -> None:
         for p in self.procs:
@@ -263,6 +274,8 @@ class Progress:
         self.caught_up_at: float | None = None  # the first sample after the faults with none behind
         self.longest = 0.0
         self.longest_after_faults = 0.0
+        self.stalls: list[Stall] = []
+        self.faults: list[Fault] = []
         self.stop = False
 
     def sent(self, partition: int, offset: int) -> None:
@@ -279,8 +292,11 @@ class Progress:
                 positions = None
             now = time.monotonic()
             if positions is not None:
+                behind = set(self.behind())
                 for p, o in positions.items():
                     if o != self.positions.get(p):
+                        if p in behind and now - self.changed_at.get(p, now) >= STALL_NOTE_S:
+                            self.stalls.append(Stall(p, self.changed_at[p], now))
                         self.positions[p] = o
                         self.changed_at[p] = now
             if self.faults_over_at and self.caught_up_at is None and positions and not self.behind():
@@ -293,6 +309,16 @@ class Progress:
                         self.longest_after_faults, now - max(since, self.faults_over_at)
                     )
             await asyncio.sleep(0.5)
+
+    def closed_stalls(self) -> list[Stall]:
+        """The stalls so far, with those still going ended now."""
+        now = time.monotonic()
+        still = [
+            Stall(p, self.changed_at[p], now)
+            for p in self.behind()
+            if p in self.changed_at and now - self.changed_at[p] >= STALL_NOTE_S
+        ]
+        return sorted([*self.stalls, *still], key=lambda stall: stall.since)
 
     def _read_positions(self) -> dict[int, int]:
         with psycopg.connect(self.s.dsn("owner")) as conn:
@@ -322,6 +348,7 @@ class Traffic:
         self.cluster = cluster
         self.failover = failover
         self.rng = random.Random(seed)
+        self.started = 0.0  # monotonic, when the traffic began
         self.mix = Mix(seed, s.max_message_bytes, DLQ_MAX_BYTES, BROKER_MAX_BYTES)
         self.producers: dict[str | None, AIOKafkaProducer] = {}
         self.retry: deque[Outgoing] = deque()
@@ -342,7 +369,7 @@ class Traffic:
         return [(self.duration * (i + 1) / (len(order) + 1), kind) for i, kind in enumerate(order)]
 
     async def run(self) -> None:
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         faults = asyncio.create_task(self._faults(started))
         sent = 0
         try:
@@ -364,28 +391,33 @@ class Traffic:
     async def _faults(self, started: float) -> None:
         for at, kind in self.faults:
             await asyncio.sleep(max(0.0, started + at - time.monotonic()))
-            self.report.faults.append((time.monotonic() - started, kind))
+            began = time.monotonic()
+            self.report.faults.append((began - started, kind))
             self.say(f"fault: {kind}")
-            if self.cluster is not None:
-                await self.cluster.inject(kind, self.s, self.rng, self.say)
-            elif kind == "kill_worker":
-                self.workers.kill9(self.rng.randrange(len(self.workers.procs)))
-            elif kind == "add_partitions":
-                await logops.add_partitions(self.s, PARTITIONS + 1)
-            elif kind == "trim_applied":
-                await self._trim_applied()
-            elif kind == "fail_over":
-                assert self.failover is not None
-                lag_s = self.rng.uniform(1, 4)
-                lost = await self.failover.fail_over(lag_s, decide_s=self.rng.uniform(0.5, 2))
-                self.report.failovers_lost.append(lost)
-                self.say(f"failed over to a standby {lag_s:.1f} s behind: it lacked {lost} committed batches")
-            else:
-                service = "postgres.sh" if kind == "restart_postgres" else "kafka.sh"
-                await asyncio.to_thread(ops, service, "stop")
-                await asyncio.sleep(self.rng.uniform(1, 5))
-                await asyncio.to_thread(ops, service, "start")
+            await self._inject(kind)
+            self.progress.faults.append(Fault(kind, began, time.monotonic()))
         self.progress.faults_over_at = time.monotonic()
+
+    async def _inject(self, kind: str) -> None:
+        if self.cluster is not None:
+            await self.cluster.inject(kind, self.s, self.rng, self.say)
+        elif kind == "kill_worker":
+            self.workers.kill9(self.rng.randrange(len(self.workers.procs)))
+        elif kind == "add_partitions":
+            await logops.add_partitions(self.s, PARTITIONS + 1)
+        elif kind == "trim_applied":
+            await self._trim_applied()
+        elif kind == "fail_over":
+            assert self.failover is not None
+            lag_s = self.rng.uniform(1, 4)
+            lost = await self.failover.fail_over(lag_s, decide_s=self.rng.uniform(0.5, 2))
+            self.report.failovers_lost.append(lost)
+            self.say(f"failed over to a standby {lag_s:.1f} s behind: it lacked {lost} committed batches")
+        else:
+            service = "postgres.sh" if kind == "restart_postgres" else "kafka.sh"
+            await asyncio.to_thread(ops, service, "stop")
+            await asyncio.sleep(self.rng.uniform(1, 5))
+            await asyncio.to_thread(ops, service, "start")
 
     async def _trim_applied(self) -> None:
         """Delete, as retention would, the records of one partition that the projector applied
