@@ -101,7 +101,7 @@ class Settings:
     projector_host: str = "127.0.0.1"  # its /metrics and /readyz
     projector_port: int = 6066
     batch_size: int = 2000  # at most this many messages per projection batch (one transaction)
-    batch_wait_s: float = 0.05  # how long a batch waits to fill
+    batch_wait_s: float = 0.2  # how long a batch waits to fill
     max_message_bytes: int = 1024 * 1024  # larger messages go to the DLQ as `too_large`
     db_retry_max_s: float = 5.0  # cap of the retry backoff while the database is down
     # The key that signs redrives (python -m projector.redrive) and that projectors check them
