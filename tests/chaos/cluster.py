@@ -52,6 +52,6 @@ class ClusterFaults:
 
 def caught_up_line(seconds: float | None) -> str:
     if seconds is None:
-        return "  caught up after the last restart: never, within the run"
+        return "  caught up after the last fault: never, within the run"
     mark = "✓" if seconds <= CATCH_UP_TARGET_S else "✗"
-    return f"  caught up {seconds:.1f} s after the last restart (target {CATCH_UP_TARGET_S:.0f} s {mark})"
+    return f"  caught up {seconds:.1f} s after the last fault ended (target {CATCH_UP_TARGET_S:.0f} s {mark})"

@@ -63,7 +63,7 @@ class Report:
     longest_stall_s: float = 0.0
     longest_stall_after_faults_s: float = 0.0
     stalls: list[str] = field(default_factory=list)  # each stall of STALL_NOTE_S or more, explained
-    caught_up_after_faults_s: float | None = None  # on a cluster: the last restart to caught up
+    caught_up_after_faults_s: float | None = None  # the last fault's end to every partition caught up
     cluster: bool = False
     audit: Audit | None = None
     problems: list[str] = field(default_factory=list)
@@ -89,8 +89,7 @@ class Report:
                 + ", ".join(str(n) for n in self.failovers_lost)
                 + " committed batches"
             )
-        if self.cluster:
-            lines.append(caught_up_line(self.caught_up_after_faults_s))
+        lines.append(caught_up_line(self.caught_up_after_faults_s))
         if a is not None:
             lines.append(
                 f"  audit: {a.messages:,} messages in {a.seconds:.1f} s ({a.messages / a.seconds:,.0f}/s), "
