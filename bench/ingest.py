@@ -195,21 +195,26 @@ def _report_projector(results: Results, b: Baselines, rate: float, total_s: floa
         note="first batch visible → all visible; one JSONB table, no validation",
     )
     results.figure(SECTION, "Quix: process start → all visible", b.peer.total_s, "s")
+    _against_targets(results, "projector", rate, b, "the same rows", "same topic")
+    results.ratio(SECTION, "projector / raw consume", rate / b.consume)
+
+
+def _against_targets(results: Results, name: str, rate: float, b: Baselines, rows: str, peer: str) -> None:
+    """`name` / raw COPY (of `rows`) and `name` / Quix PostgreSQLSink (`peer`), each against 0.7."""
     results.ratio(
         SECTION,
-        "projector / raw COPY",
+        f"{name} / raw COPY",
         rate / b.copy,
         (">=", 0.7),
-        baseline=f"raw COPY of the same rows, {b.copy:,.0f} orders/s",
+        baseline=f"raw COPY of {rows}, {b.copy:,.0f} orders/s",
     )
     results.ratio(
         SECTION,
-        "projector / Quix PostgreSQLSink",
+        f"{name} / Quix PostgreSQLSink",
         rate / b.peer.rate,
         (">=", 0.7),
-        baseline=f"Quix Streams PostgreSQLSink, same topic, {b.peer.rate:,.0f} orders/s",
+        baseline=f"Quix Streams PostgreSQLSink, {peer}, {b.peer.rate:,.0f} orders/s",
     )
-    results.ratio(SECTION, "projector / raw consume", rate / b.consume)
 
 
 def _report_shares(results: Results, b: Baselines, rate: float) -> None:
@@ -264,19 +269,8 @@ def _versions(
         "orders/s",
         note=f"a new version of each of the {n:,} orders in the read model, first batch → all applied",
     )
-    results.ratio(
-        SECTION,
-        "projector, new versions / Quix PostgreSQLSink",
-        rate / b.peer.rate,
-        (">=", 0.7),
-        baseline=f"Quix Streams PostgreSQLSink (upserts), same orders, {b.peer.rate:,.0f} orders/s",
-    )
-    results.ratio(
-        SECTION,
-        "projector, new versions / raw COPY",
-        rate / b.copy,
-        (">=", 0.7),
-        baseline=f"raw COPY of the new orders' rows, {b.copy:,.0f} orders/s",
+    _against_targets(
+        results, "projector, new versions", rate, b, "the new orders' rows", "upserting the same orders"
     )
     results.series["ingest"]["projector: new versions"] = rate
 

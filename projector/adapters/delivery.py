@@ -29,13 +29,12 @@ class _Resumed(Awaitable[Any]):
         coro, pending = self._coro, self._pending
         while True:
             try:
-                sent = yield pending
-            except BaseException as exc:  # cancellation and the like go on into the coroutine
-                step = coro.throw, exc
-            else:
-                step = coro.send, sent
-            try:
-                pending = step[0](step[1])
+                try:
+                    sent = yield pending
+                except BaseException as exc:  # cancellation and the like go on into the coroutine
+                    pending = coro.throw(exc)
+                else:
+                    pending = coro.send(sent)
             except StopIteration as stop:
                 return stop.value
 

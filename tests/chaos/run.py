@@ -64,7 +64,6 @@ class Report:
     longest_stall_after_faults_s: float = 0.0
     stalls: list[str] = field(default_factory=list)  # each stall of STALL_NOTE_S or more, explained
     caught_up_after_faults_s: float | None = None  # the last fault's end to every partition caught up
-    cluster: bool = False
     audit: Audit | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -123,7 +122,7 @@ async def run(
     PostgreSQL restarts are failovers instead (tests/pg_failover.py)."""
     s = cluster.settings(base) if cluster else base
     s = _own_settings(failover.through_vip(s) if failover else s)
-    report = Report(seed, duration, cluster=cluster is not None)
+    report = Report(seed, duration)
     create_database(s)
     with psycopg.connect(s.dsn("owner"), autocommit=True) as conn:
         conn.execute(REFUSED_CITY_RULE)
