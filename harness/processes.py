@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -100,6 +102,16 @@ class ServiceProcess:
         assert self.proc
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stopped (SIGSTOP) for the block, as a worker that has fallen far behind; then SIGCONT."""
+        assert self.proc
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
 
     def _sigterm(self, timeout: float) -> bool:
         """SIGTERM, then wait; past `timeout`, SIGKILL. Whether it ended by the SIGTERM (or before)."""

@@ -6,7 +6,9 @@ Orders stream in; the standby stops receiving WAL; three seconds later the prima
 killed (kill -9), a second after that the standby is promoted, and the settings reach it — once
 through the list of hosts (`target_session_attrs=read-write`), once through one address that moves
 (a forwarder standing for a VIP). The promoted database lacks the batches the old primary
-committed in those three seconds. Then every acknowledged order is in the read model once, at its
+committed in those three seconds. The worker is stopped (SIGSTOP) from the crash until both
+replicas have reached the promoted database, so that they find it lacking what they served
+(whether a replica or the worker reconnects first is otherwise a race of their backoffs). Then every acknowledged order is in the read model once, at its
 newest version; no replica ever serves an older version of an order than one it served before,
 and the one on the standby reads from it again on the new timeline; the worker never exits.
 """
@@ -225,15 +227,32 @@ async def test_a_promoted_standby_that_lacks_the_last_batches_gets_them_back_wit
                 cluster.positions, cluster.primary_port, s.pg_database, s.orders_topic
             )
             await cluster.crash_primary()
-            await asyncio.sleep(PROMOTE_AFTER_S)
-            await cluster.promote()
-            if reached == "through_vip":
-                await cluster.move_vip()
-            promoted_at = monotonic()
-            promoted = await asyncio.to_thread(
-                cluster.positions, cluster.standby_port, s.pg_database, s.orders_topic
-            )
-            standby_reads = await metric(on_standby, "orderview_api_standby_reads_total", source="standby")
+            assert worker.process is not None
+            with worker.process.paused():
+                await asyncio.sleep(PROMOTE_AFTER_S)
+                await cluster.promote()
+                if reached == "through_vip":
+                    await cluster.move_vip()
+                promoted_at = monotonic()
+                promoted = await asyncio.to_thread(
+                    cluster.positions, cluster.standby_port, s.pg_database, s.orders_topic
+                )
+                standby_reads = await metric(
+                    on_standby, "orderview_api_standby_reads_total", source="standby"
+                )
+
+                async def both_holding() -> bool:
+                    return all(
+                        [await metric(r, "orderview_api_database_catch_ups_total") >= 1 for r in replicas]
+                    )
+
+                await support.wait_until(
+                    both_holding,
+                    60,
+                    0.2,
+                    "both replicas to reach the promoted database and hold reads it lacks the versions of",
+                )
+                held_for_s = monotonic() - promoted_at
 
             await sending
             remaining: list[str] = []
@@ -284,6 +303,7 @@ async def test_a_promoted_standby_that_lacks_the_last_batches_gets_them_back_wit
             "lacked_records": lacked_records,
             "back_after_promotion_s": back_at - promoted_at,
             "back_after_last_send_s": back_at - sent.last_at,
+            "worker_paused_after_promotion_s": held_for_s,
             "worker_exits": len(worker.exits),
             **{f"{name}_answers": len(a) for name, a in zip(("primary", "standby"), answers, strict=True)},
             **{
@@ -310,6 +330,7 @@ async def test_a_promoted_standby_that_lacks_the_last_batches_gets_them_back_wit
             back = went_back(mine)
             assert back == [], f"the replica on the {name} served an older version than before: {back[:5]}"
         assert min(reconnects) >= 1 and min(catch_ups) >= 1, "both replicas' LISTEN followed the failover"
+        assert min(held_s(reached, name) for name in ("primary", "standby")) >= 0, "both held, then served"
         assert ready == [200, 200]
         assert standby_reads_after > standby_reads, (
             "the standby replica reads from the standby on the new timeline"

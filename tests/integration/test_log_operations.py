@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -106,12 +105,9 @@ async def test_records_deleted_before_they_were_applied_are_reported_lost_and_th
         await wait_for_orders(s, 10)
         # The worker falls far behind (stopped, as a slow one would be) while retention deletes
         # records it has not read: it can have fetched at most one fetch's worth of them.
-        p.proc.send_signal(signal.SIGSTOP)
-        try:
+        with p.paused():
             await support.produce(s, orders("late", 12_000))
             await logops.delete_records(s, 0, 10_010)
-        finally:
-            p.proc.send_signal(signal.SIGCONT)
         total = 10 + 12_000
         await support.wait_until(lambda: positions(s).get(0) == total, timeout=120, message="caught up")
         lost = p.metric("orderview_projector_records_lost_total", 'reason="deleted_before_applied"')
