@@ -77,6 +77,7 @@ class Audit:
     lost: dict[int, int] = field(default_factory=dict)  # partition -> offsets deleted unapplied
     lag: dict[int, int] = field(default_factory=dict)  # partition -> log end minus position
     messages: int = 0
+    value_bytes: int = 0  # of the messages read: a topic of large ones audits at fewer a second
     seconds: float = 0.0
 
     def add(self, partition: int, offset: int, kind: str) -> None:
@@ -111,6 +112,7 @@ class Audit:
         return {
             "topic": topic,
             "messages": self.messages,
+            "value_bytes": self.value_bytes,
             "seconds": round(self.seconds, 3),
             "messages_per_s": round(self.messages / self.seconds) if self.seconds else None,
             "totals": {kind: self.total(kind) for kind in (*KINDS, "lost", "lag")},
@@ -140,6 +142,7 @@ async def audit(settings: Settings, progress: TextIO | None = None) -> Audit:
             if kind == "missing":
                 found.missing.append((r.partition, r.offset))
         found.messages += len(records)
+        found.value_bytes += sum(len(r.value) for r in records if r.value is not None)
         if progress is not None:
             _show_progress(progress, found.messages, sum(ends.values()), time.perf_counter() - started)
     for (partition, kind), n in tally.items():
@@ -250,8 +253,8 @@ def _show_progress(out: TextIO, done: int, total: int, seconds: float) -> None:
 
 def report(found: Audit, topic: str, show: int) -> str:
     lines = [
-        f"audit of {topic}: {found.messages:,} messages in {found.seconds:.1f} s"
-        f" ({found.messages / found.seconds if found.seconds else 0:,.0f}/s)"
+        f"audit of {topic}: {found.messages:,} messages ({found.value_bytes / 1e6:,.1f} MB) in"
+        f" {found.seconds:.1f} s ({found.messages / found.seconds if found.seconds else 0:,.0f}/s)"
     ]
     columns = (*KINDS, "lost", "lag")
     lines.append(f"  {'partition':>9}" + "".join(f"{kind:>16}" for kind in columns))

@@ -91,7 +91,8 @@ class Report:
         lines.append(caught_up_line(self.caught_up_after_faults_s))
         if a is not None:
             lines.append(
-                f"  audit: {a.messages:,} messages in {a.seconds:.1f} s ({a.messages / a.seconds:,.0f}/s), "
+                f"  audit: {a.messages:,} messages of {a.value_bytes / 1e6:,.0f} MB in {a.seconds:.1f} s "
+                f"({a.messages / a.seconds:,.0f}/s, {a.value_bytes / 1e6 / a.seconds:,.0f} MB/s), "
                 + ", ".join(
                     f"{k} {a.total(k):,}"
                     for k in (

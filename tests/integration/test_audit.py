@@ -64,3 +64,4 @@ async def test_the_audit_accounts_for_every_message_then_finds_the_one_the_read_
     assert {"partition": partition, "offset": offset} in result["missing"]
     assert result["totals"]["missing"] == sum(m.key == uid.encode() and m.kind != "invalid" for m in messages)
     assert result["messages"] == len(messages) and result["messages_per_s"] > 0
+    assert result["value_bytes"] == sum(len(m.value) for m in messages if m.value is not None)
