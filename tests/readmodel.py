@@ -55,6 +55,34 @@ def read_model(settings: Settings) -> dict[str, list[tuple]]:
         return {name: conn.execute(query).fetchall() for name, query in tables.items()}
 
 
+# Every row of the normalized tables that is not one of its order's current version (as
+# jsonb_populate_record makes it from the snapshot), and every such row the tables lack.
+NOT_FROM_SNAPSHOTS = """
+WITH s AS (SELECT order_uid, body_json::jsonb AS b FROM order_snapshots WHERE body_json IS NOT NULL),
+o AS (SELECT (jsonb_populate_record(NULL::orders, b)).* FROM s),
+d AS (SELECT (jsonb_populate_record(NULL::deliveries, b->'delivery' || jsonb_build_object('order_uid', order_uid))).*
+      FROM s),
+p AS (SELECT (jsonb_populate_record(NULL::payments, b->'payment' || jsonb_build_object('order_uid', order_uid))).*
+      FROM s),
+i AS (SELECT (jsonb_populate_record(NULL::items,
+                  e.item || jsonb_build_object('order_uid', order_uid, 'position', e.n - 1))).*
+      FROM s, jsonb_array_elements(b->'items') WITH ORDINALITY AS e(item, n))
+SELECT 'orders', order_uid FROM ((TABLE orders EXCEPT ALL TABLE o) UNION ALL (TABLE o EXCEPT ALL TABLE orders)) x
+UNION ALL
+SELECT 'deliveries', order_uid FROM ((TABLE deliveries EXCEPT ALL TABLE d) UNION ALL (TABLE d EXCEPT ALL TABLE deliveries)) x
+UNION ALL
+SELECT 'payments', order_uid FROM ((TABLE payments EXCEPT ALL TABLE p) UNION ALL (TABLE p EXCEPT ALL TABLE payments)) x
+UNION ALL
+SELECT 'items', order_uid FROM ((TABLE items EXCEPT ALL TABLE i) UNION ALL (TABLE i EXCEPT ALL TABLE items)) x
+"""
+
+
+def not_from_snapshots(settings: Settings) -> list[tuple[str, str]]:
+    """(table, order_uid) of each normalized row that differs from its snapshot's, or is missing."""
+    with psycopg.connect(settings.dsn("owner")) as conn:
+        return conn.execute(NOT_FROM_SNAPSHOTS).fetchall()
+
+
 async def wait_for_orders(settings: Settings, n: int, timeout: float = 120.0) -> None:
     await support.wait_until(
         lambda: count(settings, "order_snapshots") >= n,

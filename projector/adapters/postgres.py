@@ -12,10 +12,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 
+import orjson
 import psycopg
 
 from orderview import readmodel
-from projector.adapters.rows import Rows
+from projector.adapters.rows import Rows, Stale
 from projector.core.plan import Advance, Change, Fresh, Head, Plan, Position, decide
 from projector.core.records import Record
 from projector.core.verdicts import Order, compact_json
@@ -117,9 +118,17 @@ ON CONFLICT DO NOTHING
 # An erasure deletes the order's history: nothing of the customer stays.
 CLEAR_HISTORY = "DELETE FROM order_history WHERE order_uid = ANY(%(uids)s)"
 
-# A new version's normalized rows replace the old ones: deleted here (deliveries, payments and
-# items by cascade), then COPYed from the message like a new order's (projector/adapters/rows.py).
-DELETE_NORMALIZED = "DELETE FROM orders WHERE order_uid = ANY(%(uids)s)"
+# A new version's normalized rows that differ from the old ones (projector/adapters/rows.py) are
+# deleted here, then COPYed from the message like a new order's: a whole order (its deliveries,
+# payments and items by cascade), or rows of the child tables by primary key.
+DELETE_ORDERS = "DELETE FROM orders WHERE order_uid = ANY(%(uids)s)"
+DELETE_DELIVERIES = "DELETE FROM deliveries WHERE order_uid = ANY(%(uids)s)"
+DELETE_PAYMENTS = "DELETE FROM payments WHERE order_uid = ANY(%(uids)s)"
+DELETE_ITEMS = """
+DELETE FROM items AS i
+USING unnest(%(uids)s::text[], %(positions)s::int[]) AS d(order_uid, position)
+WHERE i.order_uid = d.order_uid AND i.position = d.position
+"""
 
 NOTE_REDRIVES = """
 INSERT INTO redrives (redrive_of, record_partition, record_offset)
@@ -320,8 +329,11 @@ async def write_changes(
                 "version_offsets": [c.version.offset for c in bumped],
             },
         )
-    await _execute(conn, DELETE_NORMALIZED, {"uids": [c.uid for c in changes if c.had_rows]})
-    rows = Rows.of(c.document for c in changes if c.document is not None)
+    rows, stale = Rows(), Stale()
+    for c in changes:
+        if c.rows_from is not None or c.document is not None:
+            rows.replace(orjson.loads(c.rows_from) if c.rows_from is not None else None, c.document, stale)
+    await delete_rows(conn, stale)
     await copy_rows(conn, rows)
 
 
@@ -424,7 +436,7 @@ async def database_refuses_any_order(conn: psycopg.AsyncConnection) -> psycopg.E
         source=None,
         document=CANARY,
         known=False,
-        had_rows=False,
+        rows_from=None,
         archive=False,
         clear_history=False,
     )
@@ -450,6 +462,18 @@ async def copy_snapshots(conn: psycopg.AsyncConnection, new: Sequence[Change]) -
         if exc.diag.constraint_name != SNAPSHOT_KEY:
             raise
         raise Conflict("an order new to this batch was inserted by another worker meanwhile") from exc
+
+
+async def delete_rows(conn: psycopg.AsyncConnection, stale: Stale) -> None:
+    """Delete the rows the changes' rows replace (and those of orders erased)."""
+    await _execute(conn, DELETE_ORDERS, {"uids": stale.orders})
+    await _execute(conn, DELETE_DELIVERIES, {"uids": stale.deliveries})
+    await _execute(conn, DELETE_PAYMENTS, {"uids": stale.payments})
+    if stale.items:
+        await conn.execute(
+            DELETE_ITEMS,
+            {"uids": [uid for uid, _ in stale.items], "positions": [i for _, i in stale.items]},
+        )
 
 
 async def copy_rows(conn: psycopg.AsyncConnection, rows: Rows) -> None:

@@ -1,7 +1,9 @@
 """An order's rows in the normalized tables: their one definition.
 
-Built from the parsed message in Python and COPYed (projector/store.py), for a new order and for
-a new version of a known one alike; the bench's raw COPY baseline builds its rows here too.
+Built from the parsed message in Python and COPYed (projector/adapters/postgres.py); the bench's
+raw COPY baseline builds its rows here too. A new version of a known order rewrites only the rows
+that differ from its previous version's (`Rows.replace`): a shop's versions mostly advance an
+item's status or correct an address, and the rest of the order's rows stay as they are.
 """
 
 from __future__ import annotations
@@ -62,6 +64,20 @@ _item = itemgetter(*ITEM_COLUMNS)
 
 
 @dataclass(slots=True)
+class Stale:
+    """Rows of known orders to delete before `Rows` are COPYed: whole orders (their deliveries,
+    payments and items go by cascade), or single rows of the child tables by primary key."""
+
+    orders: list[str] = field(default_factory=list)
+    deliveries: list[str] = field(default_factory=list)
+    payments: list[str] = field(default_factory=list)
+    items: list[tuple[str, int]] = field(default_factory=list)  # (order_uid, position)
+
+    def __bool__(self) -> bool:
+        return bool(self.orders or self.deliveries or self.payments or self.items)
+
+
+@dataclass(slots=True)
 class Rows:
     """The normalized rows of some orders, per table, ready to COPY."""
 
@@ -84,6 +100,31 @@ class Rows:
         self.deliveries.append((uid, *_delivery(order["delivery"])))
         self.payments.append((uid, *_payment(order["payment"])))
         self.items.extend((uid, i, *_item(item)) for i, item in enumerate(order["items"]))
+
+    def replace(self, old: dict | None, new: dict | None, stale: Stale) -> None:
+        """Add to these rows and to `stale` what turns the rows of order `old` into those of `new`
+        (None: no rows, as before a new order or after an erasure). An order whose own row
+        changes is replaced whole; otherwise only the child rows that differ are."""
+        if old is None:
+            if new is not None:
+                self.add(new)
+            return
+        uid = old["order_uid"]
+        if new is None or _order(old) != _order(new):
+            stale.orders.append(uid)
+            if new is not None:
+                self.add(new)
+            return
+        if (delivery := _delivery(new["delivery"])) != _delivery(old["delivery"]):
+            stale.deliveries.append(uid)
+            self.deliveries.append((uid, *delivery))
+        if (payment := _payment(new["payment"])) != _payment(old["payment"]):
+            stale.payments.append(uid)
+            self.payments.append((uid, *payment))
+        before = {(i, _item(item)) for i, item in enumerate(old["items"])}
+        after = {(i, _item(item)) for i, item in enumerate(new["items"])}
+        stale.items.extend((uid, i) for i, _ in sorted(before - after))
+        self.items.extend((uid, i, *item) for i, item in sorted(after - before))
 
     def by_statement(self) -> list[tuple[str, list[tuple]]]:
         """(COPY statement, rows) per table, parents first."""

@@ -156,7 +156,7 @@ class Change:
     source: Record | None  # None: only the version moved (the same order again, newer)
     document: dict | None
     known: bool  # the read model has a row for it (update, not insert)
-    had_rows: bool  # its normalized rows are to be deleted first
+    rows_from: str | None  # the body the read model's normalized rows were made from (None: none)
     archive: bool  # the read model's version moves to history
     clear_history: bool  # erased within the batch: its history is deleted
     history: list[Past] = field(default_factory=list)  # oldest first, after any erasure
@@ -438,7 +438,7 @@ def _change(order: _Order) -> Change | None:
         source=order.source,
         document=order.document,
         known=read_model is not None,
-        had_rows=changed and had_body,
+        rows_from=read_model.body if changed and read_model is not None else None,
         archive=changed and had_body and not order.erased_in_batch and not rebuilt,
         clear_history=order.erased_in_batch or rebuilt,
         history=order.history,

@@ -134,7 +134,7 @@ def test_a_newer_version_replaces_the_read_models_and_archives_it():
     r = rec(0, ts=2_000)
     p = decided([r], {r.where: order("a", v=2)}, {"a": Head(Version(1_000, 1, 9), '{"v":1}')})
     [change] = p.changes
-    assert (p.fates[r.where], change.known, change.archive, change.had_rows) == (
+    assert (p.fates[r.where], change.known, change.archive, change.rows_from is not None) == (
         Fate.APPLIED,
         True,
         True,
