@@ -183,6 +183,10 @@ class Checkpoint:
             await self.store.release(conn, self.topic, partitions)
         # 9. After the commit
         recorded = {p: a.next_offset for p, a in plan.fresh.advances.items()}
+        # What the database holds now: the positions found in step 2, or those recorded over them.
+        # A batch of redeliveries only (no advance) still tells where the database stands, which a
+        # later failover's reconcile compares with.
+        self.known.update({p: positions[p].next_offset for p in partitions if p in positions})
         self.known.update(recorded)
         self._settle(plan, recorded)
         await self._follow(plan, recorded)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import psycopg
 from aiokafka.errors import KafkaTimeoutError
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -589,6 +589,37 @@ def reference_fold(log: Log, state: State) -> dict[str, tuple[Version, str | Non
             if verdict.uid not in best or version > best[verdict.uid][0]:
                 best[verdict.uid] = (version, body)
     return best
+
+
+class Copy:
+    """What the failover rule draws from `st.data()`: the standby copy at `index`."""
+
+    def __init__(self, copies: list[State], index: int) -> None:
+        self.copy = copies[index]
+
+    def draw(self, strategy: st.SearchStrategy) -> State:
+        return self.copy
+
+
+@settings(max_examples=1, database=None)
+@given(st.just(None))
+def test_a_record_redelivered_to_a_newer_copy_is_read_again_after_a_failover_to_an_older_one(_) -> None:
+    """Found by the histories. A worker applies a record; the database fails over to an empty copy
+    (the worker reads the partition again), then to a copy that has the record (the batch read
+    again is all redeliveries), then to the empty copy again. The worker must read the record a
+    third time: it knew where the database stood from the redelivered batch, not only from the
+    positions it recorded itself."""
+    machine = Histories()
+    machine.start()
+    machine.a_standby_copy()  # empty
+    machine.an_order_version(drift=0, partition=1, refuse=False, uid="a")
+    machine.a_batch(fuse=None, random=random.Random(0), sizes=[0, 1, 0], skip=None)
+    machine.a_standby_copy()  # the record applied
+    machine.the_database_loses_its_last_commits(Copy(machine.snapshots, 0))
+    machine.the_database_loses_its_last_commits(Copy(machine.snapshots, 1))
+    machine.a_batch(fuse=None, random=random.Random(0), sizes=[0, 1, 0], skip=None)  # redelivered
+    machine.the_database_loses_its_last_commits(Copy(machine.snapshots, 0))
+    machine.teardown()  # reads to the end of the log, then checks the read model
 
 
 TestHistories = Histories.TestCase
