@@ -4,10 +4,13 @@ Every dead letter carries headers `dlq.reason`, `dlq.error`, `dlq.path`, its sou
 `dlq.topic`/`dlq.partition`/`dlq.offset`/`dlq.timestamp`, and the original value's
 `dlq.original_size` and `dlq.original_sha256`; the original's own headers follow, each renamed
 `dlq.header.<name>` (python -m projector.redrive gives them back their names). Dead letters are
-compressed (gzip). One the broker still refuses for its size is sent again truncated — a prefix
-of the value (and of a long key), without the original's headers, `dlq.truncated: true` — so a bad
-message never blocks the messages behind it; the source topic keeps the original, and the
-coordinates and digest find it there.
+compressed (gzip). One that cannot fit the DLQ topic's `max.message.bytes` even compressed
+(`fits`) is sent truncated — a prefix of the value (and of a long key), without the original's
+headers, `dlq.truncated: true` — so a bad message never blocks the messages behind it; the source
+topic keeps the original, and the coordinates and digest find it there. Cutting it before
+sending matters: a record the broker refuses breaks the idempotent producer's sequence, and every
+letter in flight behind it has to be sent again by a new producer. One the broker refuses all the
+same (the limit unknown, or the estimate wrong) is truncated then.
 
 Each letter is sent once per process: the producer is idempotent (the broker drops a batch the
 client sends again after a lost acknowledgement), a letter acknowledged while its batch is retried
@@ -25,6 +28,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import zlib
 from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -57,6 +61,10 @@ MAX_ERROR_CHARS = 1000
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 # A refused dead letter is sent again with at most this much of its value, then less.
 TRUNCATED_VALUE_BYTES = (64 * 1024, 1024, 0)
+# More than a record batch's framing (61 bytes), a record's (at most 21) and a header's (at most
+# 10 besides its name and value) take.
+BATCH_OVERHEAD_BYTES = 256
+HEADER_OVERHEAD_BYTES = 16
 TRUNCATED_KEY_BYTES = 1024
 ORIGINAL_HEADER = "dlq.header."
 # Whether the DLQ topic exists is asked again at most this often while letters are sent.
@@ -110,6 +118,34 @@ def truncated(
     return key, value[:value_bytes] if value is not None else None, headers
 
 
+def framing_bytes(key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
+    """At least what a record of one letter takes on the wire besides its value."""
+    return (
+        BATCH_OVERHEAD_BYTES
+        + len(key or b"")
+        + sum(HEADER_OVERHEAD_BYTES + len(name) + len(value) for name, value in headers)
+    )
+
+
+def fits(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]], limit: int | None
+) -> bool:
+    """Whether a letter can go whole under the DLQ topic's max.message.bytes (`limit`; None:
+    unknown), as far as can be told before sending: its bytes fit, or they do with its value at
+    zlib's fastest level (the producer's gzip, at level 9, compresses about as well or better)."""
+    if limit is None or value is None:
+        return True
+    framing = framing_bytes(key, headers)
+    if framing + len(value) <= limit:
+        return True
+    return framing + len(zlib.compress(value, 1)) <= limit
+
+
+def value_bytes_that_fit(key: bytes | None, headers: Sequence[tuple[str, bytes]], limit: int) -> int:
+    """The longest prefix of a value that fits uncompressed beside this key and these headers."""
+    return max(0, limit - framing_bytes(key, headers))
+
+
 class DeadLetterQueue:
     """Produces with acks=all, idempotently, and waits for every acknowledgement."""
 
@@ -124,6 +160,7 @@ class DeadLetterQueue:
         self._unknown: set[tuple[int, int]] = set()
         self._since: dict[int, int] = {}
         self._checked_at = -TOPIC_CHECK_EVERY_S
+        self._max_bytes: int | None = None  # the DLQ topic's max.message.bytes, as last asked
 
     async def start(self) -> None:
         # aiokafka binds to the running loop: the producer is made here, not in __init__.
@@ -159,9 +196,11 @@ class DeadLetterQueue:
     async def check_topic(self) -> None:
         """TopicMissing unless the DLQ topic exists, with a leader for each partition."""
         self._checked_at = time.monotonic()
-        found = (await topics.describe(self._started().client, [self.dlq_topic]))[self.dlq_topic]
+        client = self._started().client
+        found = (await topics.describe(client, [self.dlq_topic]))[self.dlq_topic]
         if not topics.usable(found):
             raise TopicMissing(self.dlq_topic, "dead-letter")
+        self._max_bytes = await topics.max_message_bytes(client, self.dlq_topic)
 
     async def send(self, letters: Sequence[Letter]) -> None:
         """Send every letter not acknowledged yet, truncating those the broker refuses for
@@ -175,6 +214,9 @@ class DeadLetterQueue:
             await self.check_topic()
         ends = await self._ends()
         try:
+            for letter in [d for d in todo if not self._fits(d)]:
+                await self._send_truncated(letter, "over the DLQ topic's max.message.bytes")
+            todo = [d for d in todo if d.source not in self._acknowledged]
             while todo:
                 refused, again = await self._send_all(todo)
                 if refused or again:
@@ -186,7 +228,7 @@ class DeadLetterQueue:
                     )
                     await self._renew()
                 for letter in refused:
-                    await self._send_truncated(letter)
+                    await self._send_truncated(letter, "refused for its size")
                 todo = again
         except Exception:
             self._checked_at = -TOPIC_CHECK_EVERY_S  # a topic deleted meanwhile is said next time
@@ -297,8 +339,20 @@ class DeadLetterQueue:
             raise failed
         return refused, again
 
-    async def _send_truncated(self, letter: Letter) -> None:
-        for size in TRUNCATED_VALUE_BYTES:
+    def _fits(self, letter: Letter) -> bool:
+        m = letter.record
+        return fits(m.key, m.value, letter_headers(letter, self.source_topic), self._max_bytes)
+
+    def _truncations(self, letter: Letter) -> list[int]:
+        """How much of the value to keep, tried in turn: what fits the known limit, then less."""
+        if self._max_bytes is None:
+            return list(TRUNCATED_VALUE_BYTES)
+        key, _, headers = truncated(letter, self.source_topic, 0)
+        most = value_bytes_that_fit(key, headers, self._max_bytes)
+        return [most, *(size for size in TRUNCATED_VALUE_BYTES if size < most)]
+
+    async def _send_truncated(self, letter: Letter, why: str) -> None:
+        for size in self._truncations(letter):
             key, value, headers = truncated(letter, self.source_topic, size)
             try:
                 await (await self._started().send(self.dlq_topic, value=value, key=key, headers=headers))
@@ -307,11 +361,13 @@ class DeadLetterQueue:
                 continue
             self._acknowledged.add(letter.source)
             log.warning(
-                "dead letter refused for its size, sent truncated",
+                "dead letter %s, sent truncated",
+                why,
                 extra={
                     "partition": letter.record.partition,
                     "offset": letter.record.offset,
                     "kept_bytes": len(value or b""),
+                    "max_message_bytes": self._max_bytes,
                 },
             )
             return

@@ -16,6 +16,7 @@ from io import BytesIO
 
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import UnknownTopicOrPartitionError, for_code
+from aiokafka.protocol.admin import DescribeConfigsRequest
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (
     AbstractType,
@@ -137,3 +138,21 @@ async def describe(client: AIOKafkaClient, topics: Sequence[str]) -> dict[str, T
         else:
             found[name] = Topic(topic_id, tuple(sorted(p[1] for p in partitions)))
     return found
+
+
+TOPIC_RESOURCE = 2  # DescribeConfigs' resource type of a topic
+
+
+async def max_message_bytes(client: AIOKafkaClient, topic: str) -> int | None:
+    """The topic's `max.message.bytes` (its own, or the broker's default): the largest record
+    batch the broker takes on it, after compression. None if the broker does not say (a
+    principal without DescribeConfigs on it, say)."""
+    request = DescribeConfigsRequest([(TOPIC_RESOURCE, topic, ["max.message.bytes"])])
+    response = await client.send(client.get_random_node(), request)
+    for error_code, _message, _type, _name, entries in response.resources:
+        if error_code:
+            return None
+        for name, value, *_ in entries:
+            if name == "max.message.bytes" and value:
+                return int(value)
+    return None

@@ -38,7 +38,7 @@ from tests.chaos.cluster import ClusterFaults, caught_up_line
 from tests.chaos.mix import REFUSED_CITY_RULE, TAG, Mix, Outgoing
 from tests.chaos.stalls import STALL_NOTE_S, Fault, Stall, explain, log_lines
 from tests.pg_failover import FailoverCluster
-from tests.readmodel import ops
+from tests.readmodel import not_from_snapshots, ops
 
 CODECS = (None, "gzip", "snappy", "lz4", "zstd")
 DLQ_MAX_BYTES = 2 * 1024 * 1024
@@ -602,6 +602,11 @@ async def _check(
         problems.append(
             f"read model orders != expected: {len(held - set(expected))} extra (e.g. {sorted(held - set(expected))[:3]}),"
             f" {len(set(expected) - held)} absent (e.g. {sorted(set(expected) - held)[:3]})"
+        )
+    differing = await asyncio.to_thread(not_from_snapshots, s)
+    if differing:
+        problems.append(
+            f"{len(differing)} normalized rows are not their order's current version's, e.g. {differing[:3]}"
         )
     problems.extend(await _served_exactly(api_url, expected, oracle.erased))
     if report.longest_stall_after_faults_s > STALL_LIMIT_S:

@@ -6,11 +6,15 @@ real broker's side is in tests/integration/test_poison.py and test_log_operation
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import time
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orderview.settings import Settings
 from projector.adapters import dead_letters
@@ -128,3 +132,94 @@ async def test_an_offsets_consumer_that_could_not_start_is_not_asked_again(
     assert await dlq._end_offsets(tps) == {tps[0]: 7}
     first, second = OffsetsConsumer.made
     assert first.stopped and not second.stopped
+
+
+# --- letters over the DLQ topic's max.message.bytes ----------------------------------------------
+
+LIMIT = 64 * 1024
+headers_ = st.lists(st.tuples(st.text(max_size=40), st.binary(max_size=200)), max_size=12)
+keys = st.none() | st.binary(max_size=2000)
+
+
+@given(keys, st.binary(max_size=LIMIT), headers_)
+def test_a_letter_whose_bytes_are_within_the_limit_fits(key, value, headers):
+    if dead_letters.framing_bytes(key, headers) + len(value) <= LIMIT:
+        assert dead_letters.fits(key, value, headers, LIMIT)
+
+
+@given(keys, st.integers(1, 4 * LIMIT), headers_, st.integers(0, 2**32))
+def test_an_incompressible_value_over_the_limit_does_not_fit(key, extra, headers, seed):
+    value = random.Random(seed).randbytes(LIMIT + extra)
+    assert not dead_letters.fits(key, value, headers, LIMIT)
+
+
+@given(keys, st.binary(), headers_)
+def test_without_a_known_limit_every_letter_goes_whole(key, value, headers):
+    assert dead_letters.fits(key, value, headers, None)
+
+
+@given(st.integers(LIMIT + 1, 64 * LIMIT))
+def test_a_compressible_value_over_the_limit_still_fits_whole(size):
+    assert dead_letters.fits(b"bomb", bytes(size), [("dlq.reason", b"too_large")], LIMIT)
+
+
+@given(keys, headers_, st.integers(0, 8 * LIMIT))
+def test_the_prefix_kept_of_a_cut_letter_fits_uncompressed(key, headers, size):
+    kept = dead_letters.value_bytes_that_fit(key, headers, LIMIT)
+    value = bytes(min(size, kept))
+    assert kept >= 0
+    if dead_letters.framing_bytes(key, headers) <= LIMIT:
+        assert dead_letters.framing_bytes(key, headers) + len(value) <= LIMIT
+
+
+class LimitedProducer(FlakyProducer):
+    """Refuses (as the broker would) any record whose value is over `limit` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(unanswered=set())
+        self.limit = limit
+
+    async def send(self, topic: str, value: bytes, key: bytes, headers: list) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        if len(value or b"") > self.limit:
+            future.set_exception(MessageSizeTooLargeError())
+        else:
+            self.sent.append(value)
+            future.set_result(None)
+        return future
+
+
+async def test_a_letter_that_cannot_fit_is_cut_before_sending_and_nothing_is_sent_again(caplog):
+    producer = LimitedProducer(LIMIT)
+    dlq = queue_with(producer)
+    dlq._max_bytes = LIMIT
+
+    async def not_renewed() -> None:
+        raise AssertionError("the producer was renewed: a record was refused")
+
+    dlq._renew = not_renewed  # type: ignore[method-assign]
+    noise = random.Random(3).randbytes(4 * LIMIT)
+    batch = [*letters(3), Letter(Record(0, 3, b"k", noise), "too_large", "too large", "$"), *letters(6)[4:]]
+    with caplog.at_level(logging.WARNING, logger="orderview.projector"):
+        await dlq.send(batch)
+    assert dlq.acknowledged == {(0, i) for i in range(6)}
+    [cut] = [v for v in producer.sent if v not in {f"v{i}".encode() for i in range(6)}]
+    assert noise.startswith(cut) and LIMIT - 4096 < len(cut) <= LIMIT, "as much as fits is kept"
+    assert len(producer.sent) == 6, "each letter sent once"
+    assert "over the DLQ topic's max.message.bytes, sent truncated" in caplog.text
+
+
+async def test_with_the_limit_unknown_a_refused_letter_is_sent_truncated_by_a_new_producer():
+    producer = LimitedProducer(2048)
+    dlq = queue_with(producer)
+    renewed = []
+
+    async def renew() -> None:
+        renewed.append(True)
+
+    dlq._renew = renew  # type: ignore[method-assign]
+    noise = random.Random(5).randbytes(100_000)
+    batch = [*letters(2), Letter(Record(0, 2, b"k", noise), "decode", "not JSON", "$")]
+    await dlq.send(batch)
+    assert dlq.acknowledged == {(0, 0), (0, 1), (0, 2)} and renewed
+    assert producer.sent[-1] == noise[:1024], "64 KiB refused too, then 1 KiB taken"
