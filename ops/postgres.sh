@@ -83,6 +83,10 @@ unix_socket_directories = '$SOCKETS'
 unix_socket_permissions = 0700
 max_connections = 200
 shared_buffers = 256MB
+# Ingest writes WAL fast: at the default 1GB, checkpoints came 10 s apart during the bench's
+# bursts ("checkpoints are occurring too frequently"), each a burst of writes and fsyncs beside
+# the projector's commits, and every page's first change after one is logged whole again.
+max_wal_size = 4GB
 logging_collector = off
 CONF
     [ "${ORDERVIEW_PG_SERVER_SSL:-off}" = on ] && configure_tls
