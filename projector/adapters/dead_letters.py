@@ -133,11 +133,7 @@ def framing_bytes(key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> in
 
 
 def fits(
-    key: bytes | None,
-    value: bytes | None,
-    headers: Sequence[tuple[str, bytes]],
-    limit: int | None,
-    compress: Callable[[bytes], bytes] = COMPRESS,
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]], limit: int | None
 ) -> bool:
     """Whether a letter can go whole under the DLQ topic's max.message.bytes (`limit`; None:
     unknown), as far as can be told before sending: its bytes fit, or they do with its value
@@ -147,7 +143,7 @@ def fits(
     framing = framing_bytes(key, headers)
     if framing + len(value) <= limit:
         return True
-    return framing + len(compress(value)) <= limit
+    return framing + len(COMPRESS(value)) <= limit
 
 
 def value_bytes_that_fit(key: bytes | None, headers: Sequence[tuple[str, bytes]], limit: int) -> int:
@@ -222,11 +218,15 @@ class DeadLetterQueue:
             await self.check_topic()
         ends = await self._ends()
         try:
-            for letter in [d for d in todo if not self._fits(d)]:
-                await self._send_truncated(letter, "over the DLQ topic's max.message.bytes")
+            # Built once per letter: the headers hold the value's SHA-256, and a letter's value can be MBs.
+            headers = {d.source: letter_headers(d, self.source_topic) for d in todo}
+            for letter in todo:
+                m = letter.record
+                if not fits(m.key, m.value, headers[letter.source], self._max_bytes):
+                    await self._send_truncated(letter, "over the DLQ topic's max.message.bytes")
             todo = [d for d in todo if d.source not in self._acknowledged]
             while todo:
-                refused, again = await self._send_all(todo)
+                refused, again = await self._send_all(todo, headers)
                 if refused or again:
                     # A refused record leaves a gap in an idempotent producer's sequence numbers:
                     # the broker refuses everything after it. A new producer starts a new sequence.
@@ -313,7 +313,9 @@ class DeadLetterQueue:
         will not be asked for again; those above, of a batch applied in part, are still kept."""
         self._acknowledged = {(p, o) for p, o in self._acknowledged if o >= recorded.get(p, 0)}
 
-    async def _send_all(self, letters: Sequence[Letter]) -> tuple[list[Letter], list[Letter]]:
+    async def _send_all(
+        self, letters: Sequence[Letter], headers: dict[tuple[int, int], list[tuple[str, bytes]]]
+    ) -> tuple[list[Letter], list[Letter]]:
         """Send at once; return those refused for their size and those to send again."""
         producer = self._started()
         pending: list[tuple[Letter, asyncio.Future]] = []
@@ -325,7 +327,7 @@ class DeadLetterQueue:
                     self.dlq_topic,
                     value=m.value,
                     key=m.key,
-                    headers=letter_headers(letter, self.source_topic),
+                    headers=headers[letter.source],
                 )
             except MessageSizeTooLargeError:  # by the client, before a sequence number is taken
                 refused.append(letter)
@@ -346,10 +348,6 @@ class DeadLetterQueue:
         if failed is not None:
             raise failed
         return refused, again
-
-    def _fits(self, letter: Letter) -> bool:
-        m = letter.record
-        return fits(m.key, m.value, letter_headers(letter, self.source_topic), self._max_bytes)
 
     def _truncations(self, letter: Letter) -> list[int]:
         """How much of the value to keep, tried in turn: what fits the known limit, then less."""

@@ -73,9 +73,6 @@ class Stale:
     payments: list[str] = field(default_factory=list)
     items: list[tuple[str, int]] = field(default_factory=list)  # (order_uid, position)
 
-    def __bool__(self) -> bool:
-        return bool(self.orders or self.deliveries or self.payments or self.items)
-
 
 @dataclass(slots=True)
 class Rows:

@@ -78,7 +78,7 @@ def test_the_deletes_and_inserts_of_a_new_version_turn_the_old_rows_into_the_new
 def test_the_same_version_again_rewrites_nothing(order: dict) -> None:
     rows, stale = Rows(), Stale()
     rows.replace(order, order, stale)
-    assert not stale and rows == Rows()
+    assert stale == Stale() and rows == Rows()
 
 
 @given(strategies.orders(), strategies.orders())
@@ -93,7 +93,7 @@ def test_an_order_whose_own_fields_changed_is_replaced_whole(old: dict, other: d
 def test_a_new_order_is_all_inserts_and_an_erasure_all_deletes(order: dict) -> None:
     rows, stale = Rows(), Stale()
     rows.replace(None, order, stale)
-    assert not stale and rows == Rows.of([order])
+    assert stale == Stale() and rows == Rows.of([order])
     rows, stale = Rows(), Stale()
     rows.replace(order, None, stale)
     assert stale == Stale(orders=[order["order_uid"]]) and rows == Rows()
