@@ -91,6 +91,17 @@ def _subjects(batch: Sequence[Record], verdicts: dict[tuple[int, int], Verdict])
     return uids, {v.claim.of for v in judged if not isinstance(v, Rejected) and v.claim is not None}
 
 
+def _again(
+    early: core.Fresh | None, positions: dict[int, core.Position], standing: dict[int, core.Position]
+) -> core.Fresh | None:
+    """The freshness found before the transaction, when step 2 would find it again: freshness is
+    a pure function of the batch, the positions and the facts, and `early` is given only for the
+    same batch, with facts that lacked nothing (so none were added since), and used once."""
+    if early is not None and not early.asks and positions == standing:
+        return early
+    return None
+
+
 class Checkpoint:
     def __init__(
         self,
@@ -136,9 +147,10 @@ class Checkpoint:
             facts = Facts(topic_id)
             # The letters the records need whatever the read model holds, sent before any
             # transaction (the partitions are this worker's: where they stand cannot move).
-            batch, rest, blocked = await self._send(
-                batch, self._known_letters(batch, standing, facts, verdicts)
-            )
+            early = core.freshness(batch, standing, facts)
+            sent, rest, blocked = await self._send(batch, self._known_letters(early, verdicts))
+            if sent is not batch:
+                batch, early = sent, None
             uids, ofs = _subjects(batch, verdicts)
             while True:
                 lacking: list[Ask] = []
@@ -149,7 +161,8 @@ class Checkpoint:
                         positions, heads, seen = await self.store.lock(
                             conn, self.topic, partitions, uids, ofs
                         )
-                        fresh = core.freshness(batch, positions, facts)
+                        fresh = _again(early, positions, standing) or core.freshness(batch, positions, facts)
+                        early = None
                         if fresh.asks:
                             lacking = fresh.asks
                             raise _Leave
@@ -193,26 +206,22 @@ class Checkpoint:
         return Outcome(plan, recorded, rest, blocked)
 
     def _known_letters(
-        self,
-        batch: Sequence[Record],
-        positions: dict[int, core.Position],
-        facts: Facts,
-        verdicts: dict[tuple[int, int], Verdict],
+        self, fresh: core.Fresh, verdicts: dict[tuple[int, int], Verdict]
     ) -> list[core.Letter]:
-        fresh = core.freshness(batch, positions, facts)
         return [] if fresh.asks else core.rejections(fresh, verdicts, self.refused)
 
     async def _send(
         self, batch: Sequence[Record], letters: list[core.Letter]
-    ) -> tuple[list[Record], list[Record], Exception | None]:
+    ) -> tuple[Sequence[Record], list[Record], Exception | None]:
         """Send the letters not acknowledged yet. If they cannot be sent, what precedes the first
-        of them in each partition goes alone: (what goes, what waits, why)."""
+        of them in each partition goes alone: (what goes, what waits, why); `batch` itself goes
+        when nothing waits."""
         unsent = [d for d in letters if d.source not in self.dlq.acknowledged]
         if not unsent:
-            return list(batch), [], None
+            return batch, [], None
         try:
             await self.dlq.send(unsent)
-            return list(batch), [], None
+            return batch, [], None
         except Exception as exc:
             if faults.outage(exc) is None:
                 raise

@@ -158,7 +158,8 @@ SET next_offset = excluded.next_offset, clock = excluded.clock, last_timestamp =
 WHERE a.next_offset < excluded.next_offset
 """
 
-NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+# All of a batch's payloads in one statement (one round trip); each names orders of its own.
+NOTIFY = "SELECT pg_notify(%(channel)s, payload) FROM unnest(%(payloads)s::text[]) AS payload"
 
 # The canary a refusal is checked against (`database_refuses_any_order`): a valid order of its own
 # but for its order_uid, which the schema forbids (":"), so that no producer's order can hold it in
@@ -386,8 +387,9 @@ async def record_positions(
 
 async def notify(conn: psycopg.AsyncConnection, channel: str, changes: Iterable[tuple[str, Version]]) -> None:
     """Delivered at commit, to every API replica listening (orderview/readmodel.py)."""
-    for payload in readmodel.encode_changes(changes):
-        await conn.execute(NOTIFY, {"channel": channel, "payload": payload})
+    payloads = list(readmodel.encode_changes(changes))
+    if payloads:
+        await conn.execute(NOTIFY, {"channel": channel, "payloads": payloads})
 
 
 async def refused_changes(

@@ -96,7 +96,7 @@ class Rows:
         self.orders.append(_order(order))
         self.deliveries.append((uid, *_delivery(order["delivery"])))
         self.payments.append((uid, *_payment(order["payment"])))
-        self.items.extend((uid, i, *_item(item)) for i, item in enumerate(order["items"]))
+        self.items += [(uid, i, *_item(item)) for i, item in enumerate(order["items"])]
 
     def replace(self, old: dict | None, new: dict | None, stale: Stale) -> None:
         """Add to these rows and to `stale` what turns the rows of order `old` into those of `new`

@@ -71,12 +71,9 @@ class Validator:
                 "too_large", f"the message is {len(raw)} bytes, over the limit of {self.max_bytes}"
             )
         try:
-            # Decoding first gives the byte offset of bad UTF-8; orjson would report "char 0".
-            doc = orjson.loads(str(raw, "utf-8"))
-        except UnicodeDecodeError as exc:
-            return Rejection.of("decode", f"invalid UTF-8 at byte {exc.start}: {exc.reason}")
+            doc = orjson.loads(raw)  # orjson checks the UTF-8 itself
         except orjson.JSONDecodeError as exc:
-            return Rejection.of("decode", f"invalid JSON: {exc}")
+            return _undecodable(raw, exc)
         try:
             valid = self._fast_is_valid(doc)
         except ValueError:  # jsonschema-rs refuses documents nested deeper than it recurses
@@ -93,6 +90,16 @@ class Validator:
         if error is None:  # the validators disagree; the property tests exist to keep this unreachable
             return Rejection.of("schema", "rejected by the fast validator, accepted by the reference one")
         return Rejection.of("schema", *_describe(error))
+
+
+def _undecodable(raw: bytes, exc: orjson.JSONDecodeError) -> Rejection:
+    """Why orjson refused a message: its UTF-8, said with the offset of the first bad byte (orjson
+    would say "char 0"), or its JSON."""
+    try:
+        str(raw, "utf-8")
+    except UnicodeDecodeError as bad:
+        return Rejection.of("decode", f"invalid UTF-8 at byte {bad.start}: {bad.reason}")
+    return Rejection.of("decode", f"invalid JSON: {exc}")
 
 
 def fast_validator() -> Callable[[Any], bool]:
