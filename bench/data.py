@@ -73,6 +73,7 @@ async def load_through_projector(settings: Settings, orders: Sequence[Order], ba
 
 SNAPSHOT_COLUMNS = "order_uid, body_json, source_partition, source_offset"
 COPY_SNAPSHOTS = f"COPY order_snapshots ({SNAPSHOT_COLUMNS}) FROM STDIN"
+SNAPSHOT_TYPES = ("text", "text", "int8", "int8")
 
 
 @dataclass(slots=True)
@@ -95,8 +96,12 @@ def rows_of(batch: Iterable[Order], first_offset: int = 0) -> Batch:
 def copy_rows(conn: psycopg.Connection, batch: Batch) -> None:
     """COPY one batch into the tables (the caller owns the transaction)."""
     with conn.cursor() as cur:
-        for statement, rows in [(COPY_SNAPSHOTS, batch.snapshots), *batch.rows.by_statement()]:
+        for statement, types, rows in [
+            (COPY_SNAPSHOTS, SNAPSHOT_TYPES, batch.snapshots),
+            *batch.rows.by_statement(),
+        ]:
             with cur.copy(statement) as copy:  # type: ignore[arg-type]
+                copy.set_types(types)
                 for row in rows:
                     copy.write_row(row)
 

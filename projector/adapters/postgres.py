@@ -68,6 +68,8 @@ COPY order_snapshots
 FROM STDIN
 """
 SNAPSHOT_KEY = "order_snapshots_pkey"
+# What psycopg dumps COPY_SNAPSHOTS' values as (`_snapshot_row`; rows.copy_types says why).
+SNAPSHOT_TYPES = ("text", "text", "int8", "int8", "int8", "int8", "int8", "int8", "int8")
 
 REPLACE_SNAPSHOTS = f"""
 UPDATE order_snapshots AS s
@@ -458,6 +460,7 @@ async def copy_snapshots(conn: psycopg.AsyncConnection, new: Sequence[Change]) -
         return
     try:
         async with conn.cursor() as cur, cur.copy(COPY_SNAPSHOTS) as copy:
+            copy.set_types(SNAPSHOT_TYPES)
             for c in new:
                 await copy.write_row(_snapshot_row(c))
     except psycopg.errors.UniqueViolation as exc:
@@ -481,10 +484,11 @@ async def delete_rows(conn: psycopg.AsyncConnection, stale: Stale) -> None:
 async def copy_rows(conn: psycopg.AsyncConnection, rows: Rows) -> None:
     """COPY normalized rows of orders that have none (new, or whose old rows were deleted)."""
     async with conn.cursor() as cur:
-        for statement, table_rows in rows.by_statement():
+        for statement, types, table_rows in rows.by_statement():
             if not table_rows:
                 continue
             async with cur.copy(statement) as copy:
+                copy.set_types(types)
                 for row in table_rows:
                     await copy.write_row(row)
 
