@@ -108,11 +108,9 @@ def letter_headers(letter: Letter, source_topic: str) -> list[tuple[str, bytes]]
     return dlq_headers(letter, source_topic) + own
 
 
-def truncated(
-    letter: Letter, source_topic: str, value_bytes: int
-) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
-    """Key, value and headers of the letter cut down to `value_bytes` of its value."""
-    key, value = letter.record.key, letter.record.value
+def truncated(letter: Letter, source_topic: str) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """Key and headers of the letter cut down (its value is cut to whatever size is tried)."""
+    key = letter.record.key
     headers = [*dlq_headers(letter, source_topic), ("dlq.truncated", b"true")]
     if key is not None and len(key) > TRUNCATED_KEY_BYTES:
         headers += [
@@ -120,7 +118,7 @@ def truncated(
             ("dlq.original_key_sha256", hashlib.sha256(key).hexdigest().encode()),
         ]
         key = key[:TRUNCATED_KEY_BYTES]
-    return key, value[:value_bytes] if value is not None else None, headers
+    return key, headers
 
 
 def framing_bytes(key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
@@ -349,17 +347,19 @@ class DeadLetterQueue:
             raise failed
         return refused, again
 
-    def _truncations(self, letter: Letter) -> list[int]:
+    def _truncations(self, key: bytes | None, headers: list[tuple[str, bytes]]) -> list[int]:
         """How much of the value to keep, tried in turn: what fits the known limit, then less."""
         if self._max_bytes is None:
             return list(TRUNCATED_VALUE_BYTES)
-        key, _, headers = truncated(letter, self.source_topic, 0)
         most = value_bytes_that_fit(key, headers, self._max_bytes)
         return [most, *(size for size in TRUNCATED_VALUE_BYTES if size < most)]
 
     async def _send_truncated(self, letter: Letter, why: str) -> None:
-        for size in self._truncations(letter):
-            key, value, headers = truncated(letter, self.source_topic, size)
+        # Built once: the headers hold the whole value's SHA-256, whichever size is tried.
+        key, headers = truncated(letter, self.source_topic)
+        whole = letter.record.value
+        for size in self._truncations(key, headers):
+            value = whole[:size] if whole is not None else None
             try:
                 await (await self._started().send(self.dlq_topic, value=value, key=key, headers=headers))
             except MessageSizeTooLargeError:
