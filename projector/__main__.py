@@ -22,6 +22,7 @@ def main() -> None:
     # early for the one passed below, so the worker had been running on the stock loop.
     uvloop.install()
     from projector.adapters.faust import create_app
+    from projector.batch import collect_less_often
     from projector.startup import wait_for_broker
 
     args = sys.argv[1:]
@@ -35,6 +36,7 @@ def main() -> None:
             FAUST_LEVELS.get(settings.log_level.upper(), settings.log_level.lower()),
         ]
     sys.argv = [sys.argv[0], *args]
+    collect_less_often()
     create_app(settings).main()
 
 

@@ -39,7 +39,7 @@ from orderview.settings import Settings, get_settings
 from projector.adapters import postgres
 from projector.adapters.dead_letters import DeadLetterQueue, dead_lettered, holds
 from projector.adapters.kafka import KafkaLog, partitions_of, scan
-from projector.batch import BatchProjector
+from projector.batch import BatchProjector, collect_less_often
 from projector.core.plan import Advance, Letter
 from projector.core.records import Record, timestamp
 
@@ -310,6 +310,7 @@ def main() -> None:
         parser.error("--accept-loss goes with --truncate")
     settings = get_settings()
     jsonlog.setup(settings.log_level)
+    collect_less_often()
     started = time.perf_counter()
     count = asyncio.run(
         rebuild(settings, truncate=args.truncate, keep=args.keep, accept_loss=args.accept_loss)
