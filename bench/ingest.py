@@ -305,7 +305,8 @@ def _describe(results: Results, scale: Scale, settings: Settings, n: int) -> Non
         f"batch_wait_s={settings.batch_wait_s}; its rate from the workers' /metrics orderview_projector_projected_total "
         "summed, polled every 0.5 s and every 50 ms over the last 5 % (from the first batch to the last); "
         f"raw COPY into an empty database of the same schema, {COPY_BATCH} orders per transaction, rows built "
-        "before timing, psycopg text COPY with the columns' dumpers named (set_types) into order_snapshots, orders, deliveries, payments, items, as the projector role; raw consume: aiokafka "
+        "before timing, psycopg text COPY with the columns' dumpers named (set_types) into order_snapshots, "
+        "orders, deliveries, payments, items, as the projector role; raw consume: aiokafka "
         "without a group from the earliest offset, no processing; Quix Streams "
         "`python -m bench.quix_peer` (quixstreams[postgresql], PostgreSQLSink upserting one row per order_uid "
         f"with the order in a JSONB column, commit_interval={scale.quix_commit_interval_s:g} s) on the same "
@@ -418,8 +419,8 @@ def validation(orders: Sequence[data.Order]) -> float:
 def watch_projector(projector: Service | Workers, count: int, after: int = 0) -> tuple[float, float]:
     """(orders/s from the first applied batch after `after` applied to the last, seconds from
     process start to `count` applied). Polled every 0.5 s, and every 50 ms over the last 5 %: each
-    poll is a scrape of every worker's /metrics (about 1.4 ms of a worker's CPU), which at 10 Hz
-    took about 4 % of the workers' CPU from the drain measured. A sample's time and count are
+    poll is a scrape of every worker's /metrics, which at 10 Hz took about 4 % of the workers' CPU
+    from the drain measured. A sample's time and count are
     taken together, so only the last one's lateness biases the rate, and it is at most 50 ms."""
     samples = projected_samples(projector, count, interval=0.5, fine=0.05, fine_within=0.05)
     first = next(s for s in samples if s[1] > after)

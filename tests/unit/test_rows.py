@@ -3,11 +3,12 @@ calls stale and inserting what it adds, the tables hold exactly the new version'
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.orders import reference_order
-from projector.adapters.rows import Rows, Stale
+from projector.adapters.rows import DELIVERY_COLUMNS, ITEM_TYPES, ORDER_TYPES, Rows, Stale, copy_types
 from tests import strategies
 
 Tables = dict[str, dict[tuple, tuple]]  # table -> primary key -> row
@@ -106,3 +107,18 @@ def test_an_advanced_item_status_rewrites_that_item_only() -> None:
     rows.replace(old, new, stale)
     assert stale == Stale(items=[(old["order_uid"], 0)])
     assert rows == Rows(items=Rows.of([new]).items)
+
+
+def test_each_column_is_dumped_as_its_schema_type() -> None:
+    order = reference_order()
+    rows = Rows.of([order])
+    for types, row in ((ORDER_TYPES, rows.orders[0]), (ITEM_TYPES, rows.items[0])):
+        assert len(types) == len(row)
+        for kind, value in zip(types, row, strict=True):
+            assert isinstance(value, int if kind == "int8" else str)
+
+
+def test_a_column_of_a_schema_type_without_a_copy_type_is_refused_naming_it() -> None:
+    properties = {name: {"type": "string"} for name in DELIVERY_COLUMNS} | {"zip": {"type": "number"}}
+    with pytest.raises(ValueError, match="column 'zip' has schema type 'number'"):
+        copy_types(properties, DELIVERY_COLUMNS)
